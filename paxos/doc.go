@@ -1,0 +1,2 @@
+// Package paxos implements Multi-Paxos for many groups.
+package paxos
