@@ -1,0 +1,81 @@
+package paxos
+
+// onPrepare applies acceptor rules 1 and 3 to a Prepare.
+func (g *group) onPrepare(m *Message) {
+	if m.Ballot.Less(g.promised) {
+		g.reply(m, Message{Type: MsgNack, Ballot: g.promised})
+		return
+	}
+	if g.commit > m.Slot+uint64(g.n.cfg.MaxFetchEntries) {
+		// The proposer would need more chosen entries than one Promise may
+		// carry. It must fetch them first; the promise stays untouched.
+		g.reply(m, Message{Type: MsgNack, Ballot: g.promised, Behind: true})
+		return
+	}
+	g.setPromise(m.Ballot)
+	g.observeBallot(m.From, m.Ballot)
+	// The reply is exact: every slot from m.Slot up to the last one we know.
+	// Bounded by the check above plus the slots in flight above the commit.
+	es := g.entries(m.Slot, g.last, int(g.last-m.Slot)+1)
+	g.reply(m, Message{Type: MsgPromise, Ballot: m.Ballot, Slot: m.Slot, Entries: es})
+}
+
+// onAccept applies acceptor rule 2 to an Accept.
+func (g *group) onAccept(m *Message) {
+	mut := g.n.cfg.mutate
+	if len(m.Entries) != 1 {
+		g.n.badMessage(m, "an Accept carries exactly one entry")
+		return
+	}
+	if m.Ballot.Less(g.promised) && mut&mutAcceptIgnorePromise == 0 {
+		g.reply(m, Message{Type: MsgNack, Ballot: g.promised})
+		return
+	}
+	if mut&mutAcceptNoRaise == 0 {
+		g.setPromise(m.Ballot)
+	}
+	g.observeBallot(m.From, m.Ballot)
+	g.heardFromMaster(m.From)
+	e := m.Entries[0]
+	if cur, ok := g.log[e.Slot]; e.Slot >= g.commit && (!ok || !cur.Chosen) {
+		g.store(&Entry{Slot: e.Slot, Ballot: m.Ballot, Value: e.Value})
+	}
+	// A slot already known as chosen holds the same value (Paxos safety), so
+	// acknowledging it again is harmless and lets a retrying master finish.
+	g.reply(m, Message{Type: MsgAccepted, Ballot: m.Ballot, Slot: e.Slot})
+	g.learnCommit(m.From, m.Ballot, m.Commit, true)
+}
+
+// reply sends a reply to m. Replies that vouch for acceptor state leave only
+// after that state is durable (rule 4).
+func (g *group) reply(m *Message, r Message) {
+	r.Group = g.id
+	r.From = g.n.cfg.ID
+	r.To = m.From
+	r.Commit = g.commit
+	if g.n.cfg.mutate&mutReplyBeforeSync != 0 && r.To != g.n.cfg.ID {
+		g.n.msgs = append(g.n.msgs, r)
+	} else {
+		g.n.after = append(g.n.after, r)
+	}
+	g.touch()
+}
+
+// observeBallot notes a ballot seen in a request from another proposer. A
+// proposer that sees a higher ballot than its own is outbid.
+func (g *group) observeBallot(from NodeID, b Ballot) {
+	g.seeRound(b)
+	if g.role != follower && g.ballot.Less(b) {
+		g.stepDown(from)
+	}
+}
+
+// heardFromMaster resets the failure detector on a message from a master
+// whose ballot is not below our promise.
+func (g *group) heardFromMaster(from NodeID) {
+	if from == g.n.cfg.ID {
+		return
+	}
+	g.leader = from
+	g.resetElectionTimeout()
+}

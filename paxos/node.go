@@ -1,0 +1,365 @@
+package paxos
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Storage is the durable state the core reads: at start, and for chosen
+// entries it no longer keeps in memory. The runtime writes it from
+// Ready.Persist; the core never writes.
+type Storage interface {
+	// HardState returns group g's durable hard state (zero if none).
+	HardState(g GroupID) (HardState, error)
+	// Entries returns g's stored entries with from <= slot < to, in slot
+	// order, at most max of them.
+	Entries(g GroupID, from, to uint64, max int) ([]Entry, error)
+}
+
+// GroupWrite is what one group needs written, atomically with the writes of
+// every other group of the same Ready.
+type GroupWrite struct {
+	Group GroupID
+	// Hard is the new hard state, or nil when it did not change.
+	Hard *HardState
+	// Entries are log entries to write (each replaces the slot's entry).
+	Entries []Entry
+}
+
+// Apply is a chosen slot handed to the state machine. Slots of one group come
+// strictly in order, each exactly once per Node lifetime.
+type Apply struct {
+	Group GroupID
+	Slot  uint64
+	Value Value
+}
+
+// Dropped is a command this node will not get chosen: the caller may retry it,
+// with the same id, where Err says (a NotMasterError carries a hint).
+type Dropped struct {
+	Group GroupID
+	ID    CommandID
+	Err   error
+}
+
+// Ready is one batch of work for the runtime. The order matters:
+//
+//  1. Messages may be sent at once.
+//  2. Persist must be written atomically and durably (one synced batch).
+//  3. Only then may AfterSync be sent. Messages in it addressed to this node
+//     are given back to Step.
+//  4. Committed is applied in order, then Dropped is reported, then Advance.
+type Ready struct {
+	Messages  []Message
+	Persist   []GroupWrite
+	AfterSync []Message
+	Committed []Apply
+	Dropped   []Dropped
+	// StorageErrors lists reads of durable state that failed. The core treats
+	// them as missing entries; the runtime should log them and may stop.
+	StorageErrors []error
+}
+
+// Empty reports whether the Ready carries nothing.
+func (r *Ready) Empty() bool {
+	return len(r.Messages) == 0 && len(r.Persist) == 0 && len(r.AfterSync) == 0 &&
+		len(r.Committed) == 0 && len(r.Dropped) == 0 && len(r.StorageErrors) == 0
+}
+
+// Node is the pure Paxos core of one node for all its groups. It is not safe
+// for concurrent use: one goroutine (the runtime) owns it.
+type Node struct {
+	cfg     Config
+	self    int // our index in cfg.Nodes
+	index   map[NodeID]int
+	storage Storage
+	groups  []*group
+
+	// Output collected since the last Ready.
+	dirty      []*group
+	msgs       []Message
+	after      []Message
+	dropped    []Dropped
+	errs       []error
+
+	// maxApplyPerReady bounds Ready.Committed per group, so that replaying a
+	// long log after a restart does not build one giant batch.
+	maxApplyPerReady int
+	// keepInMemory is how many applied slots stay in memory for peers that
+	// fetch them soon.
+	keepInMemory uint64
+}
+
+// New builds the core from durable state. A node that restarts gets back its
+// promises, accepted entries and commit index, and replays chosen slots from
+// the start through Ready.Committed.
+func New(cfg Config, st Storage) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, storage: st, index: map[NodeID]int{}, maxApplyPerReady: 1024, keepInMemory: 1024}
+	for i, id := range cfg.Nodes {
+		n.index[id] = i
+	}
+	n.self = n.index[cfg.ID]
+	n.groups = make([]*group, cfg.Groups)
+	for i := range n.groups {
+		g := newGroup(n, GroupID(i))
+		hs, err := st.HardState(g.id)
+		if err != nil {
+			return nil, fmt.Errorf("paxos: load hard state of group %d: %w", i, err)
+		}
+		g.promised, g.commit = hs.Promised, hs.Commit
+		g.seeRound(hs.Promised)
+		g.memFloor = 0
+		// Entries from the commit index on are the unsettled tail; chosen
+		// entries below it stay in storage and are replayed from there.
+		for from := hs.Commit; ; {
+			es, err := st.Entries(g.id, from, ^uint64(0), 1024)
+			if err != nil {
+				return nil, fmt.Errorf("paxos: load log of group %d from slot %d: %w", i, from, err)
+			}
+			for j := range es {
+				e := es[j]
+				g.log[e.Slot] = &e
+				g.last = e.Slot + 1
+				g.seeRound(e.Ballot)
+			}
+			if len(es) < 1024 {
+				break
+			}
+			from = es[len(es)-1].Slot + 1
+		}
+		g.memFloor = hs.Commit
+		g.last = max(g.last, hs.Commit)
+		g.knownCommit = hs.Commit
+		if g.commit > 0 {
+			g.touch()
+		}
+		n.groups[i] = g
+	}
+	return n, nil
+}
+
+func (n *Node) group(id GroupID) (*group, error) {
+	if int(id) >= len(n.groups) {
+		return nil, fmt.Errorf("%w %d: this node has groups 0 to %d", ErrUnknownGroup, id, len(n.groups)-1)
+	}
+	return n.groups[id], nil
+}
+
+// Propose queues cmd in group g. It returns at once: nil when the command is
+// queued (its outcome comes through Ready.Committed or Ready.Dropped), a
+// *NotMasterError when another node should be asked, or ErrOverloaded.
+func (n *Node) Propose(g GroupID, cmd Command) error {
+	gr, err := n.group(g)
+	if err != nil {
+		return err
+	}
+	if gr.role != master && !n.cfg.Contend {
+		if !n.cfg.AutoCampaign || gr.leader != 0 {
+			return &NotMasterError{Group: g, Hint: gr.leader}
+		}
+		if gr.role == follower {
+			gr.campaign()
+		}
+	}
+	if gr.pendingBytes+cmd.size() > n.cfg.MaxPendingBytes {
+		return fmt.Errorf("%w (group %d has %d bytes queued)", ErrOverloaded, g, gr.pendingBytes)
+	}
+	gr.pending = append(gr.pending, cmd)
+	gr.pendingBytes += cmd.size()
+	gr.touch()
+	return nil
+}
+
+// Campaign starts phase 1 for group g now, whatever the failure detector says.
+func (n *Node) Campaign(g GroupID) error {
+	gr, err := n.group(g)
+	if err != nil {
+		return err
+	}
+	gr.campaign()
+	return nil
+}
+
+// Step takes in a message from a peer (or from this node, out of AfterSync).
+// A message for an unknown group or of an unknown kind is an error; the
+// message is ignored.
+func (n *Node) Step(m Message) error {
+	g, err := n.group(m.Group)
+	if err != nil {
+		return err
+	}
+	if _, ok := n.index[m.From]; !ok {
+		return fmt.Errorf("paxos: message from node %d, which is not a member %v", m.From, n.cfg.Nodes)
+	}
+	if m.To != n.cfg.ID {
+		return fmt.Errorf("paxos: message for node %d reached node %d", m.To, n.cfg.ID)
+	}
+	switch m.Type {
+	case MsgPrepare:
+		g.onPrepare(&m)
+	case MsgPromise:
+		g.onPromise(&m)
+	case MsgAccept:
+		g.onAccept(&m)
+	case MsgAccepted:
+		g.onAccepted(&m)
+		g.learnCommit(m.From, Ballot{}, m.Commit, false)
+	case MsgNack:
+		g.onNack(&m)
+	case MsgCommit:
+		if !m.Ballot.Less(g.promised) {
+			g.observeBallot(m.From, m.Ballot)
+			g.heardFromMaster(m.From)
+		}
+		g.learnCommit(m.From, m.Ballot, m.Commit, true)
+	case MsgFetch:
+		g.onFetch(&m)
+	case MsgFetchReply:
+		g.onFetchReply(&m)
+	default:
+		return fmt.Errorf("paxos: unknown message type %d from node %d", m.Type, m.From)
+	}
+	g.maybeFetch()
+	return nil
+}
+
+// Tick advances every group's logical clock by one tick.
+func (n *Node) Tick() {
+	for _, g := range n.groups {
+		g.tick()
+	}
+}
+
+// HasReady reports whether Ready would return anything.
+func (n *Node) HasReady() bool {
+	return len(n.dirty) > 0 || len(n.msgs) > 0 || len(n.after) > 0 || len(n.dropped) > 0
+}
+
+// Ready collects the work of every group that changed since the last call.
+// The caller must finish it (see Ready) and call Advance before the next
+// Ready.
+func (n *Node) Ready() Ready {
+	var r Ready
+	var again []*group
+	groups := n.dirty
+	n.dirty = nil
+	for _, g := range groups {
+		g.touched = false
+		g.fill()
+		if g.hardDirty || len(g.unsaved) > 0 {
+			w := GroupWrite{Group: g.id}
+			if g.hardDirty {
+				w.Hard = &HardState{Promised: g.promised, Commit: g.commit}
+				g.hardDirty = false
+			}
+			slots := make([]uint64, 0, len(g.unsaved))
+			for s := range g.unsaved {
+				slots = append(slots, s)
+			}
+			slices.Sort(slots)
+			for _, s := range slots {
+				if e, ok := g.log[s]; ok {
+					w.Entries = append(w.Entries, *e)
+				}
+			}
+			clear(g.unsaved)
+			r.Persist = append(r.Persist, w)
+		}
+		// Hand out chosen slots in order, a bounded number at a time.
+		for s := g.applied; s < g.commit && s-g.applied < uint64(n.maxApplyPerReady); {
+			if s < g.memFloor {
+				es := g.entries(s, min(g.commit, g.memFloor, g.applied+uint64(n.maxApplyPerReady)), n.maxApplyPerReady)
+				if len(es) == 0 {
+					break
+				}
+				for _, e := range es {
+					r.Committed = append(r.Committed, Apply{Group: g.id, Slot: e.Slot, Value: e.Value})
+				}
+				s = es[len(es)-1].Slot + 1
+				continue
+			}
+			r.Committed = append(r.Committed, Apply{Group: g.id, Slot: s, Value: g.log[s].Value})
+			s++
+		}
+		if g.applied+uint64(countGroup(r.Committed, g.id)) < g.commit {
+			again = append(again, g) // more to do next time
+		}
+	}
+	for _, g := range again {
+		g.touch()
+	}
+	r.Messages, n.msgs = n.msgs, nil
+	r.AfterSync, n.after = n.after, nil
+	r.Dropped, n.dropped = n.dropped, nil
+	r.StorageErrors, n.errs = n.errs, nil
+	// Committed entries are handed out now; Advance records it.
+	for _, a := range r.Committed {
+		n.groups[a.Group].applied = a.Slot + 1
+	}
+	return r
+}
+
+func countGroup(as []Apply, g GroupID) int {
+	c := 0
+	for i := len(as) - 1; i >= 0 && as[i].Group == g; i-- {
+		c++
+	}
+	return c
+}
+
+// Advance tells the core that the last Ready was persisted, sent and
+// applied. Applied entries beyond a margin leave memory (they are durable).
+func (n *Node) Advance(r Ready) {
+	for _, a := range r.Committed {
+		g := n.groups[a.Group]
+		if g.applied > n.keepInMemory {
+			floor := g.applied - n.keepInMemory
+			for s := g.memFloor; s < floor; s++ {
+				delete(g.log, s)
+			}
+			if floor > g.memFloor {
+				g.memFloor = floor
+			}
+		}
+	}
+}
+
+func (n *Node) badMessage(m *Message, why string) {
+	n.errs = append(n.errs, fmt.Errorf("paxos: dropped %s from node %d: %s", m.Type, m.From, why))
+}
+
+func (n *Node) storageErr(g GroupID, slot uint64, err error) {
+	if err == nil {
+		err = fmt.Errorf("no entry")
+	}
+	n.errs = append(n.errs, fmt.Errorf("paxos: read group %d slot %d: %w", g, slot, err))
+}
+
+// GroupStatus describes one group as this node sees it.
+type GroupStatus struct {
+	Group   GroupID
+	Role    string
+	Ballot  Ballot // our ballot when preparing or master
+	Master  NodeID // believed master, 0 if none known
+	Promise Ballot
+	Commit  uint64
+	Applied uint64
+	Pending int
+}
+
+// Status returns the status of group g.
+func (n *Node) Status(g GroupID) (GroupStatus, error) {
+	gr, err := n.group(g)
+	if err != nil {
+		return GroupStatus{}, err
+	}
+	return GroupStatus{Group: g, Role: gr.role.String(), Ballot: gr.ballot, Master: gr.leader, Promise: gr.promised,
+		Commit: gr.commit, Applied: gr.applied, Pending: len(gr.pending)}, nil
+}
+
+// Groups returns the number of groups.
+func (n *Node) Groups() int { return len(n.groups) }

@@ -1,0 +1,148 @@
+package paxos
+
+import "fmt"
+
+type slotKey struct {
+	g    GroupID
+	slot uint64
+}
+
+type voteKey struct {
+	g    GroupID
+	slot uint64
+	b    Ballot
+}
+
+type vote struct {
+	value ValueID
+	by    map[NodeID]bool
+}
+
+// checker holds the ground truth of a run and checks it after every step.
+type checker struct {
+	s *sim
+	// votes are durable accepts, by (group, slot, ballot). A value is chosen
+	// the moment a majority has durably accepted it under one ballot.
+	votes map[voteKey]*vote
+	// chosen is the ground truth: the value chosen for each slot.
+	chosen map[slotKey]ValueID
+	// learned is the log as nodes applied it (must equal chosen).
+	applied map[slotKey]ValueID
+	// first is where each command id first appears in the learned log.
+	first map[GroupID]map[CommandID]uint64
+	// cmds maps a command id to its client's group, for the success check.
+	successes int
+	proposals int
+	checks    int
+}
+
+func newChecker(s *sim) *checker {
+	return &checker{s: s, votes: map[voteKey]*vote{}, chosen: map[slotKey]ValueID{}, applied: map[slotKey]ValueID{},
+		first: map[GroupID]map[CommandID]uint64{}}
+}
+
+// persisted records the durable accepts of one synced write.
+func (c *checker) persisted(sn *simNode, ws []GroupWrite) {
+	quorum := len(c.s.nodes)/2 + 1
+	for _, w := range ws {
+		for _, e := range w.Entries {
+			k := voteKey{w.Group, e.Slot, e.Ballot}
+			v := c.votes[k]
+			if v == nil {
+				v = &vote{value: e.Value.ID, by: map[NodeID]bool{}}
+				c.votes[k] = v
+			}
+			if v.value != e.Value.ID {
+				// Two values under one ballot for one slot: only possible if a
+				// ballot was reused (a crash forgot it) or a proposer broke rule 5.
+				c.s.fail("group %d slot %d ballot %s: node %d accepted value %v, another node accepted %v under the same ballot",
+					w.Group, e.Slot, e.Ballot, sn.id, e.Value.ID, v.value)
+				return
+			}
+			v.by[sn.id] = true
+			if len(v.by) >= quorum {
+				sk := slotKey{w.Group, e.Slot}
+				if prev, ok := c.chosen[sk]; ok && prev != v.value {
+					c.s.fail("SAFETY: group %d slot %d chose two values: %v and %v (ballot %s)", w.Group, e.Slot, prev, v.value, e.Ballot)
+					return
+				}
+				c.chosen[sk] = v.value
+			}
+		}
+	}
+}
+
+// learned checks a slot a node applies against the ground truth.
+func (c *checker) learned(sn *simNode, a Apply) {
+	k := slotKey{a.Group, a.Slot}
+	truth, ok := c.chosen[k]
+	if !ok {
+		c.s.fail("SAFETY: node %d applied group %d slot %d value %v, which no majority accepted durably", sn.id, a.Group, a.Slot, a.Value.ID)
+		return
+	}
+	if truth != a.Value.ID {
+		c.s.fail("SAFETY: node %d applied group %d slot %d value %v, but %v was chosen", sn.id, a.Group, a.Slot, a.Value.ID, truth)
+		return
+	}
+	if prev, ok := c.applied[k]; ok && prev != a.Value.ID {
+		c.s.fail("SAFETY: node %d applied group %d slot %d value %v, another node applied %v", sn.id, a.Group, a.Slot, a.Value.ID, prev)
+		return
+	}
+	c.applied[k] = a.Value.ID
+	f := c.first[a.Group]
+	if f == nil {
+		f = map[CommandID]uint64{}
+		c.first[a.Group] = f
+	}
+	for _, cmd := range a.Value.Cmds {
+		if s, ok := f[cmd.ID]; !ok || a.Slot < s {
+			f[cmd.ID] = a.Slot
+		}
+	}
+}
+
+// outcome checks the Applier's verdict on one command occurrence: it takes
+// effect exactly at its first slot and never again.
+func (c *checker) outcome(sn *simNode, g GroupID, cmd *Command, o Outcome) {
+	first := c.first[g][cmd.ID]
+	if o.Forgotten {
+		return
+	}
+	if o.Slot != first {
+		c.s.fail("EXACTLY-ONCE: node %d: command %v first chosen at group %d slot %d, but its outcome says slot %d (duplicate=%v)",
+			sn.id, cmd.ID, g, first, o.Slot, o.Duplicate)
+	}
+}
+
+func (c *checker) proposed(cl *simClient, cmd Command) { c.proposals++ }
+
+// success checks a reported success (F6): the client's own command is in the
+// log, and the slot reported is where it took effect.
+func (c *checker) success(cl *simClient, id CommandID, o Outcome) {
+	c.successes++
+	first, ok := c.first[cl.group][id]
+	if !ok {
+		c.s.fail("F6: client %d was told %v succeeded at slot %d, but it is not in the log of group %d", cl.id, id, o.Slot, cl.group)
+		return
+	}
+	if first != o.Slot {
+		c.s.fail("F6: client %d was told %v succeeded at slot %d, but it took effect at slot %d", cl.id, id, o.Slot, first)
+	}
+}
+
+func (c *checker) afterStep() { c.checks++ }
+
+// final checks the end state: all live nodes applied the same log.
+func (c *checker) final() error {
+	if c.s.err != nil {
+		return c.s.err
+	}
+	for _, cl := range c.s.clients {
+		for seq := uint64(1); seq <= uint64(c.s.cfg.perClient); seq++ {
+			if _, ok := c.first[cl.group][CommandID{Client: cl.id, Seq: seq}]; !ok {
+				return fmt.Errorf("client %d finished, but command %d is not in the log", cl.id, seq)
+			}
+		}
+	}
+	return nil
+}

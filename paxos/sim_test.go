@@ -1,0 +1,471 @@
+package paxos
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand"
+)
+
+// simConfig is one shape of cluster and fault mix for the simulator.
+type simConfig struct {
+	name      string
+	nodes     int
+	groups    int
+	window    int
+	contend   bool // proposers on every node, no stable master
+	clients   int
+	perClient int     // commands each client must get chosen
+	loss      float64 // per message, while faults are on
+	dup       float64
+	maxDelay  int64   // time units; one tick is 10 units
+	crash     float64 // per node per tick, while faults are on
+	crashMid  float64 // per Ready: crash after sending, before the sync
+	partition float64 // per tick: cut a random pair of nodes for a while
+	faultTime int64   // time units with faults on; then the network heals
+	maxTime   int64   // liveness bound: everything must be done by then
+	mutate    mutation
+}
+
+// simConfigs are the shapes every seed cycles through; seed s runs
+// simConfigs[s % len(simConfigs)].
+var simConfigs = []simConfig{
+	{name: "n3g1w8", nodes: 3, groups: 1, window: 8},
+	{name: "n3g4w4", nodes: 3, groups: 4, window: 4},
+	{name: "n5g3w8", nodes: 5, groups: 3, window: 8},
+	{name: "n3g2w1", nodes: 3, groups: 2, window: 1},
+	{name: "n3g1contend", nodes: 3, groups: 1, window: 4, contend: true},
+	{name: "n5g2contend", nodes: 5, groups: 2, window: 2, contend: true},
+	{name: "n5g1w16", nodes: 5, groups: 1, window: 16},
+	{name: "n3g8w2", nodes: 3, groups: 8, window: 2},
+}
+
+// withFaults fills in the fault mix. Unset rates are drawn from the seed, so
+// that the seeds of one configuration cover mild and harsh networks alike.
+func (c simConfig) withFaults(rng *rand.Rand) simConfig {
+	def := func(v *float64, choices ...float64) {
+		if *v == 0 {
+			*v = choices[rng.Intn(len(choices))]
+		}
+	}
+	if c.clients == 0 {
+		c.clients = 2 * c.nodes
+	}
+	if c.perClient == 0 {
+		c.perClient = 25
+	}
+	def(&c.loss, 0.001, 0.05, 0.2)
+	def(&c.dup, 0.001, 0.05, 0.1)
+	def(&c.crash, 0.0005, 0.002, 0.005)
+	def(&c.crashMid, 0.001, 0.01, 0.03)
+	def(&c.partition, 0.001, 0.01, 0.03)
+	if c.maxDelay == 0 {
+		c.maxDelay = []int64{5, 25, 60}[rng.Intn(3)]
+	}
+	if c.faultTime == 0 {
+		c.faultTime = 8000
+	}
+	if c.maxTime == 0 {
+		c.maxTime = c.faultTime + 40000
+	}
+	return c
+}
+
+const tickEvery = 10 // time units per tick
+
+type simMsg struct {
+	at  int64
+	seq uint64
+	m   Message
+}
+
+type msgQueue []simMsg
+
+func (q msgQueue) Len() int { return len(q) }
+func (q msgQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+func (q msgQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *msgQueue) Push(x any)   { *q = append(*q, x.(simMsg)) }
+func (q *msgQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+type simNode struct {
+	id      NodeID
+	core    *Node // nil while crashed
+	store   *MemoryStorage
+	rng     *rand.Rand
+	applier *Applier
+	next    map[GroupID]uint64 // next slot to apply, per group
+	waiters map[CommandID]*simClient
+	upAt    int64 // restart time while crashed
+}
+
+type simClient struct {
+	id       uint64
+	group    GroupID
+	home     int // node index it starts with (and sticks to when contending)
+	target   int
+	seq      uint64
+	waiting  bool
+	deadline int64
+	retryAt  int64
+	done     int
+}
+
+// sim is one seeded run.
+type sim struct {
+	cfg     simConfig
+	seed    int64
+	rng     *rand.Rand
+	now     int64
+	nodes   []*simNode
+	ids     []NodeID
+	net     msgQueue
+	msgSeq  uint64
+	cut     map[[2]NodeID]int64 // one-way cuts and when they heal
+	clients []*simClient
+	check   *checker
+	err     error
+	steps   int
+	trace   func(string) // set by -sim.trace
+}
+
+func newSim(seed int64, cfg simConfig) *sim {
+	rng := rand.New(rand.NewSource(seed))
+	cfg = cfg.withFaults(rng)
+	s := &sim{cfg: cfg, seed: seed, rng: rng, cut: map[[2]NodeID]int64{}}
+	s.check = newChecker(s)
+	for i := 0; i < cfg.nodes; i++ {
+		s.ids = append(s.ids, NodeID(i+1))
+	}
+	for i := range s.ids {
+		sn := &simNode{id: s.ids[i], store: NewMemoryStorage(), rng: rand.New(rand.NewSource(seed*131 + int64(i)))}
+		s.nodes = append(s.nodes, sn)
+		s.start(sn)
+	}
+	for i := 0; i < cfg.clients; i++ {
+		home := i % cfg.nodes
+		s.clients = append(s.clients, &simClient{id: uint64(i + 1), group: GroupID(s.rng.Intn(cfg.groups)), home: home, target: home})
+	}
+	return s
+}
+
+func (s *sim) coreConfig(sn *simNode) Config {
+	return Config{
+		ID: sn.id, Nodes: s.ids, Groups: s.cfg.groups, Window: s.cfg.window,
+		MaxBatchCommands: 3, ElectionTicks: 8, HeartbeatTicks: 2, RetransmitTicks: 3,
+		AutoCampaign: true, Contend: s.cfg.contend, MaxFetchEntries: 16,
+		Rand: sn.rng.Intn, mutate: s.cfg.mutate,
+	}
+}
+
+// start (re)builds a node's core from its durable storage.
+func (s *sim) start(sn *simNode) {
+	c, err := New(s.coreConfig(sn), sn.store)
+	if err != nil {
+		s.fail("node %d: restart: %v", sn.id, err)
+		return
+	}
+	sn.core = c
+	sn.applier = NewApplier(1000, 100)
+	sn.next = map[GroupID]uint64{}
+	sn.waiters = map[CommandID]*simClient{}
+}
+
+func (s *sim) crash(sn *simNode) {
+	sn.core = nil
+	sn.upAt = s.now + int64(20+s.rng.Intn(400))
+	for _, cl := range s.clients {
+		if cl.waiting && s.nodes[cl.target] == sn {
+			// The client's call dies with the node: outcome unknown.
+			cl.deadline = s.now
+		}
+	}
+}
+
+func (s *sim) fail(format string, args ...any) {
+	if s.err == nil {
+		s.err = fmt.Errorf("t=%d: %s", s.now, fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *sim) tracef(format string, args ...any) {
+	if s.trace != nil {
+		s.trace(fmt.Sprintf("t=%d ", s.now) + fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *sim) faulty() bool { return s.now < s.cfg.faultTime }
+
+func (s *sim) send(m Message) {
+	if s.faulty() {
+		if until, ok := s.cut[[2]NodeID{m.From, m.To}]; ok && until > s.now {
+			return
+		}
+		if s.rng.Float64() < s.cfg.loss {
+			return
+		}
+		if s.rng.Float64() < s.cfg.dup {
+			s.enqueue(m)
+		}
+	}
+	s.enqueue(m)
+}
+
+func (s *sim) enqueue(m Message) {
+	s.msgSeq++
+	heap.Push(&s.net, simMsg{at: s.now + 1 + s.rng.Int63n(s.cfg.maxDelay), seq: s.msgSeq, m: m})
+}
+
+// process runs a node's Ready loop, with a chance to crash between sending
+// and syncing (losing everything not yet durable).
+func (s *sim) process(sn *simNode) {
+	for i := 0; i < 1000 && sn.core != nil && sn.core.HasReady() && s.err == nil; i++ {
+		r := sn.core.Ready()
+		if s.trace != nil {
+			for _, w := range r.Persist {
+				s.tracef("n%d persist g%d hard=%v entries=%v", sn.id, w.Group, w.Hard, entriesString(w.Entries))
+			}
+			for _, m := range r.Messages {
+				s.tracef("n%d send %s %s", sn.id, m.String(), entriesString(m.Entries))
+			}
+			for _, m := range r.AfterSync {
+				s.tracef("n%d send-after-sync %s %s", sn.id, m.String(), entriesString(m.Entries))
+			}
+		}
+		for _, m := range r.Messages {
+			s.send(m)
+		}
+		if s.faulty() && s.rng.Float64() < s.cfg.crashMid {
+			s.tracef("n%d CRASH before sync", sn.id)
+			s.crash(sn)
+			return
+		}
+		for _, e := range r.StorageErrors {
+			s.fail("node %d: %v", sn.id, e)
+		}
+		if err := sn.store.Save(r.Persist); err != nil {
+			s.fail("node %d: save: %v", sn.id, err)
+		}
+		s.check.persisted(sn, r.Persist)
+		var local []Message
+		for _, m := range r.AfterSync {
+			if m.To == sn.id {
+				local = append(local, m)
+			} else {
+				s.send(m)
+			}
+		}
+		for _, a := range r.Committed {
+			s.apply(sn, a)
+		}
+		for _, d := range r.Dropped {
+			if cl, ok := sn.waiters[d.ID]; ok {
+				delete(sn.waiters, d.ID)
+				if d.ID.Seq == cl.seq {
+					s.redirect(cl, d.Err)
+				}
+			}
+		}
+		sn.core.Advance(r)
+		for _, m := range local {
+			if err := sn.core.Step(m); err != nil {
+				s.fail("node %d: step own %s: %v", sn.id, m.String(), err)
+			}
+		}
+		s.check.afterStep()
+	}
+}
+
+func (s *sim) apply(sn *simNode, a Apply) {
+	if want := sn.next[a.Group]; a.Slot != want {
+		s.fail("node %d group %d: applied slot %d, expected %d (out of order)", sn.id, a.Group, a.Slot, want)
+	}
+	sn.next[a.Group] = a.Slot + 1
+	s.check.learned(sn, a)
+	sn.applier.Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *Command) []byte {
+		return []byte(fmt.Sprintf("%d@%d.%d", cmd.ID.Seq, slot, index))
+	}, func(cmd *Command, o Outcome) {
+		s.check.outcome(sn, a.Group, cmd, o)
+		if cl, ok := sn.waiters[cmd.ID]; ok {
+			delete(sn.waiters, cmd.ID)
+			if cmd.ID.Seq == cl.seq {
+				s.succeed(cl, o)
+			}
+		}
+	})
+}
+
+func (s *sim) succeed(cl *simClient, o Outcome) {
+	if !cl.waiting {
+		return
+	}
+	s.check.success(cl, CommandID{Client: cl.id, Seq: cl.seq}, o)
+	cl.waiting = false
+	cl.done++
+	cl.seq++
+	cl.retryAt = s.now + int64(s.rng.Intn(30))
+}
+
+// redirect retries a command elsewhere after a definite "not here".
+func (s *sim) redirect(cl *simClient, err error) {
+	if !cl.waiting {
+		return
+	}
+	cl.waiting = false
+	hint, ok := IsNotMaster(err)
+	switch {
+	case s.cfg.contend:
+	case ok && hint != 0:
+		cl.target = int(hint - 1)
+	default:
+		cl.target = s.rng.Intn(len(s.nodes))
+	}
+	cl.retryAt = s.now + int64(5+s.rng.Intn(20))
+}
+
+func (s *sim) runClient(cl *simClient) {
+	if cl.done >= s.cfg.perClient {
+		return
+	}
+	if cl.waiting {
+		if s.now < cl.deadline {
+			return
+		}
+		// Outcome unknown: retry the same id, maybe elsewhere.
+		cl.waiting = false
+		if !s.cfg.contend {
+			cl.target = s.rng.Intn(len(s.nodes))
+		}
+	}
+	if s.now < cl.retryAt {
+		return
+	}
+	if cl.seq == 0 {
+		cl.seq = 1
+	}
+	sn := s.nodes[cl.target]
+	if sn.core == nil {
+		if !s.cfg.contend {
+			cl.target = s.rng.Intn(len(s.nodes))
+		}
+		cl.retryAt = s.now + 20
+		return
+	}
+	id := CommandID{Client: cl.id, Seq: cl.seq}
+	cmd := Command{ID: id, Ack: cl.seq, Data: []byte(fmt.Sprintf("c%d-%d", cl.id, cl.seq))}
+	err := sn.core.Propose(cl.group, cmd)
+	if err != nil {
+		cl.waiting = true
+		s.redirect(cl, err)
+		return
+	}
+	s.check.proposed(cl, cmd)
+	cl.waiting = true
+	cl.deadline = s.now + 2000
+	sn.waiters[id] = cl
+	s.process(sn)
+}
+
+func (s *sim) done() bool {
+	for _, cl := range s.clients {
+		if cl.done < s.cfg.perClient {
+			return false
+		}
+	}
+	return true
+}
+
+// run drives the simulation to the end and returns the first violation.
+func (s *sim) run() error {
+	for s.now = 0; s.now < s.cfg.maxTime && s.err == nil; s.now++ {
+		s.steps++
+		if !s.faulty() {
+			for _, sn := range s.nodes {
+				if sn.core == nil {
+					sn.upAt = s.now
+				}
+			}
+		}
+		for len(s.net) > 0 && s.net[0].at <= s.now && s.err == nil {
+			sm := heap.Pop(&s.net).(simMsg)
+			sn := s.nodes[sm.m.To-1]
+			if sn.core == nil {
+				continue
+			}
+			s.tracef("n%d recv %s %s", sn.id, sm.m.String(), entriesString(sm.m.Entries))
+			if err := sn.core.Step(sm.m); err != nil {
+				s.fail("node %d: step %s: %v", sn.id, sm.m.String(), err)
+			}
+			s.process(sn)
+		}
+		for i, sn := range s.nodes {
+			if sn.core == nil {
+				if s.now >= sn.upAt {
+					s.tracef("n%d RESTART", sn.id)
+					s.start(sn)
+					s.process(sn)
+				}
+				continue
+			}
+			if (s.now+int64(i)*3)%tickEvery != 0 {
+				continue
+			}
+			if s.faulty() && s.rng.Float64() < s.cfg.crash {
+				s.tracef("n%d CRASH", sn.id)
+				s.crash(sn)
+				continue
+			}
+			sn.core.Tick()
+			s.process(sn)
+		}
+		if s.faulty() && s.now%tickEvery == 0 && s.rng.Float64() < s.cfg.partition {
+			a, b := s.ids[s.rng.Intn(len(s.ids))], s.ids[s.rng.Intn(len(s.ids))]
+			until := s.now + int64(50+s.rng.Intn(500))
+			s.cut[[2]NodeID{a, b}] = until
+			if s.rng.Intn(2) == 0 {
+				s.cut[[2]NodeID{b, a}] = until
+			}
+		}
+		for _, cl := range s.clients {
+			s.runClient(cl)
+		}
+		if s.now > s.cfg.faultTime && s.done() {
+			return s.check.final()
+		}
+	}
+	if s.err != nil {
+		return s.err
+	}
+	var open []string
+	for _, cl := range s.clients {
+		if cl.done < s.cfg.perClient {
+			open = append(open, fmt.Sprintf("client %d (group %d) at seq %d, %d/%d done", cl.id, cl.group, cl.seq, cl.done, s.cfg.perClient))
+		}
+	}
+	return fmt.Errorf("liveness: %d time units after the network healed, not everything finished: %v", s.cfg.maxTime-s.cfg.faultTime, open)
+}
+
+func entriesString(es []Entry) string {
+	if len(es) == 0 {
+		return ""
+	}
+	out := "["
+	for i, e := range es {
+		if i > 0 {
+			out += " "
+		}
+		out += fmt.Sprintf("s%d:b%s:v%d.%s/%d", e.Slot, e.Ballot, e.Value.ID.N, e.Value.ID.Ballot, len(e.Value.Cmds))
+		if e.Chosen {
+			out += "!"
+		}
+	}
+	return out + "]"
+}
