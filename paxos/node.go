@@ -76,11 +76,11 @@ type Node struct {
 	groups  []*group
 
 	// Output collected since the last Ready.
-	dirty      []*group
-	msgs       []Message
-	after      []Message
-	dropped    []Dropped
-	errs       []error
+	dirty   []*group
+	msgs    []Message
+	after   []Message
+	dropped []Dropped
+	errs    []error
 
 	// maxApplyPerReady bounds Ready.Committed per group, so that replaying a
 	// long log after a restart does not build one giant batch.

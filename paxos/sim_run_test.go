@@ -9,11 +9,11 @@ import (
 )
 
 var (
-	simSeeds  = flag.Int("sim.seeds", 400, "number of seeds TestSimulation runs (2000 in CI)")
-	simStart  = flag.Int64("sim.start", 1, "first seed TestSimulation runs")
-	simSeed   = flag.Int64("sim.seed", 0, "run only this seed (a failing run prints it)")
-	simTrace  = flag.Bool("sim.trace", false, "with -sim.seed: log every message, write and crash")
-	simOnly   = flag.String("sim.config", "", "run only the configuration with this name")
+	simSeeds = flag.Int("sim.seeds", 400, "number of seeds TestSimulation runs (2000 in CI)")
+	simStart = flag.Int64("sim.start", 1, "first seed TestSimulation runs")
+	simSeed  = flag.Int64("sim.seed", 0, "run only this seed (a failing run prints it)")
+	simTrace = flag.Bool("sim.trace", false, "with -sim.seed: log every message, write and crash")
+	simOnly  = flag.String("sim.config", "", "run only the configuration with this name")
 )
 
 func simConfigFor(seed int64) simConfig {

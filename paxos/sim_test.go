@@ -173,6 +173,10 @@ func (s *sim) start(sn *simNode) {
 		s.fail("node %d: restart: %v", sn.id, err)
 		return
 	}
+	// Keep little in memory and apply in small batches, so that reads of
+	// durable entries (fetch, promise, replay) are exercised too.
+	c.keepInMemory = uint64(1 + s.rng.Intn(8))
+	c.maxApplyPerReady = 1 + s.rng.Intn(6)
 	sn.core = c
 	sn.applier = NewApplier(1000, 100)
 	sn.next = map[GroupID]uint64{}
