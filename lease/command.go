@@ -1,0 +1,111 @@
+package lease
+
+import (
+	"strconv"
+	"time"
+)
+
+// Op is the kind of a Command. The numeric values are part of the wire format and never
+// change meaning.
+type Op uint8
+
+// The operations a Command can carry. Each lists the Command fields it reads; the others
+// are ignored and not encoded.
+const (
+	// OpOpenSession creates a session for Client with the given TTL (between
+	// Limits.MinTTL and Limits.MaxTTL). Result.Session is the new session's ID.
+	OpOpenSession Op = 1
+	// OpCloseSession ends Session at its owner's request: its locks are released (no
+	// lock-delay) and its waits removed.
+	OpCloseSession Op = 2
+	// OpExpireSession ends Session because the master decided its TTL ran out: its locks
+	// are freed by expiry (the lock-delay applies) and its waits removed. An unknown
+	// Session is a no-op that answers CodeSessionUnknown.
+	OpExpireSession Op = 3
+	// OpAcquire asks for Name on behalf of Session, Shared or exclusive, with Metadata
+	// and LockDelay kept with the grant. When the lock cannot be granted now, Wait
+	// queues the request (CodeQueued) and !Wait fails it (CodeWouldBlock).
+	OpAcquire Op = 4
+	// OpRelease gives up Session's grant of Name, named by its Token.
+	OpRelease Op = 5
+	// OpCancelWait takes Session's request for Name out of the queue.
+	OpCancelWait Op = 6
+	// OpTick only brings the table's clock forward to Now, so that locks whose
+	// lock-delay ended are granted to their waiters.
+	OpTick Op = 7
+	// OpSetLimits replaces the table's limits with Limits.
+	OpSetLimits Op = 8
+)
+
+const maxOp = OpSetLimits
+
+var opNames = [...]string{
+	OpOpenSession:   "open-session",
+	OpCloseSession:  "close-session",
+	OpExpireSession: "expire-session",
+	OpAcquire:       "acquire",
+	OpRelease:       "release",
+	OpCancelWait:    "cancel-wait",
+	OpTick:          "tick",
+	OpSetLimits:     "set-limits",
+}
+
+// String returns the operation's name, as used in error messages.
+func (o Op) String() string {
+	if o >= 1 && o <= maxOp {
+		return opNames[o]
+	}
+	return "op(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Command is one entry of the replicated log for the lock table. Op says which fields
+// matter (see the Op constants); [Command.Encode] writes only those, so a decoded Command
+// has every other field at its zero value.
+type Command struct {
+	Op Op
+	// Now is the unix time in nanoseconds the group master read when it proposed the
+	// command. The table's clock becomes max(its clock, Now).
+	Now int64
+	// Client identifies the owner of a new session (OpOpenSession).
+	Client uint64
+	// TTL is the new session's time to live (OpOpenSession). The master expires the
+	// session when it has not heard from the client for that long.
+	TTL time.Duration
+	// Session is the session the command acts for.
+	Session uint64
+	// Name is the lock name: non-empty, at most Limits.MaxNameBytes bytes. The table
+	// keeps the string as given; DecodeCommand gives every name its own allocation.
+	Name string
+	// Shared asks for a shared rather than an exclusive grant (OpAcquire).
+	Shared bool
+	// Wait queues the request when it cannot be granted now (OpAcquire).
+	Wait bool
+	// Metadata is kept with the grant and shown to others by Table.Lock (OpAcquire).
+	// The table copies it.
+	Metadata []byte
+	// LockDelay is how long the lock stays ungranted if this grant ends by session
+	// expiry (OpAcquire). The default, 0, means no delay.
+	LockDelay time.Duration
+	// Token names the grant to release (OpRelease).
+	Token uint64
+	// Limits are the new limits (OpSetLimits).
+	Limits Limits
+}
+
+// Position is a command's place in the log: the Paxos slot, and the index of the command
+// within the batch chosen for that slot. Positions given to one Table must strictly
+// increase; Apply refuses any other as already applied.
+type Position struct {
+	Slot  uint64
+	Index uint32
+}
+
+// Less reports whether p comes before q in the log.
+func (p Position) Less(q Position) bool {
+	return p.Slot < q.Slot || (p.Slot == q.Slot && p.Index < q.Index)
+}
+
+// String formats p as "slot.index".
+func (p Position) String() string {
+	return strconv.FormatUint(p.Slot, 10) + "." + strconv.FormatUint(uint64(p.Index), 10)
+}

@@ -1,0 +1,326 @@
+package lease
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+const (
+	snapshotMagic   = "LKDT"
+	snapshotVersion = 1
+	// snapshotOverhead is the magic, the version byte and the trailing checksum.
+	snapshotOverhead = len(snapshotMagic) + 1 + 4
+	flagStarted      = 1 << 0
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Smallest encodings of the records in a snapshot, used to refuse counts the remaining
+// bytes cannot hold before anything is allocated for them.
+const (
+	minSessionBytes = 4 // id, client, ttl, opened
+	minLockBytes    = 6 // name length and one byte, flags, delay, two counts
+	minHolderBytes  = 5 // session, token, since, lock-delay, metadata length
+	minWaiterBytes  = 5 // session, flags, since, lock-delay, metadata length
+)
+
+// Snapshot returns the whole table as bytes that Restore accepts. Tables with the same
+// history return identical bytes: sessions are written by ID, locks by name, holders in
+// grant order and waiters in queue order, and nothing else is written (the indexes and
+// counters Restore needs are derived from these).
+//
+// Layout: "LKDT", version byte, then flags (bit 0: a command was applied), the last
+// position (slot, index), the clock, the last token and session ID, the limits, the
+// sessions (count, then id, client, ttl, opened), the locks (count, then name, flags
+// (bit 0: shared), delay end, holders (count, then session, token, since, lock-delay,
+// metadata), waiters (count, then session, flags (bit 0: shared), since, lock-delay,
+// metadata)), and last the CRC-32C of all bytes before it, little-endian. Integers are
+// minimal varints, zigzag for signed ones; strings are length-prefixed.
+func (t *Table) Snapshot() []byte {
+	ids := make([]uint64, 0, len(t.sessions))
+	for id := range t.sessions {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ls := make([]*lock, 0, len(t.locks))
+	size := 64 + 8*len(ids)
+	for _, l := range t.locks {
+		ls = append(ls, l)
+		size += 8 + len(l.name) + 16*(len(l.holders)+len(l.waiters))
+	}
+	slices.SortFunc(ls, func(a, b *lock) int { return strings.Compare(a.name, b.name) })
+
+	b := make([]byte, 0, size)
+	b = append(b, snapshotMagic...)
+	b = append(b, snapshotVersion)
+	var flags byte
+	if t.started {
+		flags |= flagStarted
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, t.applied.Slot)
+	b = binary.AppendUvarint(b, uint64(t.applied.Index))
+	b = binary.AppendVarint(b, t.now)
+	b = binary.AppendUvarint(b, t.lastToken)
+	b = binary.AppendUvarint(b, t.lastSession)
+	b = appendLimits(b, t.limits)
+
+	b = binary.AppendUvarint(b, uint64(len(ids)))
+	for _, id := range ids {
+		s := t.sessions[id]
+		b = binary.AppendUvarint(b, s.id)
+		b = binary.AppendUvarint(b, s.client)
+		b = binary.AppendVarint(b, int64(s.ttl))
+		b = binary.AppendVarint(b, s.opened)
+	}
+	b = binary.AppendUvarint(b, uint64(len(ls)))
+	for _, l := range ls {
+		b = appendString(b, l.name)
+		b = append(b, boolByte(l.shared))
+		b = binary.AppendVarint(b, l.delayUntil)
+		b = binary.AppendUvarint(b, uint64(len(l.holders)))
+		for _, h := range l.holders {
+			b = binary.AppendUvarint(b, h.s.id)
+			b = binary.AppendUvarint(b, h.token)
+			b = binary.AppendVarint(b, h.since)
+			b = binary.AppendVarint(b, int64(h.lockDelay))
+			b = appendString(b, h.meta)
+		}
+		b = binary.AppendUvarint(b, uint64(len(l.waiters)))
+		for _, w := range l.waiters {
+			b = binary.AppendUvarint(b, w.s.id)
+			b = append(b, boolByte(w.shared))
+			b = binary.AppendVarint(b, w.since)
+			b = binary.AppendVarint(b, int64(w.lockDelay))
+			b = appendString(b, w.meta)
+		}
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Restore replaces the whole table, limits included, with the snapshot b. It first
+// decodes and checks everything (checksum, version, bounds, canonical form, and every
+// invariant listed on Table), and only then switches: on error the table is unchanged.
+// Allocation is bounded by len(b). Errors wrap ErrMalformed or ErrVersion.
+func (t *Table) Restore(b []byte) error {
+	nt, err := decodeSnapshot(b)
+	if err != nil {
+		return err
+	}
+	*t = *nt
+	return nil
+}
+
+func decodeSnapshot(b []byte) (*Table, error) {
+	if len(b) < snapshotOverhead || string(b[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: snapshot: not a lock table snapshot (bad magic or %d bytes)", ErrMalformed, len(b))
+	}
+	if v := b[len(snapshotMagic)]; v != snapshotVersion {
+		return nil, fmt.Errorf("%w: snapshot version %d, this build reads %d: upgrade this node", ErrVersion, v, snapshotVersion)
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if got := crc32.Checksum(body, castagnoli); got != sum {
+		return nil, fmt.Errorf("%w: snapshot: checksum %08x, computed %08x: the snapshot is corrupt, fetch it again", ErrMalformed, sum, got)
+	}
+	r := &reader{b: body, off: len(snapshotMagic) + 1, what: "snapshot"}
+	d := snapshotDecoder{r: r}
+	t := d.table()
+	r.end()
+	if r.err != nil {
+		return nil, r.err
+	}
+	return t, nil
+}
+
+// snapshotDecoder rebuilds a Table from a snapshot body and checks it as it goes.
+type snapshotDecoder struct {
+	r *reader
+	t *Table
+}
+
+func (d *snapshotDecoder) table() *Table {
+	r := d.r
+	t := &Table{}
+	d.t = t
+	flags := r.byte("flags")
+	if flags&^flagStarted != 0 {
+		r.fail("flags", "unknown flags %#x", flags)
+	}
+	t.started = flags&flagStarted != 0
+	t.applied.Slot = r.uvarint("slot")
+	index := r.uvarint("index")
+	if index > math.MaxUint32 {
+		r.fail("index", "index %d exceeds 32 bits", index)
+	}
+	t.applied.Index = uint32(index)
+	if !t.started && t.applied != (Position{}) {
+		r.fail("slot", "position %v without any command applied", t.applied)
+	}
+	t.now = r.nonNegative("now")
+	t.lastToken = r.uvarint("last-token")
+	t.lastSession = r.uvarint("last-session")
+	t.limits = r.limits()
+	if r.err == nil {
+		if err := t.limits.Validate(); err != nil {
+			r.fail("limits", "%v", err)
+		}
+	}
+
+	n := r.count("sessions", minSessionBytes)
+	t.sessions = make(map[uint64]*session, n)
+	t.clients = make(map[uint64]uint32)
+	var prev uint64
+	for i := 0; i < n && r.err == nil; i++ {
+		s := &session{id: r.uvarint("session-id"), client: r.uvarint("client")}
+		s.ttl = time.Duration(r.varint("ttl"))
+		s.opened = r.nonNegative("opened")
+		switch {
+		case s.id <= prev || s.id > t.lastSession:
+			r.fail("session-id", "session %d out of order or above the last issued %d", s.id, t.lastSession)
+		case s.ttl <= 0 || s.ttl > TTLCeiling:
+			r.fail("ttl", "session %d has ttl %v", s.id, s.ttl)
+		case s.opened > t.now:
+			r.fail("opened", "session %d opened after the clock", s.id)
+		}
+		prev = s.id
+		t.sessions[s.id] = s
+		t.clients[s.client]++
+	}
+
+	n = r.count("locks", minLockBytes)
+	t.locks = make(map[string]*lock, n)
+	var prevName string
+	for i := 0; i < n && r.err == nil; i++ {
+		l := d.lock()
+		if r.err == nil && i > 0 && l.name <= prevName {
+			r.fail("name", "lock %q is not after %q", l.name, prevName)
+		}
+		prevName = l.name
+		t.locks[l.name] = l
+		if l.delayUntil != 0 {
+			t.delays = append(t.delays, delayEntry{at: l.delayUntil, l: l})
+			t.delayed++
+		}
+	}
+	t.delays.init()
+	return t
+}
+
+func (d *snapshotDecoder) lock() *lock {
+	r, t := d.r, d.t
+	name := r.bytes("name", NameBytesCeiling)
+	if r.err == nil && len(name) == 0 {
+		r.fail("name", "empty lock name")
+	}
+	l := &lock{name: string(name)}
+	flags := r.byte("lock-flags")
+	if flags&^1 != 0 {
+		r.fail("lock-flags", "unknown flags %#x", flags)
+	}
+	l.shared = flags&1 != 0
+	l.delayUntil = r.nonNegative("delay-until")
+	if r.err == nil && l.delayUntil != 0 && l.delayUntil <= t.now {
+		r.fail("delay-until", "lock %q has a lock-delay that ended before the clock", l.name)
+	}
+
+	n := r.count("holders", minHolderBytes)
+	if n > 0 {
+		l.holders = make([]holder, 0, n)
+	}
+	var prevToken uint64
+	for i := 0; i < n && r.err == nil; i++ {
+		s := d.member(l)
+		h := holder{s: s, token: r.uvarint("token"), since: d.since(), lockDelay: d.lockDelay()}
+		h.meta = string(r.bytes("metadata", MetadataBytesCeiling))
+		if r.err == nil && (h.token <= prevToken || h.token > t.lastToken) {
+			r.fail("token", "lock %q: token %d not above %d or above the last issued %d", l.name, h.token, prevToken, t.lastToken)
+		}
+		prevToken = h.token
+		if r.err != nil {
+			break
+		}
+		l.holders = append(l.holders, h)
+		s.held = append(s.held, l)
+		t.holders++
+	}
+	if r.err == nil && ((len(l.holders) == 0 && l.shared) || (len(l.holders) > 1 && !l.shared)) {
+		r.fail("lock-flags", "lock %q: mode does not fit %d holders", l.name, len(l.holders))
+	}
+
+	n = r.count("waiters", minWaiterBytes)
+	if n > 0 {
+		l.waiters = make([]waiter, 0, n)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		s := d.member(l)
+		wf := r.byte("waiter-flags")
+		if wf&^1 != 0 {
+			r.fail("waiter-flags", "unknown flags %#x", wf)
+		}
+		w := waiter{s: s, shared: wf&1 != 0, since: d.since(), lockDelay: d.lockDelay()}
+		w.meta = string(r.bytes("metadata", MetadataBytesCeiling))
+		if r.err != nil {
+			break
+		}
+		l.waiters = append(l.waiters, w)
+		s.waits = append(s.waits, l)
+		t.waiters++
+	}
+	if r.err != nil {
+		return l
+	}
+	switch {
+	case len(l.holders) == 0 && len(l.waiters) == 0 && l.delayUntil == 0:
+		r.fail("lock", "lock %q has no holder, no waiter and no lock-delay", l.name)
+	case len(l.waiters) > 0 && l.delayUntil == 0 && l.compatible(l.waiters[0].shared):
+		r.fail("lock", "lock %q has a first waiter that should have been granted", l.name)
+	}
+	return l
+}
+
+// member reads the session of a holder or waiter of l: it must be open, and not yet in
+// l. The second holds because l is the newest entry of the session's lists while l's
+// members are read.
+func (d *snapshotDecoder) member(l *lock) *session {
+	r := d.r
+	id := r.uvarint("member")
+	if r.err != nil {
+		return nil
+	}
+	s := d.t.sessions[id]
+	switch {
+	case s == nil:
+		r.fail("member", "lock %q names session %d, which is not open", l.name, id)
+	case len(s.held) > 0 && s.held[len(s.held)-1] == l, len(s.waits) > 0 && s.waits[len(s.waits)-1] == l:
+		r.fail("member", "lock %q names session %d twice", l.name, id)
+	}
+	return s
+}
+
+func (d *snapshotDecoder) since() int64 {
+	v := d.r.nonNegative("since")
+	if v > d.t.now {
+		d.r.fail("since", "time %d after the clock %d", v, d.t.now)
+	}
+	return v
+}
+
+func (d *snapshotDecoder) lockDelay() time.Duration {
+	v := d.r.nonNegative("lock-delay")
+	if v > int64(LockDelayCeiling) {
+		d.r.fail("lock-delay", "lock-delay %v above the ceiling %v", time.Duration(v), LockDelayCeiling)
+	}
+	return time.Duration(v)
+}
