@@ -34,8 +34,11 @@ type Apply struct {
 	Value Value
 }
 
-// Dropped is a command this node will not get chosen: the caller may retry it,
-// with the same id, where Err says (a NotMasterError carries a hint).
+// Dropped is a command this node no longer drives: it was queued or in flight
+// when the node stopped being master, or its slot chose another value. A
+// command that was in flight may still be chosen through a new master, so the
+// caller retries it with the same id where Err says (a NotMasterError carries
+// a hint); a duplicate id is answered with its first outcome.
 type Dropped struct {
 	Group GroupID
 	ID    CommandID
@@ -348,7 +351,11 @@ type GroupStatus struct {
 	Promise Ballot
 	Commit  uint64
 	Applied uint64
-	Pending int
+	// Next is the next slot a master fills; InFlight counts its slots that
+	// are proposed and not yet known as chosen.
+	Next     uint64
+	InFlight int
+	Pending  int
 }
 
 // Status returns the status of group g.
@@ -358,7 +365,7 @@ func (n *Node) Status(g GroupID) (GroupStatus, error) {
 		return GroupStatus{}, err
 	}
 	return GroupStatus{Group: g, Role: gr.role.String(), Ballot: gr.ballot, Master: gr.leader, Promise: gr.promised,
-		Commit: gr.commit, Applied: gr.applied, Pending: len(gr.pending)}, nil
+		Commit: gr.commit, Applied: gr.applied, Next: gr.next, InFlight: len(gr.inflight), Pending: len(gr.pending)}, nil
 }
 
 // Groups returns the number of groups.

@@ -1,5 +1,7 @@
 package paxos
 
+import "slices"
+
 // campaign starts phase 1 with a ballot above every ballot seen, for every
 // slot from the commit index on.
 func (g *group) campaign() {
@@ -164,7 +166,21 @@ func (g *group) stepDown(hint NodeID) {
 	g.leader = hint
 	g.inflight = map[uint64]*proposal{}
 	g.p1 = nil
-	if !g.n.cfg.Contend && len(g.pending) > 0 {
+	if !g.n.cfg.Contend {
+		// Commands in flight may still be chosen (a new master re-proposes
+		// what it finds), but we will no longer drive them. The caller
+		// retries them with the same id at the new master, where a
+		// duplicate is answered with the first outcome, so waiting here
+		// for an answer that may never come would only cost it time.
+		slots := make([]uint64, 0, len(g.mine))
+		for s := range g.mine {
+			slots = append(slots, s)
+		}
+		slices.Sort(slots)
+		for _, s := range slots {
+			g.drop(g.mine[s].Cmds)
+		}
+		clear(g.mine)
 		g.drop(g.pending)
 		g.pending = nil
 		g.pendingBytes = 0

@@ -1,0 +1,285 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"time"
+
+	"github.com/lockd/lockd/paxos"
+)
+
+// New builds a replica from its durable state. It does not start it.
+func New(cfg Config) (*Replica, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Core.Rand == nil {
+		rng := rand.New(rand.NewSource(time.Now().UnixNano() + int64(cfg.Core.ID)))
+		cfg.Core.Rand = rng.Intn
+	}
+	core, err := paxos.New(cfg.Core, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replica{
+		cfg:       cfg,
+		core:      core,
+		inbox:     make(chan paxos.Message, cfg.InboxSize),
+		proposals: make(chan proposal, cfg.ProposalQueue),
+		queries:   make(chan func(*paxos.Node), 16),
+		stopped:   make(chan struct{}),
+		waiters:   map[paxos.CommandID][]waiter{},
+	}
+	r.appliers = make([]*paxos.Applier, core.Groups())
+	for i := range r.appliers {
+		r.appliers[i] = paxos.NewApplier(cfg.MaxClients, 1024)
+	}
+	return r, nil
+}
+
+// Deliver hands a message from a peer to the replica. It never blocks: when
+// the inbox is full the message is dropped (Paxos retries) and Deliver
+// returns false.
+func (r *Replica) Deliver(m paxos.Message) bool {
+	select {
+	case r.inbox <- m:
+		return true
+	default:
+		return false
+	}
+}
+
+// Propose proposes cmd in group g and waits until it is chosen and applied
+// (Result), until this node knows it will not propose it (a
+// *paxos.NotMasterError with a hint, or paxos.ErrOverloaded), or until ctx
+// ends (ErrOutcomeUnknown). It never reports success for a command that did
+// not take effect (field report F6).
+func (r *Replica) Propose(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
+	p := proposal{group: g, cmd: cmd, done: make(chan outcome, 1)}
+	// The waiter is forgotten at the deadline, or after a minute for a
+	// context without one, so that an abandoned call cannot leak.
+	p.deadline = time.Now().Add(time.Minute)
+	if d, ok := ctx.Deadline(); ok {
+		p.deadline = d
+	}
+	select {
+	case r.proposals <- p:
+	case <-r.stopped:
+		return Result{}, ErrStopped
+	default:
+		return Result{}, fmt.Errorf("%w: the replica's proposal queue is full", paxos.ErrOverloaded)
+	}
+	select {
+	case o := <-p.done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%w (%v)", ErrOutcomeUnknown, ctx.Err())
+	case <-r.stopped:
+		return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)
+	}
+}
+
+// Status returns the status of group g, read on the replica's goroutine.
+func (r *Replica) Status(ctx context.Context, g paxos.GroupID) (paxos.GroupStatus, error) {
+	var st paxos.GroupStatus
+	var err error
+	done := make(chan struct{})
+	q := func(n *paxos.Node) {
+		st, err = n.Status(g)
+		close(done)
+	}
+	select {
+	case r.queries <- q:
+	case <-r.stopped:
+		return st, ErrStopped
+	case <-ctx.Done():
+		return st, ctx.Err()
+	}
+	select {
+	case <-done:
+		return st, err
+	case <-r.stopped:
+		return st, ErrStopped
+	case <-ctx.Done():
+		return st, ctx.Err()
+	}
+}
+
+// Campaign asks the core to run phase 1 for group g now.
+func (r *Replica) Campaign(ctx context.Context, g paxos.GroupID) error {
+	errc := make(chan error, 1)
+	select {
+	case r.queries <- func(n *paxos.Node) { errc <- n.Campaign(g) }:
+	case <-r.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-r.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Done is closed when Run has returned.
+func (r *Replica) Done() <-chan struct{} { return r.stopped }
+
+// Run drives the replica until ctx ends or the store fails. A store failure
+// stops the node: it can no longer keep the promises Paxos needs.
+func (r *Replica) Run(ctx context.Context) error {
+	defer close(r.stopped)
+	r.err = r.run(ctx)
+	r.failWaiters()
+	return r.err
+}
+
+// maxDrain bounds how much one iteration takes in before it writes, so that
+// one step's latency stays bounded under load.
+const maxDrain = 8192
+
+func (r *Replica) run(ctx context.Context) error {
+	ticker := time.NewTicker(r.cfg.Tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-r.inbox:
+			r.step(m)
+		case p := <-r.proposals:
+			r.propose(p)
+		case q := <-r.queries:
+			q(r.core)
+		case now := <-ticker.C:
+			r.core.Tick()
+			if r.ticks++; r.ticks%100 == 0 {
+				r.expireWaiters(now)
+			}
+		}
+		r.drain()
+		if err := r.handleReady(); err != nil {
+			return err
+		}
+	}
+}
+
+// drain takes in whatever else is already waiting, up to maxDrain items.
+func (r *Replica) drain() {
+	for i := 0; i < maxDrain; i++ {
+		select {
+		case m := <-r.inbox:
+			r.step(m)
+		case p := <-r.proposals:
+			r.propose(p)
+		default:
+			return
+		}
+	}
+}
+
+func (r *Replica) step(m paxos.Message) {
+	if err := r.core.Step(m); err != nil {
+		r.cfg.Logger.Warn("dropped a peer message", "from", m.From, "type", m.Type.String(), "err", err)
+	}
+}
+
+func (r *Replica) propose(p proposal) {
+	if err := r.core.Propose(p.group, p.cmd); err != nil {
+		p.done <- outcome{err: err}
+		return
+	}
+	r.waiters[p.cmd.ID] = append(r.waiters[p.cmd.ID], waiter{done: p.done, deadline: p.deadline})
+}
+
+// handleReady works off the core's output in the order paxos.Ready demands.
+func (r *Replica) handleReady() error {
+	for i := 0; i < 64 && r.core.HasReady(); i++ {
+		rd := r.core.Ready()
+		if len(rd.Messages) > 0 {
+			r.cfg.Transport.Send(rd.Messages)
+		}
+		for _, err := range rd.StorageErrors {
+			r.cfg.Logger.Error("paxos core", "err", err)
+		}
+		if len(rd.Persist) > 0 {
+			// Durability point: nothing in AfterSync may leave before this.
+			if err := r.cfg.Store.Save(rd.Persist); err != nil {
+				return fmt.Errorf("replica: persist paxos state: %w", err)
+			}
+		}
+		r.local = r.local[:0]
+		remote := rd.AfterSync[:0:0]
+		for _, m := range rd.AfterSync {
+			if m.To == r.cfg.Core.ID {
+				r.local = append(r.local, m)
+			} else {
+				remote = append(remote, m)
+			}
+		}
+		if len(remote) > 0 {
+			r.cfg.Transport.Send(remote)
+		}
+		for i := range rd.Committed {
+			r.apply(&rd.Committed[i])
+		}
+		for _, d := range rd.Dropped {
+			r.resolve(d.ID, outcome{err: d.Err})
+		}
+		r.core.Advance(rd)
+		for _, m := range r.local {
+			r.step(m)
+		}
+	}
+	return nil
+}
+
+func (r *Replica) apply(a *paxos.Apply) {
+	r.appliers[a.Group].Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *paxos.Command) []byte {
+		return r.cfg.StateMachine.Apply(a.Group, slot, index, cmd)
+	}, func(cmd *paxos.Command, o paxos.Outcome) {
+		if _, ok := r.waiters[cmd.ID]; !ok {
+			return
+		}
+		if o.Forgotten {
+			r.resolve(cmd.ID, outcome{err: fmt.Errorf("%w: command %v was acknowledged long ago and its result is forgotten", ErrOutcomeUnknown, cmd.ID)})
+			return
+		}
+		r.resolve(cmd.ID, outcome{res: Result{Group: a.Group, Slot: o.Slot, Index: o.Index, Value: o.Result, Duplicate: o.Duplicate}})
+	})
+}
+
+func (r *Replica) resolve(id paxos.CommandID, o outcome) {
+	for _, w := range r.waiters[id] {
+		w.done <- o
+	}
+	delete(r.waiters, id)
+}
+
+// expireWaiters forgets callers whose deadline passed; they have returned
+// ErrOutcomeUnknown already.
+func (r *Replica) expireWaiters(now time.Time) {
+	for id, ws := range r.waiters {
+		keep := ws[:0]
+		for _, w := range ws {
+			if now.Before(w.deadline) {
+				keep = append(keep, w)
+			}
+		}
+		if len(keep) == 0 {
+			delete(r.waiters, id)
+		} else {
+			r.waiters[id] = keep
+		}
+	}
+}
+
+func (r *Replica) failWaiters() {
+	for id := range r.waiters {
+		r.resolve(id, outcome{err: fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)})
+	}
+}

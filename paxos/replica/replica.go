@@ -1,0 +1,150 @@
+// Package replica is the runtime of one lockd node's Paxos groups: one
+// goroutine that owns the pure paxos core and drives it with a clock, a store
+// and a transport, and that applies chosen commands to the state machines.
+//
+// One loop iteration takes in every message and proposal that is waiting (up
+// to a bound), lets the core produce one Ready for all groups, and then:
+// sends what may leave at once, persists every group's changes with one
+// synced write (group commit across groups), sends the replies that needed
+// that write, applies chosen slots and answers the callers waiting on them.
+// While the write is in flight, new work queues up and goes into the next
+// Ready, so the batches grow with the load.
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lockd/lockd/paxos"
+)
+
+// Store is the node's durable Paxos state. Save must write all of its
+// argument atomically and durably (one synced batch) before it returns.
+type Store interface {
+	paxos.Storage
+	Save(writes []paxos.GroupWrite) error
+}
+
+// Transport carries messages to peers. Send must not block: a transport whose
+// queue for a peer is full drops the message, and Paxos sends it again.
+type Transport interface {
+	Send(msgs []paxos.Message)
+}
+
+// StateMachine is what chosen commands are applied to, in slot order per
+// group. Apply runs on the replica's goroutine and must not block.
+type StateMachine interface {
+	Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Command) []byte
+}
+
+// ErrOutcomeUnknown is returned by Propose when its context ended before the
+// command's fate was known. The command may still take effect; proposing it
+// again with the same id is safe and tells the outcome.
+var ErrOutcomeUnknown = errors.New("replica: context ended before the command was chosen; its outcome is unknown, retry with the same command id")
+
+// ErrStopped is returned once the replica has stopped.
+var ErrStopped = errors.New("replica: stopped")
+
+// Config sets up a Replica.
+type Config struct {
+	// Core configures the Paxos core. Core.Rand may be left nil: the
+	// replica seeds one from the clock.
+	Core paxos.Config
+	// Tick is the length of one core tick (default 10ms).
+	Tick time.Duration
+	// Store, Transport and StateMachine are required.
+	Store        Store
+	Transport    Transport
+	StateMachine StateMachine
+	// InboxSize bounds the queue of messages from peers (default 65536);
+	// beyond it messages are dropped and Paxos retries them.
+	InboxSize int
+	// ProposalQueue bounds waiting proposals (default 65536); beyond it
+	// Propose returns paxos.ErrOverloaded.
+	ProposalQueue int
+	// MaxClients bounds the command ids remembered for exactly-once
+	// application, per group (default 100000).
+	MaxClients int
+	// Logger receives the replica's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.Store == nil {
+		return errors.New("replica config: Store is required")
+	}
+	if c.Transport == nil {
+		return errors.New("replica config: Transport is required")
+	}
+	if c.StateMachine == nil {
+		return errors.New("replica config: StateMachine is required")
+	}
+	if c.Tick == 0 {
+		c.Tick = 10 * time.Millisecond
+	}
+	if c.Tick < time.Millisecond {
+		return fmt.Errorf("replica config: Tick is %v, want at least 1ms", c.Tick)
+	}
+	if c.InboxSize == 0 {
+		c.InboxSize = 1 << 16
+	}
+	if c.ProposalQueue == 0 {
+		c.ProposalQueue = 1 << 16
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = 100000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Result is the outcome of a successful proposal.
+type Result struct {
+	Group paxos.GroupID
+	// Slot and Index say where the command took effect.
+	Slot  uint64
+	Index int
+	// Value is what the state machine returned.
+	Value []byte
+	// Duplicate is set when an earlier proposal of the same id took effect
+	// (at Slot) and this one was not applied again.
+	Duplicate bool
+}
+
+type proposal struct {
+	group    paxos.GroupID
+	cmd      paxos.Command
+	done     chan outcome
+	deadline time.Time
+}
+
+type outcome struct {
+	res Result
+	err error
+}
+
+type waiter struct {
+	done     chan outcome
+	deadline time.Time
+}
+
+// Replica runs a node's groups. Create it with New, start it with Run.
+type Replica struct {
+	cfg       Config
+	core      *paxos.Node
+	inbox     chan paxos.Message
+	proposals chan proposal
+	queries   chan func(*paxos.Node)
+	stopped   chan struct{}
+	err       error // why Run stopped; read after stopped is closed
+
+	// Owned by the Run goroutine.
+	appliers []*paxos.Applier
+	waiters  map[paxos.CommandID][]waiter
+	local    []paxos.Message
+	ticks    int
+}

@@ -1,0 +1,203 @@
+package replica
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockd/lockd/paxos"
+)
+
+// counter is a state machine that sums the commands' values per group.
+type counter struct {
+	mu   sync.Mutex
+	sums map[paxos.GroupID]uint64
+}
+
+func (c *counter) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Command) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sums == nil {
+		c.sums = map[paxos.GroupID]uint64{}
+	}
+	c.sums[g] += uint64(len(cmd.Data))
+	return binary.AppendUvarint(nil, c.sums[g])
+}
+
+// lockedStore makes a MemoryStorage safe to inspect from a test while the
+// replica runs.
+type lockedStore struct {
+	mu sync.Mutex
+	s  *paxos.MemoryStorage
+}
+
+func (l *lockedStore) HardState(g paxos.GroupID) (paxos.HardState, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.HardState(g)
+}
+
+func (l *lockedStore) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entry, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Entries(g, from, to, max)
+}
+
+func (l *lockedStore) Save(w []paxos.GroupWrite) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Save(w)
+}
+
+type cluster struct {
+	net      *MemNetwork
+	replicas []*Replica
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func startCluster(t *testing.T, groups int, stores func(id paxos.NodeID) Store) *cluster {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &cluster{net: NewMemNetwork(), cancel: cancel}
+	ids := []paxos.NodeID{1, 2, 3}
+	for _, id := range ids {
+		r, err := New(Config{
+			Core:         paxos.Config{ID: id, Nodes: ids, Groups: groups, AutoCampaign: true, ElectionTicks: 10},
+			Tick:         2 * time.Millisecond,
+			Store:        stores(id),
+			Transport:    c.net,
+			StateMachine: &counter{},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.net.Register(id, r)
+		c.replicas = append(c.replicas, r)
+	}
+	for _, r := range c.replicas {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := r.Run(ctx); err != nil {
+				t.Errorf("replica stopped: %v", err)
+			}
+		}()
+	}
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (c *cluster) stop() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// propose follows redirects until the command succeeds or ctx ends.
+func (c *cluster) propose(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
+	target := 0
+	for i := 0; i < 200; i++ {
+		res, err := c.replicas[target].Propose(ctx, g, cmd)
+		if hint, ok := paxos.IsNotMaster(err); ok {
+			if hint != 0 {
+				target = int(hint - 1)
+			} else {
+				target = (target + 1) % len(c.replicas)
+			}
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+			continue
+		}
+		return res, err
+	}
+	return Result{}, errors.New("no master found after 200 redirects")
+}
+
+func memStores(paxos.NodeID) Store { return &lockedStore{s: paxos.NewMemoryStorage()} }
+
+func TestProposeSucceedsOnlyWithOwnSlot(t *testing.T) {
+	c := startCluster(t, 4, memStores)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seen := map[paxos.GroupID]map[uint64]bool{}
+	for seq := uint64(1); seq <= 40; seq++ {
+		g := paxos.GroupID(seq % 4)
+		res, err := c.propose(ctx, g, paxos.Command{ID: paxos.CommandID{Client: 7, Seq: seq}, Ack: seq, Data: []byte("x")})
+		if err != nil {
+			t.Fatalf("propose %d: %v", seq, err)
+		}
+		if res.Group != g || res.Duplicate {
+			t.Fatalf("propose %d: result %+v", seq, res)
+		}
+		if seen[g] == nil {
+			seen[g] = map[uint64]bool{}
+		}
+		if seen[g][res.Slot] {
+			t.Fatalf("two commands of one client reported the same slot %d in group %d", res.Slot, g)
+		}
+		seen[g][res.Slot] = true
+	}
+}
+
+func TestRetryWithSameIDIsAppliedOnce(t *testing.T) {
+	c := startCluster(t, 1, memStores)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := paxos.Command{ID: paxos.CommandID{Client: 9, Seq: 1}, Ack: 1, Data: []byte("abc")}
+	first, err := c.propose(ctx, 0, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.propose(ctx, 0, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.Slot != first.Slot || string(again.Value) != string(first.Value) {
+		t.Fatalf("retry: got %+v, want a duplicate of %+v", again, first)
+	}
+}
+
+func TestIsolatedMasterReportsOutcomeUnknown(t *testing.T) {
+	c := startCluster(t, 1, memStores)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.propose(ctx, 0, paxos.Command{ID: paxos.CommandID{Client: 1, Seq: 1}, Data: []byte("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.replicas[0].Status(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := st.Master
+	if m == 0 {
+		t.Fatalf("no master after a successful proposal (slot %d)", res.Slot)
+	}
+	c.net.Isolate(m, true)
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	_, err = c.replicas[m-1].Propose(short, 0, paxos.Command{ID: paxos.CommandID{Client: 1, Seq: 2}, Data: []byte("b")})
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("isolated master: got %v, want ErrOutcomeUnknown", err)
+	}
+	// The others elect a new master and the same command id, retried there,
+	// succeeds exactly once.
+	c.net.Isolate(m, false)
+	res2, err := c.propose(ctx, 0, paxos.Command{ID: paxos.CommandID{Client: 1, Seq: 2}, Data: []byte("b")})
+	if err != nil {
+		for _, r := range c.replicas {
+			st, _ := r.Status(context.Background(), 0)
+			t.Logf("%+v", st)
+		}
+		t.Fatal(err)
+	}
+	if res2.Slot <= res.Slot {
+		t.Fatalf("second command at slot %d, first at %d", res2.Slot, res.Slot)
+	}
+}
