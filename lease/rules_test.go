@@ -459,3 +459,24 @@ func TestLockInfoCopiesMetadata(t *testing.T) {
 		t.Fatal("LockInfo shares memory with the table")
 	}
 }
+
+func TestLockDelaysEndingTogetherGrantInNameOrder(t *testing.T) {
+	h := newHarness(t)
+	a := h.open(1)
+	names := []string{"e", "b", "d", "a", "c", "f"}
+	for _, n := range names {
+		h.mustGrant(a, n, false, time.Second)
+	}
+	for _, n := range names {
+		h.mustQueue(h.open(2), n, false)
+	}
+	h.apply(Command{Op: OpExpireSession, Session: a})
+	h.advance(time.Second)
+	var order []string
+	for _, e := range h.apply(Command{Op: OpTick}).Events {
+		order = append(order, e.Name)
+	}
+	if !slices.Equal(order, []string{"a", "b", "c", "d", "e", "f"}) {
+		t.Fatalf("lock-delays ending at one time granted in order %v, want name order", order)
+	}
+}
