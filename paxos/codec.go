@@ -75,7 +75,8 @@ func DefaultLimits() Limits {
 	return Limits{MaxMessageBytes: 8 << 20, MaxEntries: 4096, MaxCommands: 1 << 16, MaxCommandBytes: 1 << 20}
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero fields set to their defaults.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.MaxMessageBytes == 0 {
 		l.MaxMessageBytes = d.MaxMessageBytes
@@ -176,7 +177,7 @@ func appendValue(dst []byte, v *Value) []byte {
 // exactly that message. The result shares no memory with b: command data is
 // copied, into one allocation for the whole message.
 func DecodeMessage(b []byte, lim Limits) (Message, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	d := decoder{b: b, what: "message", entry: -1, cmd: -1}
 	var m Message
 	if !d.start(lim) {
@@ -239,7 +240,7 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 // encoded; b must hold exactly that record. The result has Chosen unset and
 // shares no memory with b.
 func DecodeEntryRecord(slot uint64, b []byte, lim Limits) (Entry, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	d := decoder{b: b, what: "entry record", entry: -1, cmd: -1, recordSlot: slot, inRecord: true}
 	e := Entry{Slot: slot}
 	if !d.start(lim) {

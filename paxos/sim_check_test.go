@@ -45,7 +45,16 @@ func newChecker(s *sim) *checker {
 func (c *checker) persisted(sn *simNode, ws []GroupWrite) {
 	quorum := len(c.s.nodes)/2 + 1
 	for _, w := range ws {
+		hs, _ := sn.store.HardState(w.Group)
 		for _, e := range w.Entries {
+			// TLA+ Paxos invariant: an acceptor's promise is at least every
+			// ballot it voted in. (Chosen entries copied from a peer are
+			// not votes of this acceptor.)
+			if !e.Chosen && hs.Promised.Less(e.Ballot) {
+				c.s.fail("node %d group %d slot %d: durably accepted under ballot %s but its durable promise is only %s",
+					sn.id, w.Group, e.Slot, e.Ballot, hs.Promised)
+				return
+			}
 			k := voteKey{w.Group, e.Slot, e.Ballot}
 			v := c.votes[k]
 			if v == nil {

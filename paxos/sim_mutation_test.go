@@ -15,7 +15,7 @@ func TestSimulatorCatchesBrokenRules(t *testing.T) {
 		{"Phase2TakesOwnValueNotHighestAccepted", mutPhase2OwnValue},
 		{"ReplyBeforeSync", mutReplyBeforeSync},
 	}
-	const maxSeeds = 400
+	const maxSeeds = 200
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := int64(1); seed <= maxSeeds; seed++ {

@@ -37,7 +37,14 @@ var simConfigs = []simConfig{
 	{name: "n5g2contend", nodes: 5, groups: 2, window: 2, contend: true},
 	{name: "n5g1w16", nodes: 5, groups: 1, window: 16},
 	{name: "n3g8w2", nodes: 3, groups: 8, window: 2},
+	harshContention,
 }
+
+// harshContention has proposers on five nodes, long delays and heavy loss, so
+// that accepts overtake prepares and old masters keep talking: the shape in
+// which an accept that does not raise the promise goes wrong.
+var harshContention = simConfig{name: "n5g1contend-harsh", nodes: 5, groups: 1, window: 8, contend: true,
+	maxDelay: 150, loss: 0.3, crash: 0.0001, crashMid: 0.0001, perClient: 10}
 
 // withFaults fills in the fault mix. Unset rates are drawn from the seed, so
 // that the seeds of one configuration cover mild and harsh networks alike.
