@@ -9,7 +9,7 @@ import (
 )
 
 var (
-	simSeeds = flag.Int("sim.seeds", 400, "number of seeds TestSimulation runs (2000 in CI)")
+	simSeeds = flag.Int("sim.seeds", 2000, "number of seeds TestSimulation runs")
 	simStart = flag.Int64("sim.start", 1, "first seed TestSimulation runs")
 	simSeed  = flag.Int64("sim.seed", 0, "run only this seed (a failing run prints it)")
 	simTrace = flag.Bool("sim.trace", false, "with -sim.seed: log every message, write and crash")
