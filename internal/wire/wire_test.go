@@ -52,8 +52,8 @@ func TestDecodeRejectsBadInputWithClearErrors(t *testing.T) {
 func TestDecodeSkipsUnknownFields(t *testing.T) {
 	m := Msg{Type: TypeHello, ReqID: 1}
 	b := Append(nil, &m)
-	b = append(b, 200<<1&0x7f|0x80, 1, 5)  // unknown uvarint field 200... as two-byte key
-	b = append(b, 0xa2, 0x03, 2, 'h', 'i') // unknown bytes field
+	b = append(b, 0x90, 0x01, 5)           // unknown uvarint field, tag 72
+	b = append(b, 0xa3, 0x03, 2, 'h', 'i') // unknown byte-string field, tag 209
 	got, err := Decode(b)
 	if err != nil {
 		t.Fatal(err)
