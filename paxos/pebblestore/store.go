@@ -80,6 +80,8 @@ type Store struct {
 	buf []byte
 }
 
+var _ paxos.Storage = (*Store)(nil)
+
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	db, err := pebble.Open(dir, pebbleOptions(opts))
