@@ -62,6 +62,7 @@ func (o Op) String() string {
 // matter (see the Op constants); [Command.Encode] writes only those, so a decoded Command
 // has every other field at its zero value.
 type Command struct {
+	// Op is the operation; it decides which other fields are read.
 	Op Op
 	// Now is the unix time in nanoseconds the group master read when it proposed the
 	// command. The table's clock becomes max(its clock, Now).
@@ -96,7 +97,9 @@ type Command struct {
 // within the batch chosen for that slot. Positions given to one Table must strictly
 // increase; Apply refuses any other as already applied.
 type Position struct {
-	Slot  uint64
+	// Slot is the Paxos slot (log index) the command was chosen in.
+	Slot uint64
+	// Index is the command's place in the batch chosen for Slot, from 0.
 	Index uint32
 }
 

@@ -7,6 +7,7 @@ import (
 
 // LockInfo describes one lock. It is a copy: changing it changes nothing in the table.
 type LockInfo struct {
+	// Name is the lock name.
 	Name string
 	// Shared is the mode of the holders: true for shared, false for exclusive or when
 	// there is no holder.
@@ -21,8 +22,10 @@ type LockInfo struct {
 
 // Holder is one grant in force.
 type Holder struct {
+	// Session is the holding session.
 	Session uint64
-	Token   uint64
+	// Token is the grant's fencing token.
+	Token uint64
 	// Since is the table time of the grant, in unix nanoseconds.
 	Since int64
 	// LockDelay applies if this grant ends by session expiry.
@@ -33,9 +36,13 @@ type Holder struct {
 
 // SessionInfo describes one session.
 type SessionInfo struct {
-	ID     uint64
+	// ID is the session ID, unique in its table and never reused.
+	ID uint64
+	// Client is the client that opened the session.
 	Client uint64
-	TTL    time.Duration
+	// TTL is the time to live the session asked for; the master expires it after
+	// that long without news from the client.
+	TTL time.Duration
 	// Opened is the table time the session was opened, in unix nanoseconds.
 	Opened int64
 	// Held and Waiting count the locks the session holds and waits for.
@@ -45,6 +52,7 @@ type SessionInfo struct {
 // Stats counts what the table holds. All counts are kept up to date by Apply: Stats is
 // O(1).
 type Stats struct {
+	// Sessions counts open sessions.
 	Sessions int
 	// Locks counts lock names with state: held, awaited or in lock-delay.
 	Locks int

@@ -92,8 +92,11 @@ func (k EventKind) String() string {
 
 // Event is one change to one lock, for the server to push to waiters and watchers.
 type Event struct {
-	Kind    EventKind
-	Name    string
+	// Kind says what happened.
+	Kind EventKind
+	// Name is the lock concerned.
+	Name string
+	// Session is the holder or waiter concerned.
 	Session uint64
 	// Token is the grant concerned; 0 for EventCanceled.
 	Token uint64
@@ -103,6 +106,7 @@ type Event struct {
 
 // Result is the outcome of one Apply. Events are in the order the changes happened.
 type Result struct {
+	// Code says how the command ended.
 	Code Code
 	// Session is the ID of the session OpOpenSession created; 0 otherwise.
 	Session uint64
@@ -112,7 +116,9 @@ type Result struct {
 	// lock before the cancel arrived (0 if it does not hold it).
 	Token uint64
 	// Events lists every grant, release, expiry and cancel the command caused,
-	// including grants to waiters of other sessions.
+	// including grants to waiters of other sessions. Grants made because a lock-delay
+	// ended at the command's time come first, before the op's own events; so a session
+	// whose expiry is that command may be granted a lock and lose it in one Result.
 	Events []Event
 	err    *Error
 }
@@ -128,10 +134,14 @@ func (r Result) Err() error {
 // Error describes a failed command: what failed, for which session and lock, and what
 // the caller can do. Branch on Code; show Error() to people.
 type Error struct {
-	Code    Code
-	Op      Op
+	// Code says what kind of failure this is.
+	Code Code
+	// Op is the operation that failed.
+	Op Op
+	// Session is the session the command named (0 if none).
 	Session uint64
-	Name    string
+	// Name is the lock the command named (empty if none).
+	Name string
 	// Field names the Limits field (CodeLimit) or Command field (CodeInvalid) at fault.
 	Field string
 	// Until is, for CodeWouldBlock, the unix time in nanoseconds at which the lock's

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -478,5 +479,19 @@ func TestLockDelaysEndingTogetherGrantInNameOrder(t *testing.T) {
 	}
 	if !slices.Equal(order, []string{"a", "b", "c", "d", "e", "f"}) {
 		t.Fatalf("lock-delays ending at one time granted in order %v, want name order", order)
+	}
+}
+
+func TestLockDelayAtTheEndOfTimeDoesNotStick(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.open(1), h.open(2)
+	h.mustGrant(a, "x", false, time.Minute)
+	h.mustQueue(b, "x", false)
+	h.now = math.MaxInt64 // a deadline would saturate at the clock itself
+	if r := h.apply(Command{Op: OpExpireSession, Session: a}); !slices.Equal(granted(r), []uint64{b}) {
+		t.Fatalf("events %v, want the waiter granted", r.Events)
+	}
+	if err := New(DefaultLimits()).Restore(h.t.Snapshot()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -74,6 +74,9 @@ func New(limits Limits) *Table {
 // (whatever the op, so an OpTick is needed only when nothing else is proposed), and then
 // the op runs. A command that fails (any code but CodeOK and CodeQueued) changes
 // nothing beyond that.
+//
+// Bytes of the log that DecodeCommand refuses are refused by every replica alike: the
+// caller skips them (or applies an OpTick in their place), and the replicas still agree.
 func (t *Table) Apply(pos Position, cmd Command) Result {
 	var r Result
 	if t.started && !t.applied.Less(pos) {
@@ -224,9 +227,10 @@ func (h *delayHeap) dropStale() {
 	}
 }
 
-// startDelay keeps l ungranted until at, or longer if a delay already runs past at.
+// startDelay keeps l ungranted until at, or longer if a delay already runs past at. A
+// deadline not after the clock (possible only when at saturated) is already over.
 func (t *Table) startDelay(l *lock, at int64) {
-	if at <= l.delayUntil {
+	if at <= t.now || at <= l.delayUntil {
 		return
 	}
 	if l.delayUntil == 0 {
