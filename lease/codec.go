@@ -74,10 +74,10 @@ func (c Command) AppendTo(b []byte) []byte {
 func DecodeCommand(b []byte) (Command, error) {
 	r := reader{b: b, what: "command"}
 	var c Command
-	if v := r.byte("version"); r.err == nil && v != commandVersion {
+	if v := r.u8("version"); r.err == nil && v != commandVersion {
 		return Command{}, fmt.Errorf("%w: command version %d, this build reads %d: upgrade this node", ErrVersion, v, commandVersion)
 	}
-	c.Op = Op(r.byte("op"))
+	c.Op = Op(r.u8("op"))
 	c.Now = r.varint("now")
 	if r.err == nil && (c.Op < 1 || c.Op > maxOp) {
 		r.fail("op", "unknown op %d", c.Op)
@@ -91,7 +91,7 @@ func DecodeCommand(b []byte) (Command, error) {
 	case OpAcquire:
 		c.Session = r.uvarint("session")
 		c.Name = string(r.bytes("name", NameBytesCeiling))
-		flags := r.byte("flags")
+		flags := r.u8("flags")
 		if flags&^(flagShared|flagWait) != 0 {
 			r.fail("flags", "unknown flags %#x", flags)
 		}
@@ -153,7 +153,7 @@ func (r *reader) fail(field, format string, args ...any) {
 
 func (r *reader) left() int { return len(r.b) - r.off }
 
-func (r *reader) byte(field string) byte {
+func (r *reader) u8(field string) byte {
 	if r.err != nil {
 		return 0
 	}

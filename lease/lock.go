@@ -158,12 +158,6 @@ func (t *Table) acquire(c *Command, r *Result) {
 		t.failLimit(r, c, "MaxLockDelay", fmt.Sprintf("lock-delay %v is above the maximum %v: ask for a shorter one", c.LockDelay, lim.MaxLockDelay))
 		return
 	}
-	mode := func(shared bool) string {
-		if shared {
-			return "shared"
-		}
-		return "exclusive"
-	}
 	l := t.locks[c.Name]
 	if l != nil {
 		// Asking again for what the session has is idempotent: a retried command, or a
@@ -171,7 +165,7 @@ func (t *Table) acquire(c *Command, r *Result) {
 		if i := l.holderIndex(s); i >= 0 {
 			if l.shared != c.Shared {
 				t.fail(r, c, CodeModeConflict, "Shared", fmt.Sprintf("the session holds the lock %s (token %d) and asked for it %s: release it first",
-					mode(l.shared), l.holders[i].token, mode(c.Shared)))
+					modeName(l.shared), l.holders[i].token, modeName(c.Shared)))
 				return
 			}
 			r.Token = l.holders[i].token
@@ -180,7 +174,7 @@ func (t *Table) acquire(c *Command, r *Result) {
 		if i := l.waiterIndex(s); i >= 0 {
 			if w := l.waiters[i]; w.shared != c.Shared {
 				t.fail(r, c, CodeModeConflict, "Shared", fmt.Sprintf("the session waits for the lock %s and asked for it %s: cancel the wait first",
-					mode(w.shared), mode(c.Shared)))
+					modeName(w.shared), modeName(c.Shared)))
 				return
 			}
 			r.Code = CodeQueued
@@ -296,4 +290,11 @@ func (t *Table) cancelWait(c *Command, r *Result) {
 	// The head may have left, which can unblock the requests behind it.
 	t.grantWaiters(l, r)
 	t.dropIfIdle(l)
+}
+
+func modeName(shared bool) string {
+	if shared {
+		return "shared"
+	}
+	return "exclusive"
 }

@@ -154,7 +154,7 @@ func (d *snapshotDecoder) table() *Table {
 	r := d.r
 	t := &Table{}
 	d.t = t
-	flags := r.byte("flags")
+	flags := r.u8("flags")
 	if flags&^flagStarted != 0 {
 		r.fail("flags", "unknown flags %#x", flags)
 	}
@@ -225,7 +225,7 @@ func (d *snapshotDecoder) lock() *lock {
 		r.fail("name", "empty lock name")
 	}
 	l := &lock{name: string(name)}
-	flags := r.byte("lock-flags")
+	flags := r.u8("lock-flags")
 	if flags&^1 != 0 {
 		r.fail("lock-flags", "unknown flags %#x", flags)
 	}
@@ -265,7 +265,7 @@ func (d *snapshotDecoder) lock() *lock {
 	}
 	for i := 0; i < n && r.err == nil; i++ {
 		s := d.member(l)
-		wf := r.byte("waiter-flags")
+		wf := r.u8("waiter-flags")
 		if wf&^1 != 0 {
 			r.fail("waiter-flags", "unknown flags %#x", wf)
 		}

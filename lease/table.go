@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// Table is the lock table of one Paxos group. It is changed only by Apply and Restore,
-// and it is not safe for concurrent use: its owner (the group's apply loop) serializes
-// every call, queries included.
+// Table is the lock table of one Paxos group. Only Apply and Restore change it; the
+// queries (Lock, Validate, Session, Sessions, Stats, NextDeadline, Snapshot, ...) only
+// read. So its owner, the group's apply loop, may let queries run together (under a
+// read lock, say) but never alongside Apply or Restore.
 //
 // Invariants that hold between calls (the model test checks them after every command):
 //   - a lock has one exclusive holder, or one or more shared holders, or none;
