@@ -1,0 +1,236 @@
+package quicnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoServer accepts client connections on n and echoes every frame back on
+// the same stream until the client finishes it. It stops when n closes.
+func echoServer(t *testing.T, n *Node) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		n.Close() // ends Accept, and the connections
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := n.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				for {
+					s, err := c.AcceptStream(context.Background())
+					if err != nil {
+						return
+					}
+					wg.Go(func() {
+						defer s.Close()
+						for {
+							p, err := s.ReadFrame()
+							if err != nil {
+								return
+							}
+							if err := s.WriteFrame(p); err != nil {
+								return
+							}
+						}
+					})
+				}
+			})
+		}
+	})
+}
+
+// startServer starts a node with no peers, serving echo to clients.
+func startServer(t *testing.T, p *testPKI, tweak func(*Config)) *Node {
+	cfg := Config{ID: 1, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(1), Logger: testLogger(t)}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	n := startNode(t, cfg)
+	echoServer(t, n)
+	return n
+}
+
+func dial(t *testing.T, n *Node, tc *testPKI, name string) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, n.Addr().String(), tc.clientTLS(name))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// request opens a stream, sends payload, reads the echo and closes.
+func request(ctx context.Context, c *Conn, payload []byte) ([]byte, error) {
+	s, err := c.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if err := s.WriteFrame(payload); err != nil {
+		return nil, err
+	}
+	return s.ReadFrame()
+}
+
+func TestFirstRequestOnFreshConnectionCostsOneRoundTrip(t *testing.T) {
+	checkNoLeaks(t)
+	p := newTestPKI(t)
+	n := startServer(t, p, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	dialStart := time.Now()
+	c := dial(t, n, p, "alice")
+	dialTime := time.Since(dialStart)
+
+	payload := []byte("acquire lock/a")
+	start := time.Now()
+	got, err := request(ctx, c, payload)
+	first := time.Since(start)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("first request: %q, %v", got, err)
+	}
+	var later []time.Duration
+	for range 21 {
+		start := time.Now()
+		if _, err := request(ctx, c, payload); err != nil {
+			t.Fatal(err)
+		}
+		later = append(later, time.Since(start))
+	}
+	slices.Sort(later)
+	median := later[len(later)/2]
+	t.Logf("dial %v; first request %v; median of %d later requests %v", dialTime, first, len(later), median)
+	// quicnet uses no timer on this path; its smallest timer anywhere is
+	// the 10ms+ reconnect pause, and quic-go's ack delay is 25ms. A first
+	// request that waited for any tick would take that long; on loopback
+	// one round trip is well under a millisecond.
+	if first > 50*time.Millisecond {
+		t.Errorf("first request took %v (later median %v): it waited for something other than the network", first, median)
+	}
+}
+
+func TestClientStreamsCarryFramesBothWays(t *testing.T) {
+	checkNoLeaks(t)
+	p := newTestPKI(t)
+	n := startNode(t, Config{ID: 1, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(1), Logger: testLogger(t)})
+	c := dial(t, n, p, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sc, err := n.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if sc.PeerName() != "alice" || c.PeerName() != "node-1" {
+		t.Errorf("peer names: server sees %q, client sees %q; want alice and node-1", sc.PeerName(), c.PeerName())
+	}
+	if sc.RemoteAddr().(*net.UDPAddr).Port != c.LocalAddr().(*net.UDPAddr).Port {
+		t.Errorf("server sees client at %v, client is at %v", sc.RemoteAddr(), c.LocalAddr())
+	}
+
+	cs, err := c.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("x"), 100<<10) // takes the large-frame path
+	frames := [][]byte{[]byte("one"), {}, big, []byte("four")}
+	for _, f := range frames {
+		if err := cs.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cs.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := sc.AcceptStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range frames {
+		got, err := ss.ReadFrame()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: %d bytes, %v; want %d bytes", i, len(got), err, len(want))
+		}
+	}
+	if _, err := ss.ReadFrame(); err != io.EOF {
+		t.Errorf("after CloseWrite the server reads %v, want io.EOF", err)
+	}
+	// The other direction still works after the client's CloseWrite.
+	if err := ss.WriteFrame([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cs.ReadFrame(); err != nil || string(got) != "reply" {
+		t.Errorf("reply: %q, %v", got, err)
+	}
+	if err := cs.WriteFrame(make([]byte, DefaultMaxFrame+1)); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("oversized frame: %v, want ErrFrameTooLarge", err)
+	}
+
+	// Closing the client ends the server side's connection.
+	c.Close()
+	select {
+	case <-sc.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("server connection still open 5s after the client closed")
+	}
+}
+
+func TestAcceptFailsWithErrClosedAfterClose(t *testing.T) {
+	checkNoLeaks(t)
+	p := newTestPKI(t)
+	n := startNode(t, Config{ID: 1, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(1), Logger: testLogger(t)})
+	c := dial(t, n, p, "alice") // never accepted: Close must end it too
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.Accept(context.Background())
+		for err == nil { // the pending connection may come first
+			_, err = n.Accept(context.Background())
+		}
+		done <- err
+	}()
+	n.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Errorf("Accept after Close: %v, want ErrClosed", err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("client connection still open 5s after the node closed")
+	}
+}
+
+func TestFullBacklogRefusesClientsAsBusy(t *testing.T) {
+	checkNoLeaks(t)
+	p := newTestPKI(t)
+	n := startNode(t, Config{ID: 1, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(1), ClientBacklog: 1, Logger: testLogger(t)})
+	dial(t, n, p, "first") // waits in the backlog
+	second := dial(t, n, p, "second")
+	select {
+	case <-second.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("second client kept its connection with a full backlog")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := n.Accept(ctx)
+	if err != nil || c.PeerName() != "first" {
+		t.Fatalf("Accept: %v, %v; want the first client", c, err)
+	}
+	c.Close()
+}
