@@ -57,7 +57,7 @@ var ErrUnknownVersion = errors.New("paxos: unknown encoding version")
 
 // Limits bounds what a decoder accepts, so that a hostile or corrupt input
 // cannot make it allocate more than a small multiple of the input's size. A
-// zero field means the field's default (see DefaultLimits).
+// field of zero (or less) means the field's default (see DefaultLimits).
 type Limits struct {
 	// MaxMessageBytes bounds the size of one encoded message or entry record.
 	MaxMessageBytes int
@@ -75,21 +75,19 @@ func DefaultLimits() Limits {
 	return Limits{MaxMessageBytes: 8 << 20, MaxEntries: 4096, MaxCommands: 1 << 16, MaxCommandBytes: 1 << 20}
 }
 
-// WithDefaults returns l with its zero fields set to their defaults.
+// WithDefaults returns l with every field of zero or less set to its
+// default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
-	if l.MaxMessageBytes == 0 {
-		l.MaxMessageBytes = d.MaxMessageBytes
+	def := func(v *int, dv int) {
+		if *v <= 0 {
+			*v = dv
+		}
 	}
-	if l.MaxEntries == 0 {
-		l.MaxEntries = d.MaxEntries
-	}
-	if l.MaxCommands == 0 {
-		l.MaxCommands = d.MaxCommands
-	}
-	if l.MaxCommandBytes == 0 {
-		l.MaxCommandBytes = d.MaxCommandBytes
-	}
+	def(&l.MaxMessageBytes, d.MaxMessageBytes)
+	def(&l.MaxEntries, d.MaxEntries)
+	def(&l.MaxCommands, d.MaxCommands)
+	def(&l.MaxCommandBytes, d.MaxCommandBytes)
 	return l
 }
 

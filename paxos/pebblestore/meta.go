@@ -161,20 +161,30 @@ func decodeMeta(b []byte) (Meta, error) {
 		return bad(fmt.Sprintf("unknown version %d (this build reads version %d; was it written by a newer lockd?)", b[0], metaVersion))
 	}
 	b = b[1:]
-	n, k := binary.Uvarint(b)
+	n, k := uvarint(b)
 	if k <= 0 || n > maxClusterID || n > uint64(len(b)-k) {
 		return bad("bad cluster id length")
 	}
 	id := string(b[k : k+int(n)])
 	b = b[k+int(n):]
-	groups, k := binary.Uvarint(b)
+	groups, k := uvarint(b)
 	if k <= 0 || groups > math.MaxInt32 {
 		return bad("bad group count")
 	}
 	b = b[k:]
-	node, k := binary.Uvarint(b)
+	node, k := uvarint(b)
 	if k <= 0 || node > math.MaxUint32 || k != len(b) {
 		return bad("bad node id or trailing bytes")
 	}
 	return Meta{ClusterID: id, Groups: int(groups), NodeID: uint32(node)}, nil
+}
+
+// uvarint is binary.Uvarint that also refuses encodings longer than needed
+// (k is 0 then), so that a record has one encoding only.
+func uvarint(b []byte) (v uint64, k int) {
+	v, k = binary.Uvarint(b)
+	if k > 1 && b[k-1] == 0 {
+		return 0, 0
+	}
+	return v, k
 }

@@ -74,8 +74,9 @@ type Store struct {
 	lim    paxos.Limits
 	closed atomic.Bool
 
-	// mu guards buf, the scratch space Save encodes records in. pebble copies
-	// keys and values into the batch, so buf is reused by every Save.
+	// mu guards buf, the scratch space Save encodes records in while it fills
+	// its batch. pebble copies keys and values into the batch, so buf is
+	// reused by every Save.
 	mu  sync.Mutex
 	buf []byte
 }
@@ -219,10 +220,26 @@ func (s *Store) save(writes []paxos.GroupWrite, wo *pebble.WriteOptions) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
+	if err := s.fill(b, writes); err != nil {
+		return err
+	}
+	if b.Empty() {
+		return nil
+	}
+	// Outside s.mu: concurrent Saves may then share one fsync in pebble's
+	// commit pipeline.
+	if err := b.Commit(wo); err != nil {
+		return fmt.Errorf("pebblestore: commit %d group writes to %s: %w", len(writes), s.dir, err)
+	}
+	return nil
+}
+
+// fill encodes writes into b.
+func (s *Store) fill(b *pebble.Batch, writes []paxos.GroupWrite) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var k [logKeyLen]byte
 	for i := range writes {
 		w := &writes[i]
@@ -242,12 +259,6 @@ func (s *Store) save(writes []paxos.GroupWrite, wo *pebble.WriteOptions) error {
 				return fmt.Errorf("pebblestore: save group %d slot %d: %w", w.Group, e.Slot, err)
 			}
 		}
-	}
-	if b.Empty() {
-		return nil
-	}
-	if err := b.Commit(wo); err != nil {
-		return fmt.Errorf("pebblestore: commit %d group writes to %s: %w", len(writes), s.dir, err)
 	}
 	return nil
 }
