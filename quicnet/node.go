@@ -11,6 +11,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -258,6 +259,20 @@ func (n *Node) Close() error {
 	}
 	n.wg.Wait()
 	err := n.ln.Close()
+	// Connections whose handshake finished after the accept loop stopped
+	// wait in quic-go's accept queue; Transport.Close would drop them
+	// without a word, leaving their clients to time out. Take them and
+	// close them properly. (Handshakes still in flight are refused by
+	// Listener.Close.) Accept returns at once when the queue is empty.
+	drain, cancel := context.WithTimeout(context.Background(), time.Second)
+	for {
+		qc, aerr := n.ln.Accept(drain)
+		if aerr != nil {
+			break
+		}
+		qc.CloseWithError(codeNormal, "node closing")
+	}
+	cancel()
 	if terr := n.tr.Close(); err == nil {
 		err = terr
 	}

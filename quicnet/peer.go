@@ -45,6 +45,11 @@ type peer struct {
 	changed chan struct{} // closed (and replaced) whenever conn changes
 
 	connects, sent, dropped, lost, received atomic.Uint64
+
+	// errFull is returned for every drop. Built once: a dead peer can
+	// make Paxos drop at a high rate, and formatting an error per drop
+	// would cost more than the send it replaces.
+	errFull error
 }
 
 func newPeer(n *Node, id NodeID, addr string) *peer {
@@ -55,6 +60,7 @@ func newPeer(n *Node, id NodeID, addr string) *peer {
 		dial:    n.cfg.ID < id,
 		queues:  make([]chan []byte, n.cfg.Lanes),
 		changed: make(chan struct{}),
+		errFull: fmt.Errorf("send to node %d: %w", id, ErrQueueFull),
 	}
 	for i := range p.queues {
 		p.queues[i] = make(chan []byte, n.cfg.QueueLen)
@@ -101,7 +107,7 @@ func (n *Node) Send(to NodeID, lane int, msg []byte) error {
 		return nil
 	default:
 		p.dropped.Add(1)
-		return fmt.Errorf("send to node %d lane %d: %w", to, lane%len(p.queues), ErrQueueFull)
+		return p.errFull
 	}
 }
 
