@@ -16,7 +16,10 @@ func (g *group) onPrepare(m *Message) {
 	g.observeBallot(m.From, m.Ballot)
 	// The reply is exact: every slot from m.Slot up to the last one we know.
 	// Bounded by the check above plus the slots in flight above the commit.
-	es := g.entries(m.Slot, g.last, int(g.last-m.Slot)+1)
+	var es []Entry
+	if m.Slot < g.last {
+		es = g.entries(m.Slot, g.last, int(g.last-m.Slot))
+	}
 	g.reply(m, Message{Type: MsgPromise, Ballot: m.Ballot, Slot: m.Slot, Entries: es})
 }
 

@@ -19,7 +19,7 @@ type Config struct {
 	// (default 64). 1 makes the protocol serial.
 	Window int
 	// MaxBatchCommands and MaxBatchBytes bound one slot's value
-	// (defaults 1024 commands and 1 MiB).
+	// (defaults 1024 commands and 32 KiB).
 	MaxBatchCommands int
 	MaxBatchBytes    int
 	// MaxPendingBytes bounds a group's queue of commands waiting for a slot;
@@ -43,8 +43,9 @@ type Config struct {
 	// redirects, and a node with queued commands campaigns until they are
 	// chosen. It models proposers on every node without a stable master.
 	Contend bool
-	// MaxFetchEntries bounds the entries of one FetchReply or Promise
-	// (default 256).
+	// MaxFetchEntries bounds the entries of one FetchReply, and how far a
+	// proposer's commit index may lag an acceptor's before the acceptor
+	// tells it to catch up first instead of promising (default 64).
 	MaxFetchEntries int
 	// Rand returns pseudo-random numbers in [0, n). It is injected so that
 	// one seed replays one history. Required.
@@ -79,12 +80,12 @@ func (c Config) withDefaults() Config {
 	def(&c.Groups, 16)
 	def(&c.Window, 64)
 	def(&c.MaxBatchCommands, 1024)
-	def(&c.MaxBatchBytes, 1<<20)
+	def(&c.MaxBatchBytes, 32<<10)
 	def(&c.MaxPendingBytes, 16<<20)
 	def(&c.ElectionTicks, 10)
 	def(&c.HeartbeatTicks, 2)
 	def(&c.RetransmitTicks, 4)
-	def(&c.MaxFetchEntries, 256)
+	def(&c.MaxFetchEntries, 64)
 	return c
 }
 
@@ -131,11 +132,26 @@ func (c *Config) Validate() error {
 	if c.HeartbeatTicks >= c.ElectionTicks {
 		return fmt.Errorf("paxos config: HeartbeatTicks (%d) must be below ElectionTicks (%d), or followers campaign against a live master", c.HeartbeatTicks, c.ElectionTicks)
 	}
+	// A Promise carries up to MaxFetchEntries chosen slots plus the slots in
+	// flight; it must fit one encoded message (DefaultLimits).
+	if n := c.MaxFetchEntries + 2*c.Window; n > DefaultLimits().MaxEntries {
+		return fmt.Errorf("paxos config: MaxFetchEntries + 2*Window is %d; a Promise could exceed %d entries", n, DefaultLimits().MaxEntries)
+	}
+	if b := (c.MaxFetchEntries + 2*c.Window) * c.MaxBatchBytes; b > maxPromiseBytes {
+		return fmt.Errorf("paxos config: (MaxFetchEntries + 2*Window) * MaxBatchBytes is %d bytes; a Promise could exceed %d: lower MaxBatchBytes", b, maxPromiseBytes)
+	}
 	if c.Rand == nil {
 		return errors.New("paxos config: Rand must be set (a seeded source keeps the core deterministic)")
 	}
 	return nil
 }
+
+const (
+	// maxPromiseBytes keeps a Promise within the codec's message limit.
+	maxPromiseBytes = 6 << 20
+	// maxFetchBytes bounds one FetchReply.
+	maxFetchBytes = 1 << 20
+)
 
 // quorum is the number of nodes that make a majority.
 func (c *Config) quorum() int { return len(c.Nodes)/2 + 1 }

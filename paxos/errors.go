@@ -9,6 +9,10 @@ import (
 // retryable: the command was not queued.
 var ErrOverloaded = errors.New("paxos: group queue is full, retry later")
 
+// ErrTooLarge is returned by Propose for a command that cannot fit a slot.
+// It is final: the command must be made smaller.
+var ErrTooLarge = errors.New("paxos: command too large")
+
 // ErrUnknownGroup is returned for a group id outside the node's groups.
 var ErrUnknownGroup = errors.New("paxos: unknown group")
 

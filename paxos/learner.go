@@ -79,6 +79,15 @@ func (g *group) onFetch(m *Message) {
 		return
 	}
 	es := g.entries(m.Slot, g.commit, g.n.cfg.MaxFetchEntries)
+	// Bound the reply in bytes too; the peer fetches the rest next.
+	bytes := 0
+	for i := range es {
+		bytes += es[i].Value.Size()
+		if i > 0 && bytes > maxFetchBytes {
+			es = es[:i]
+			break
+		}
+	}
 	g.n.msgs = append(g.n.msgs, Message{Type: MsgFetchReply, Group: g.id, From: g.n.cfg.ID, To: m.From, Slot: m.Slot, Commit: g.commit, Entries: es})
 	g.touch()
 }

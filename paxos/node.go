@@ -168,6 +168,9 @@ func (n *Node) Propose(g GroupID, cmd Command) error {
 			gr.campaign()
 		}
 	}
+	if cmd.size() > n.cfg.MaxBatchBytes {
+		return fmt.Errorf("%w: command %v is %d bytes, a slot holds at most %d (MaxBatchBytes)", ErrTooLarge, cmd.ID, cmd.size(), n.cfg.MaxBatchBytes)
+	}
 	if gr.pendingBytes+cmd.size() > n.cfg.MaxPendingBytes {
 		return fmt.Errorf("%w (group %d has %d bytes queued)", ErrOverloaded, g, gr.pendingBytes)
 	}

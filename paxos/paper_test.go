@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"errors"
 	"testing"
 )
 
@@ -303,5 +304,14 @@ func TestF6OwnCommandsRetriedWhenAnotherValueWins(t *testing.T) {
 	drain(t, n, st)
 	if st, _ := n.Status(0); st.Pending != 1 {
 		t.Fatalf("our command was not queued again after another value won slot %d: %+v", slot, st)
+	}
+}
+
+func TestProposeRefusesCommandLargerThanASlot(t *testing.T) {
+	n, st := newTestNode(t, 1, func(c *Config) { c.MaxBatchBytes = 1024 })
+	becomeMasterWith(t, n, st, Message{From: 2})
+	err := n.Propose(0, Command{ID: CommandID{Client: 1, Seq: 1}, Data: make([]byte, 2000)})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
 }
