@@ -75,7 +75,9 @@ type Config struct {
 	// default 1024. Send drops (and counts) messages beyond it.
 	QueueLen int
 	// MaxFrame is the largest message accepted, in bytes, on the peer mesh
-	// and on client streams; default DefaultMaxFrame, at most 64 MiB.
+	// and on client streams; default DefaultMaxFrame, at most 64 MiB. All
+	// nodes of a cluster must agree: a node closes a peer connection that
+	// carries a frame over its own limit.
 	MaxFrame int
 	// ClientBacklog is how many handshaken client connections may wait for
 	// Accept; default 128. Beyond it new clients are refused as busy.
@@ -97,10 +99,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// validated is a Config with defaults applied and derived values computed.
+// validated is a Config with defaults applied and the Peers map copied.
 type validated struct {
 	Config
-	nodeName string // pki node ID string of ID
 }
 
 // validate checks c once and fills in defaults; errors name the field.
@@ -109,7 +110,11 @@ func (c Config) validate() (*validated, error) {
 	if c.ID == 0 {
 		return nil, errors.New("quicnet config: ID: must be non-zero")
 	}
-	v.nodeName = c.ID.String()
+	// Keep a copy: the caller may reuse its map.
+	v.Peers = make(map[NodeID]string, len(c.Peers))
+	for id, addr := range c.Peers {
+		v.Peers[id] = addr
+	}
 	if c.PacketConn == nil {
 		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 			return nil, fmt.Errorf("quicnet config: ListenAddr %q: %w", c.ListenAddr, err)

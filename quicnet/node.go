@@ -11,6 +11,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -42,6 +43,10 @@ const (
 	codeBusy     quic.ApplicationErrorCode = 4 // client backlog full
 )
 
+// streamWindow is the most a stream may have in flight unread (quic-go's
+// default); see the connection window in New.
+const streamWindow = 6 << 20
+
 // Node is one lockd node's endpoint: a UDP socket carrying the peer mesh and
 // client connections. Create it with New; all methods are safe for
 // concurrent use. Close releases everything and waits for its goroutines.
@@ -54,9 +59,10 @@ type Node struct {
 	qconf    *quic.Config
 	peers    map[NodeID]*peer // fixed after New; read without locking
 
-	ctx    context.Context // cancelled by Close; every goroutine watches it
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the node starts
+	ctx     context.Context // cancelled by Close; every goroutine watches it
+	cancel  context.CancelFunc
+	closing atomic.Bool    // set by Close before cancel; a lock-free check for Send
+	wg      sync.WaitGroup // every goroutine the node starts
 
 	backlog chan *Conn // accepted client connections waiting for Accept
 
@@ -95,6 +101,11 @@ func New(cfg Config) (*Node, error) {
 		MaxIdleTimeout:       v.IdleTimeout,
 		KeepAlivePeriod:      v.IdleTimeout / 3,
 		MaxIncomingStreams:   int64(max(v.MaxStreamsPerConn, v.Lanes)),
+		// The connection window holds every lane's full stream window
+		// and one more, so lanes stalled by a slow handler can never
+		// use up the connection's credit and stall the other lanes.
+		MaxStreamReceiveWindow:     streamWindow,
+		MaxConnectionReceiveWindow: uint64(v.Lanes+1) * streamWindow,
 		// Nothing in lockd uses unidirectional streams; refusing them
 		// keeps a client from parking data in streams nobody reads.
 		MaxIncomingUniStreams: -1,
@@ -221,6 +232,9 @@ func (n *Node) addClient(qc *quic.Conn) {
 // a connection's handshake completes. It fails with ErrClosed after Close,
 // or with ctx's error.
 func (n *Node) Accept(ctx context.Context) (*Conn, error) {
+	if n.closing.Load() {
+		return nil, fmt.Errorf("node %d: accept: %w", n.cfg.ID, ErrClosed)
+	}
 	select {
 	case c := <-n.backlog:
 		return c, nil
@@ -250,6 +264,7 @@ func (n *Node) Close() error {
 
 	// Cancel first: from here on no peer installs a new connection (see
 	// peer.install), so the sweep below misses none.
+	n.closing.Store(true)
 	n.cancel()
 	for _, p := range n.peers {
 		p.closeConn()

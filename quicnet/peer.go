@@ -99,7 +99,7 @@ func (n *Node) Send(to NodeID, lane int, msg []byte) error {
 	if len(msg) > n.cfg.MaxFrame {
 		return fmt.Errorf("send to node %d: %w", to, &frameSizeError{size: uint64(len(msg)), limit: n.cfg.MaxFrame})
 	}
-	if n.ctx.Err() != nil {
+	if n.closing.Load() {
 		return fmt.Errorf("send to node %d: %w", to, ErrClosed)
 	}
 	select {
