@@ -1,0 +1,391 @@
+package election
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lockd/lockd/paxos"
+)
+
+// Elector decides, for one node, when to campaign for each group, which lease
+// commands to propose, and whether the node may serve a group right now. It
+// has no goroutines, no clock and no I/O: time comes in as arguments,
+// randomness through Config.Rand, and what to do goes out as Actions.
+//
+// An Elector is safe for concurrent use: the server calls Applied from the
+// replica's apply goroutine and Tick from its election loop.
+type Elector struct {
+	// mu guards every field below. No method calls out while holding it,
+	// except Tick's status callback, which runs with mu released.
+	mu     sync.Mutex
+	cfg    Config
+	nodes  []paxos.NodeID // sorted
+	self   int            // index of cfg.Self in nodes
+	up     []bool         // by index in nodes: what PeerUp last said
+	groups []*group
+	subs   map[*subscriber]struct{}
+}
+
+// held is a lease of another holder (or of an earlier incarnation of this
+// node) that may still be in force, by this node's count.
+type held struct {
+	holder   paxos.NodeID
+	inc, ctr uint32    // the nonce of the holder's latest such lease
+	until    time.Time // applied time plus duration, on this node's clock
+}
+
+// current is the last valid lease command applied in a group. It decides
+// who the master is: a later command always supersedes an earlier one.
+type current struct {
+	set     bool
+	slot    uint64
+	cmd     LeaseCmd
+	learned time.Time // when this node applied it
+	// mine is set for a lease this incarnation sent, whose send time is
+	// known; until is then that send time plus Duration minus Drift.
+	mine  bool
+	until time.Time
+}
+
+func (c *current) lease() bool { return c.set && !c.cmd.Release }
+
+// expiry is when the current lease ends by the count of a node that did not
+// send it, which is how every node reports the master.
+func (c *current) expiry() time.Time { return c.learned.Add(c.cmd.Duration) }
+
+// group is the election state of one group on this node.
+type group struct {
+	id        paxos.GroupID
+	rank      int // distance from the preferred node: 0 for it, then 1, 2, ...
+	preferred paxos.NodeID
+
+	cur  current
+	held []held
+	// freeAt is when the last lease this node knows of ends by its count
+	// (or when a release made the group masterless); zero before the first.
+	freeAt time.Time
+
+	// Own proposals. inc is this incarnation's half of every nonce, ctr
+	// the counter of the last one used.
+	inc        uint32
+	ctr        uint32
+	sent       map[uint64]time.Time // nonce -> send time, for leases not yet applied
+	lastSent   time.Time            // last lease proposal sent (renewal pacing)
+	inflight   uint64               // nonce of the proposal we wait for, 0 if none
+	inflightAt time.Time
+
+	// Handover: givenUp is set from the moment this node decides to hand
+	// the group over (it stops serving then) until another command is
+	// applied.
+	givenUp      bool
+	givenUpAt    time.Time
+	lastHandover time.Time
+
+	// Campaigning.
+	jitterFor    time.Time // the freeAt for which jitter was drawn
+	jitter       time.Duration
+	campaignedAt time.Time
+	masterBallot paxos.Ballot // our Paxos ballot when Tick last saw us master
+	boundary     uint64       // the group's Next when we first saw masterBallot
+
+	ev eventLog
+}
+
+// New returns an Elector for cfg, after filling defaults and validating.
+func New(cfg Config) (*Elector, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	e := &Elector{cfg: cfg, nodes: sortedNodes(cfg.Nodes), subs: map[*subscriber]struct{}{}}
+	e.self = slices.Index(e.nodes, cfg.Self)
+	e.up = make([]bool, len(e.nodes))
+	for i := range e.up {
+		// Peers count as up until PeerUp says otherwise, so that a server
+		// that reports nothing still elects masters.
+		e.up[i] = true
+	}
+	n := len(e.nodes)
+	e.groups = make([]*group, cfg.Groups)
+	for i := range e.groups {
+		pref := i % n
+		e.groups[i] = &group{
+			id:        paxos.GroupID(i),
+			rank:      (e.self - pref + n) % n,
+			preferred: e.nodes[pref],
+			inc:       e.newIncarnation(),
+			sent:      map[uint64]time.Time{},
+			ev:        eventLog{cap: cfg.History},
+		}
+	}
+	return e, nil
+}
+
+// newIncarnation draws a random, nonzero 32-bit incarnation.
+func (e *Elector) newIncarnation() uint32 {
+	for {
+		v := uint32(e.cfg.Rand(1<<16))<<16 | uint32(e.cfg.Rand(1<<16))
+		if v != 0 {
+			return v
+		}
+	}
+}
+
+// nextNonce returns a fresh nonce of this incarnation for g.
+func (e *Elector) nextNonce(g *group) uint64 {
+	g.ctr++
+	if g.ctr == 0 {
+		// The counter wrapped: become a new incarnation. Leases of the old
+		// one applied later are then waited out like anyone else's.
+		g.inc = e.newIncarnation()
+		clear(g.sent)
+		g.ctr = 1
+	}
+	return makeNonce(g.inc, g.ctr)
+}
+
+// Config returns the Elector's configuration, with defaults filled in.
+func (e *Elector) Config() Config {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cfg
+	c.Nodes = slices.Clone(e.nodes)
+	return c
+}
+
+func (e *Elector) group(g paxos.GroupID) (*group, error) {
+	if int(g) >= len(e.groups) {
+		return nil, fmt.Errorf("election: unknown group %d: this node has groups 0 to %d (check the cluster's group count)", g, len(e.groups)-1)
+	}
+	return e.groups[g], nil
+}
+
+// Applied takes in a lease command chosen at slot of group g and applied at
+// now. Commands of a group must come in log order, each once, as the replica
+// applies them (a restarted node replays its log through Applied; every lease
+// it finds counts as just learned, which errs on the safe side). An invalid
+// command or unknown group is reported and otherwise ignored.
+func (e *Elector) Applied(g paxos.GroupID, slot uint64, cmd LeaseCmd, now time.Time) error {
+	if err := cmd.Validate(); err != nil {
+		return fmt.Errorf("election: group %d slot %d: %w", g, slot, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gr, err := e.group(g)
+	if err != nil {
+		return err
+	}
+	e.expire(gr, now)
+	gr.prune(now)
+	if cmd.Release {
+		e.applyRelease(gr, slot, cmd, now)
+	} else {
+		e.applyLease(gr, slot, cmd, now)
+	}
+	return nil
+}
+
+func (e *Elector) applyLease(g *group, slot uint64, cmd LeaseCmd, now time.Time) {
+	c := current{set: true, slot: slot, cmd: cmd, learned: now}
+	if sentAt, ok := g.sent[cmd.Nonce]; ok && cmd.Holder == e.cfg.Self && incarnation(cmd.Nonce) == g.inc {
+		// Our own lease: it was chosen after we sent it, so counting from
+		// the send time, minus the drift margin, ends it on our clock before
+		// it ends on any other node's (which count from when they learned).
+		delete(g.sent, cmd.Nonce)
+		c.mine = true
+		c.until = sentAt.Add(cmd.Duration - e.cfg.Drift)
+		if e.cfg.mutate&mutHolderFromLearn != 0 {
+			c.until = now.Add(cmd.Duration)
+		}
+	} else {
+		// Another holder's lease, or ours from an earlier incarnation whose
+		// send time we do not know: wait it out like anyone else.
+		g.hold(held{holder: cmd.Holder, inc: incarnation(cmd.Nonce), ctr: counter(cmd.Nonce), until: c.expiry()})
+	}
+	if g.inflight == cmd.Nonce {
+		g.inflight = 0
+	}
+	g.cur = c
+	g.givenUp = false
+	if t := c.expiry(); t.After(g.freeAt) {
+		g.freeAt = t
+	}
+	if g.ev.master != cmd.Holder {
+		e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindLease), Master: cmd.Holder, Cause: CauseLease})
+	}
+}
+
+func (e *Elector) applyRelease(g *group, slot uint64, cmd LeaseCmd, now time.Time) {
+	cur := &g.cur
+	inc, ctr := incarnation(cmd.Nonce), counter(cmd.Nonce)
+	if !cur.lease() || cur.cmd.Holder != cmd.Holder || incarnation(cur.cmd.Nonce) != inc || counter(cur.cmd.Nonce) >= ctr {
+		// A release counts only against the lease it follows: the holder's
+		// own latest lease, of the same incarnation, sent before it. Any
+		// other release is stale (say from an earlier incarnation, chosen
+		// late) and ignoring it only makes us wait longer.
+		return
+	}
+	// The holder stopped serving before it sent the release, and stops
+	// serving on every lease of this incarnation sent before it, so none of
+	// them needs waiting out any longer.
+	g.held = slices.DeleteFunc(g.held, func(h held) bool {
+		return h.holder == cmd.Holder && h.inc == inc && h.ctr < ctr
+	})
+	if cmd.Holder == e.cfg.Self && inc == g.inc {
+		for n := range g.sent {
+			if counter(n) < ctr {
+				delete(g.sent, n)
+			}
+		}
+	}
+	if g.inflight == cmd.Nonce {
+		g.inflight = 0
+	}
+	g.cur = current{set: true, slot: slot, cmd: cmd, learned: now}
+	g.givenUp = false
+	g.freeAt = now
+	for _, h := range g.held {
+		if h.until.After(g.freeAt) {
+			g.freeAt = h.until
+		}
+	}
+	if g.ev.master != 0 {
+		e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindRelease), Master: 0, Cause: CauseReleased, To: cmd.To})
+	}
+}
+
+// hold records a lease to wait out, merged with an earlier one of the same
+// holder and incarnation (later counter, later end).
+func (g *group) hold(h held) {
+	for i := range g.held {
+		o := &g.held[i]
+		if o.holder == h.holder && o.inc == h.inc {
+			o.ctr = max(o.ctr, h.ctr)
+			if h.until.After(o.until) {
+				o.until = h.until
+			}
+			return
+		}
+	}
+	g.held = append(g.held, h)
+}
+
+// prune forgets leases that are over and send times that no longer matter:
+// a lease applied a full Lease after it was sent would be over on arrival.
+func (g *group) prune(now time.Time) {
+	g.held = slices.DeleteFunc(g.held, func(h held) bool { return !h.until.After(now) })
+	for n, t := range g.sent {
+		if now.Sub(t) > maxSentAge {
+			delete(g.sent, n)
+		}
+	}
+}
+
+// maxSentAge bounds how long a send time is kept: no lease lasts longer.
+const maxSentAge = MaxLeaseDuration
+
+// heldAt reports whether a lease of another holder may be in force at now.
+func (g *group) heldAt(now time.Time) bool {
+	for _, h := range g.held {
+		if h.until.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// serving is Serving with e.mu held.
+func (e *Elector) serving(g *group, now time.Time) bool {
+	c := &g.cur
+	if !c.lease() || !c.mine || g.givenUp || !now.Before(c.until) {
+		return false
+	}
+	return e.cfg.mutate&mutNoWaitOut != 0 || !g.heldAt(now)
+}
+
+// Serving reports whether this node may serve group g at now: the last lease
+// command of g it applied is its own lease, that lease holds by its own
+// conservative count, it has not decided to hand the group over, and every
+// lease of another holder it has learned is over by its own clock.
+func (e *Elector) Serving(g paxos.GroupID, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gr, err := e.group(g)
+	if err != nil {
+		return false
+	}
+	return e.serving(gr, now)
+}
+
+// Master returns the master of group g as this node sees it at now (zero
+// when there is none) and the epoch of that state (see Event). A master that
+// this node reports may not be serving yet: it waits out its predecessor's
+// lease first.
+func (e *Elector) Master(g paxos.GroupID, now time.Time) (paxos.NodeID, uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gr, err := e.group(g)
+	if err != nil {
+		return 0, 0
+	}
+	e.expire(gr, now)
+	return gr.ev.master, gr.ev.epoch
+}
+
+// PeerUp tells the Elector whether node n is reachable. A node hands a group
+// back to its preferred node only while that node is up, and campaigns only
+// while it sees a majority up (a campaign it cannot win only raises ballots
+// that later disrupt the live master). Peers count as up until told
+// otherwise; this node is always up.
+func (e *Elector) PeerUp(n paxos.NodeID, up bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if i := slices.Index(e.nodes, n); i >= 0 && i != e.self {
+		e.up[i] = up
+	}
+}
+
+// Failed tells the Elector that the proposal of the command with nonce in
+// group g returned err (not master, overloaded, outcome unknown), so that
+// Tick may propose again without waiting. The command may still be chosen
+// later; that is safe.
+func (e *Elector) Failed(g paxos.GroupID, nonce uint64, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if gr, gerr := e.group(g); gerr == nil && gr.inflight == nonce {
+		gr.inflight = 0
+	}
+}
+
+// GroupMaster is one group's master as this node sees it.
+type GroupMaster struct {
+	Group paxos.GroupID
+	// Master is zero when the group has none.
+	Master paxos.NodeID
+	Epoch  uint64
+	// Preferred is the node the group prefers (g mod N in the sorted list).
+	Preferred paxos.NodeID
+	// Serving is whether this node serves the group now.
+	Serving bool
+	// Until is when the master's lease ends by this node's count (zero
+	// when there is no master).
+	Until time.Time
+}
+
+// Snapshot returns every group's master as this node sees it at now, for
+// status pages.
+func (e *Elector) Snapshot(now time.Time) []GroupMaster {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]GroupMaster, len(e.groups))
+	for i, g := range e.groups {
+		e.expire(g, now)
+		out[i] = GroupMaster{Group: g.id, Master: g.ev.master, Epoch: g.ev.epoch, Preferred: g.preferred, Serving: e.serving(g, now)}
+		if g.ev.master != 0 {
+			out[i].Until = g.cur.expiry()
+		}
+	}
+	return out
+}
