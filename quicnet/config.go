@@ -92,8 +92,8 @@ type Config struct {
 	// DialTimeout bounds one dial attempt to a peer; default 3s.
 	DialTimeout time.Duration
 	// IdleTimeout closes a connection that hears nothing for this long;
-	// keep-alives are sent at a third of it, so only a dead or partitioned
-	// peer hits it. Default 15s.
+	// keep-alive packets go out at a third of it, so only a dead or
+	// partitioned peer hits it. Default 15s.
 	IdleTimeout time.Duration
 	// Logger receives the node's logs; default slog.Default().
 	Logger *slog.Logger
@@ -188,7 +188,7 @@ func (c Config) validate() (*validated, error) {
 		return nil, fmt.Errorf("quicnet config: ReconnectMax: %v is below ReconnectMin %v", v.ReconnectMax, v.ReconnectMin)
 	}
 	if v.IdleTimeout < 300*time.Millisecond {
-		return nil, fmt.Errorf("quicnet config: IdleTimeout: %v is too short to survive a few lost keep-alives; use at least 300ms", v.IdleTimeout)
+		return nil, fmt.Errorf("quicnet config: IdleTimeout: %v is too short to survive a few lost keep-alive packets; use at least 300ms", v.IdleTimeout)
 	}
 	return v, nil
 }

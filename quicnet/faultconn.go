@@ -92,8 +92,8 @@ type FaultConn struct {
 	rng      *rand.Rand
 	def      Link
 	links    map[netip.AddrPort]Link
-	blockOut map[netip.AddrPort]bool
-	blockIn  map[netip.AddrPort]bool
+	dropTo   map[netip.AddrPort]bool
+	dropFrom map[netip.AddrPort]bool
 	queue    delayHeap
 	seq      uint64 // tie-break: equal due times leave in send order
 	stats    FaultStats
@@ -111,8 +111,8 @@ func NewFaultConn(pc net.PacketConn, cfg FaultConfig) *FaultConn {
 		pc:       pc,
 		rng:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		links:    make(map[netip.AddrPort]Link),
-		blockOut: make(map[netip.AddrPort]bool),
-		blockIn:  make(map[netip.AddrPort]bool),
+		dropTo:   make(map[netip.AddrPort]bool),
+		dropFrom: make(map[netip.AddrPort]bool),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -163,10 +163,10 @@ func (f *FaultConn) Partition(addr net.Addr, dir Direction) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if dir&Outbound != 0 {
-		f.blockOut[k] = true
+		f.dropTo[k] = true
 	}
 	if dir&Inbound != 0 {
-		f.blockIn[k] = true
+		f.dropFrom[k] = true
 	}
 	return nil
 }
@@ -175,8 +175,8 @@ func (f *FaultConn) Partition(addr net.Addr, dir Direction) error {
 func (f *FaultConn) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	clear(f.blockOut)
-	clear(f.blockIn)
+	clear(f.dropTo)
+	clear(f.dropFrom)
 }
 
 // Reset removes every partition and every link, default included: packets
@@ -186,8 +186,8 @@ func (f *FaultConn) Reset() {
 	defer f.mu.Unlock()
 	f.def = Link{}
 	clear(f.links)
-	clear(f.blockOut)
-	clear(f.blockIn)
+	clear(f.dropTo)
+	clear(f.dropFrom)
 }
 
 // Stats returns the counters.
@@ -208,7 +208,7 @@ func (f *FaultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	link := f.def
 	if keyed {
-		if f.blockOut[k] {
+		if f.dropTo[k] {
 			f.stats.Blocked++
 			f.mu.Unlock()
 			return len(p), nil
@@ -267,7 +267,7 @@ func (f *FaultConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		k, keyed := addrKey(addr)
 		f.mu.Lock()
-		if keyed && f.blockIn[k] {
+		if keyed && f.dropFrom[k] {
 			f.stats.Blocked++
 			f.mu.Unlock()
 			continue
