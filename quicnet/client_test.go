@@ -219,7 +219,7 @@ func TestAcceptFailsWithErrClosedAfterClose(t *testing.T) {
 		}
 		done <- err
 	}()
-	n.Close()
+	closeNode(t, n)
 	if err := <-done; !errors.Is(err, ErrClosed) {
 		t.Errorf("Accept after Close: %v, want ErrClosed", err)
 	}

@@ -150,12 +150,21 @@ func startNode(t testing.TB, cfg Config) *Node {
 	if err != nil {
 		t.Fatalf("New node %d: %v", cfg.ID, err)
 	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close node %d: %v", cfg.ID, err)
-		}
-	})
+	t.Cleanup(func() { closeNode(t, n) })
 	return n
+}
+
+// closeNode closes n and fails the test if that takes long: Close must
+// end every connection itself, never wait for an idle timeout.
+func closeNode(t testing.TB, n *Node) {
+	t.Helper()
+	start := time.Now()
+	if err := n.Close(); err != nil {
+		t.Errorf("close node %d: %v", n.ID(), err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closing node %d took %v: something waited for a timeout", n.ID(), d)
+	}
 }
 
 // inbox collects the messages a node receives.

@@ -100,7 +100,7 @@ func TestSendToSelfUnknownPeerAndOversizedMessageFail(t *testing.T) {
 		t.Errorf("send on lane 1004: %v", err)
 	}
 	waitFor(t, 5*time.Second, "wrapped lane delivered", func() bool { return m.inbox[2].count() == 1 })
-	n.Close()
+	closeNode(t, n)
 	if err := n.Send(2, 0, []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("send after Close: %v, want ErrClosed", err)
 	}
@@ -200,9 +200,7 @@ func TestReconnectAfterAcceptingPeerRestartsOnSameAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	exchange(t, n1, n2, in1, in2)
-	if err := n2.Close(); err != nil {
-		t.Fatal(err)
-	}
+	closeNode(t, n2)
 	waitFor(t, 5*time.Second, "node 1 to notice node 2 left", func() bool { return !connected(n1, 2) })
 
 	start := time.Now()
@@ -241,7 +239,7 @@ func TestRestartedDialerReplacesItsOldConnection(t *testing.T) {
 	}
 	exchange(t, n1, n2, in1, in2)
 	fc.Partition(n2.Addr(), Both)
-	n1.Close()
+	closeNode(t, n1)
 	fc.Close()
 	if !connected(n2, 1) {
 		t.Fatal("node 2 noticed the crash; the test needs a silent one")
@@ -285,7 +283,7 @@ func TestCrashedPeerIsDroppedAtOnceByStatelessResetAfterRestart(t *testing.T) {
 	exchange(t, n1, n2, in1, in2)
 	// Node 2 "crashes": its CONNECTION_CLOSE never leaves.
 	fc.Partition(n1.Addr(), Both)
-	n2.Close()
+	closeNode(t, n2)
 	fc.Close()
 
 	start := time.Now()

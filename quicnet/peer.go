@@ -168,7 +168,14 @@ func (p *peer) serve(qc *quic.Conn) {
 		old.CloseWithError(codeReplaced, "replaced by a newer connection")
 	}
 	p.n.log.Info("peer connected", "peer", p.id, "remote", qc.RemoteAddr(), "dialed", p.dial)
-	defer p.uninstall(qc)
+	// serve owns qc: however the loop ends (the connection failed, or the
+	// node's context was cancelled, which also ends AcceptStream), close
+	// it, or its lane readers would wait for the idle timeout and Close
+	// with them.
+	defer func() {
+		p.uninstall(qc)
+		qc.CloseWithError(codeNormal, "node closing")
+	}()
 	for {
 		s, err := qc.AcceptStream(p.n.ctx)
 		if err != nil {
