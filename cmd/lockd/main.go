@@ -1,0 +1,174 @@
+// Command lockd is the lockd server: `lockd run` runs one node of a real
+// cluster, `lockd dev` a throw-away local cluster in one process, and `lockd
+// certs` makes the certificates a cluster runs on.
+//
+// Exit codes (also in `lockd --help`):
+//
+//	0  stopped cleanly (SIGINT or SIGTERM), or the command succeeded
+//	1  the node failed while running (storage or transport error)
+//	2  bad usage: an unknown flag, a missing or malformed argument
+//	3  set-up refused: missing or invalid certificates, a data dir made for
+//	   another cluster, node or group count, a CA that already exists
+//	4  an address is in use: pick another port
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes; see the package comment. They are part of the interface:
+// scripts and the end-to-end tests branch on them.
+const (
+	exitOK       = 0
+	exitFailed   = 1
+	exitUsage    = 2
+	exitSetup    = 3
+	exitAddrBusy = 4
+)
+
+const exitCodesHelp = `EXIT CODES:
+   0  stopped cleanly (SIGINT or SIGTERM), or the command succeeded
+   1  the node failed while running (storage or transport error)
+   2  bad usage: an unknown flag, a missing or malformed argument
+   3  set-up refused: missing or invalid certificates, a data dir made for
+      another cluster, node or group count, a CA that already exists
+   4  an address is in use: pick another port (--listen, --admin, --base-port)
+`
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); without
+// it the module version from the build info is used.
+var version = ""
+
+func versionString() string {
+	v := version
+	if v == "" {
+		v = "(devel)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+	}
+	return fmt.Sprintf("%s (%s %s/%s)", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run runs lockd with args (args[0] is the program name) and returns the
+// exit code. It never calls os.Exit, so tests can call it.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	code := exitFailed
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	if msg := strings.TrimSpace(err.Error()); msg != "" {
+		fmt.Fprintf(stderr, "lockd: %s\n", msg)
+	}
+	return code
+}
+
+// exitError carries an exit code with an error, so that errors.Is and
+// errors.As still see the cause.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+func (e *exitError) ExitCode() int { return e.code }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+func usageErrorf(format string, args ...any) error {
+	return withCode(exitUsage, fmt.Errorf(format, args...))
+}
+
+func setupErrorf(format string, args ...any) error {
+	return withCode(exitSetup, fmt.Errorf(format, args...))
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:  "lockd",
+		Usage: "distributed lock and master-election service",
+		Description: "lockd runs the nodes of a lockd cluster. Start here:\n\n" +
+			"   lockd dev                         a local 3-node cluster in one process, with throw-away certificates\n" +
+			"   lockd certs init --dir certs      a cluster CA, then `lockd certs node N` and `lockd certs client NAME`\n" +
+			"   lockd run --id 1 --peers ...      one node of a real cluster\n\n" +
+			"Every flag has an environment fall-back, shown in each command's --help.",
+		Version:               versionString(),
+		HideVersion:           true,
+		Writer:                stdout,
+		ErrWriter:             stderr,
+		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodesHelp,
+		// Errors come back from Run and main maps them to exit codes.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Commands: []*cli.Command{
+			runCommand(),
+			devCommand(),
+			certsCommand(),
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					if c.Args().Present() {
+						return usageErrorf("version takes no arguments, got %q", c.Args().First())
+					}
+					fmt.Fprintf(c.App.Writer, "lockd %s\n", versionString())
+					return nil
+				},
+			},
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usageErrorf("unknown command %q: run `lockd --help` for the commands", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+	}
+	app.OnUsageError = onUsageError
+	for _, cmd := range app.Commands {
+		setUsageError(cmd)
+	}
+	return app
+}
+
+// setUsageError makes every command report flag errors the same way: one
+// line, a pointer to --help, and exit code 2.
+func setUsageError(cmd *cli.Command) {
+	cmd.OnUsageError = onUsageError
+	if cmd.CustomHelpTemplate == "" && len(cmd.Subcommands) == 0 {
+		cmd.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodesHelp
+	}
+	for _, sub := range cmd.Subcommands {
+		setUsageError(sub)
+	}
+}
+
+func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
+	name := "lockd"
+	if c.Command != nil && c.Command.FullName() != "" {
+		name = "lockd " + c.Command.FullName()
+	}
+	return usageErrorf("%v (see `%s --help`)", err, name)
+}
