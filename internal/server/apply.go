@@ -1,0 +1,108 @@
+package server
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/lockd/lockd/election"
+	"github.com/lockd/lockd/internal/wire"
+	"github.com/lockd/lockd/lease"
+	"github.com/lockd/lockd/paxos"
+)
+
+// Command kinds: the first byte of every paxos.Command's Data says which
+// state machine it is for.
+const (
+	tagLock     = 'L' // a lease.Command for the group's lock table
+	tagElection = 'E' // an election.LeaseCmd
+)
+
+// groupState is one group's lock table. mu guards the table: the replica's
+// goroutine applies to it, handlers read it, the expiry loop scans it.
+type groupState struct {
+	mu    sync.Mutex
+	table *lease.Table
+}
+
+// Apply implements replica.StateMachine. It runs on the replica's goroutine,
+// in slot order per group, and must not block: pushes to clients go through
+// bounded queues that drop slow clients.
+func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Command) []byte {
+	if len(cmd.Data) == 0 {
+		return nil // a no-op
+	}
+	switch cmd.Data[0] {
+	case tagElection:
+		lc, err := election.DecodeLeaseCmd(cmd.Data[1:])
+		if err != nil {
+			s.log.Error("undecodable election command in the log", "group", g, "slot", slot, "err", err)
+			return nil
+		}
+		if err := s.elector.Applied(g, slot, lc, time.Now()); err != nil {
+			s.log.Error("election command refused", "group", g, "slot", slot, "err", err)
+		}
+		return nil
+	case tagLock:
+		lc, err := lease.DecodeCommand(cmd.Data[1:])
+		if err != nil {
+			s.log.Error("undecodable lock command in the log", "group", g, "slot", slot, "err", err)
+			return encodeResult(lease.Result{Code: lease.CodeInvalid})
+		}
+		gs := s.groups[g]
+		gs.mu.Lock()
+		res := gs.table.Apply(lease.Position{Slot: slot, Index: uint32(index)}, lc)
+		gs.mu.Unlock()
+		if len(res.Events) > 0 {
+			s.hub.publish(g, res.Events)
+		}
+		return encodeResult(res)
+	}
+	s.log.Error("unknown command kind in the log", "group", g, "slot", slot, "kind", cmd.Data[0])
+	return nil
+}
+
+// encodeResult packs what a handler needs of a lease.Result: code, session
+// and token. Events go to the hub, not to the caller.
+func encodeResult(r lease.Result) []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+64)
+	b = append(b, byte(r.Code))
+	b = binary.AppendUvarint(b, r.Session)
+	b = binary.AppendUvarint(b, r.Token)
+	if e := r.Err(); e != nil && r.Code != lease.CodeOK && r.Code != lease.CodeQueued {
+		b = append(b, e.Error()...)
+	}
+	return b
+}
+
+type appliedResult struct {
+	code    wire.Code
+	session uint64
+	token   uint64
+	err     string
+}
+
+func decodeResult(b []byte) (appliedResult, error) {
+	if len(b) < 1 {
+		return appliedResult{}, fmt.Errorf("empty result")
+	}
+	r := appliedResult{code: wire.Code(b[0])}
+	b = b[1:]
+	var n int
+	r.session, n = binary.Uvarint(b)
+	if n <= 0 {
+		return r, fmt.Errorf("bad session in result")
+	}
+	b = b[n:]
+	r.token, n = binary.Uvarint(b)
+	if n <= 0 {
+		return r, fmt.Errorf("bad token in result")
+	}
+	r.err = string(b[n:])
+	return r, nil
+}
+
+func lockCommand(c lease.Command) []byte {
+	return append([]byte{tagLock}, c.Encode()...)
+}

@@ -1,0 +1,265 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lockd/lockd/internal/wire"
+	"github.com/lockd/lockd/lease"
+	"github.com/lockd/lockd/paxos"
+	"github.com/lockd/lockd/paxos/replica"
+)
+
+func codeName(c wire.Code) string {
+	switch c {
+	case wire.CodeOK:
+		return "ok"
+	case wire.CodeQueued:
+		return "queued"
+	case wire.CodeWouldBlock:
+		return "would_block"
+	case wire.CodeNotMaster:
+		return "not_master"
+	case wire.CodeOverloaded:
+		return "overloaded"
+	case wire.CodeOutcomeUnknown:
+		return "outcome_unknown"
+	}
+	return fmt.Sprintf("code_%d", c)
+}
+
+func fail(code wire.Code, format string, args ...any) *wire.Msg {
+	return &wire.Msg{Code: code, Err: fmt.Sprintf(format, args...)}
+}
+
+// handle answers one request. A nil answer means the request answers itself
+// later (none do yet).
+func (s *Server) handle(ctx context.Context, cs *clientStream, req *wire.Msg) *wire.Msg {
+	switch req.Type {
+	case wire.TypeHello, wire.TypeClusterStatus:
+		return s.clusterStatus()
+	case wire.TypeOpenSession:
+		return s.openSession(ctx, req)
+	case wire.TypeCloseSession:
+		return s.lockOp(ctx, req, lease.Command{Op: lease.OpCloseSession, Session: req.Session})
+	case wire.TypeKeepAlive:
+		return s.keepAlive(req)
+	case wire.TypeAcquire:
+		return s.acquire(ctx, cs, req)
+	case wire.TypeRelease:
+		if err := s.checkName(req); err != nil {
+			return err
+		}
+		return s.lockOp(ctx, req, lease.Command{Op: lease.OpRelease, Session: req.Session, Name: req.Name, Token: req.Token})
+	case wire.TypeCancelWait:
+		if err := s.checkName(req); err != nil {
+			return err
+		}
+		s.hub.removeWaiter(waitKey{g: paxos.GroupID(req.Group), session: req.Session, name: req.Name}, cs)
+		return s.lockOp(ctx, req, lease.Command{Op: lease.OpCancelWait, Session: req.Session, Name: req.Name})
+	case wire.TypeValidate, wire.TypeLockStatus:
+		return s.read(req)
+	case wire.TypeWatch:
+		if err := s.checkName(req); err != nil {
+			return err
+		}
+		s.hub.watch(req.Name, cs, req.ReqID)
+		return &wire.Msg{Code: wire.CodeOK}
+	case wire.TypeUnwatch:
+		s.hub.unwatch(req.Name, cs)
+		return &wire.Msg{Code: wire.CodeOK}
+	case wire.TypeWatchMasters:
+		return s.watchMasters(ctx, cs, req)
+	}
+	return fail(wire.CodeBadRequest, "unknown request type %d: is the client newer than this node?", req.Type)
+}
+
+func (s *Server) checkGroup(req *wire.Msg) *wire.Msg {
+	if int(req.Group) >= s.cfg.Groups {
+		return fail(wire.CodeBadRequest, "group %d does not exist: this cluster has %d groups", req.Group, s.cfg.Groups)
+	}
+	return nil
+}
+
+// checkName checks that a named request is sent to the group its name maps
+// to, so a confused client cannot split one name over two token counters.
+func (s *Server) checkName(req *wire.Msg) *wire.Msg {
+	if req.Name == "" {
+		return fail(wire.CodeBadRequest, "the lock name is empty")
+	}
+	if g := wire.GroupOf(req.Name, s.cfg.Groups); g != req.Group {
+		return fail(wire.CodeBadRequest, "lock %q belongs to group %d, not %d: the client assumed another group count (this cluster has %d)", req.Name, g, req.Group, s.cfg.Groups)
+	}
+	return nil
+}
+
+func (s *Server) notMaster(g paxos.GroupID) *wire.Msg {
+	m, _ := s.elector.Master(g, time.Now())
+	resp := &wire.Msg{Code: wire.CodeNotMaster, Group: uint32(g)}
+	if m != 0 && m != s.cfg.ID {
+		resp.Hint = uint32(m)
+		resp.HintAddr = s.cfg.Peers[m]
+		resp.Err = fmt.Sprintf("node %d does not serve group %d; node %d does", s.cfg.ID, g, m)
+	} else {
+		resp.Err = fmt.Sprintf("group %d has no master right now (an election is under way); retry shortly", g)
+	}
+	return resp
+}
+
+// propose runs a lock-table command through Paxos on behalf of a client and
+// returns what the table answered.
+func (s *Server) propose(ctx context.Context, req *wire.Msg, lc lease.Command) (appliedResult, replica.Result, *wire.Msg) {
+	if bad := s.checkGroup(req); bad != nil {
+		return appliedResult{}, replica.Result{}, bad
+	}
+	if req.Client == 0 || req.Client>>63 != 0 || req.Seq == 0 {
+		return appliedResult{}, replica.Result{}, fail(wire.CodeBadRequest, "a command needs a client id (1 to 2^63-1) and a sequence number above 0")
+	}
+	g := paxos.GroupID(req.Group)
+	if !s.elector.Serving(g, time.Now()) {
+		return appliedResult{}, replica.Result{}, s.notMaster(g)
+	}
+	lc.Now = time.Now().UnixNano()
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := s.replica.Propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: req.Client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})
+	if err != nil {
+		if _, ok := paxos.IsNotMaster(err); ok {
+			return appliedResult{}, res, s.notMaster(g)
+		}
+		switch {
+		case errors.Is(err, paxos.ErrOverloaded):
+			return appliedResult{}, res, fail(wire.CodeOverloaded, "node %d is overloaded: %v; retry after a short pause", s.cfg.ID, err)
+		case errors.Is(err, replica.ErrOutcomeUnknown):
+			return appliedResult{}, res, fail(wire.CodeOutcomeUnknown, "group %d did not decide within %v; retry with the same client id and sequence to learn the outcome", g, s.cfg.ProposeTimeout)
+		}
+		return appliedResult{}, res, fail(wire.CodeInternal, "propose in group %d: %v", g, err)
+	}
+	s.metrics.proposeNanos.Observe(time.Since(start).Seconds())
+	ar, err := decodeResult(res.Value)
+	if err != nil {
+		return ar, res, fail(wire.CodeInternal, "group %d slot %d: %v", g, res.Slot, err)
+	}
+	return ar, res, nil
+}
+
+func (s *Server) lockOp(ctx context.Context, req *wire.Msg, lc lease.Command) *wire.Msg {
+	ar, res, bad := s.propose(ctx, req, lc)
+	if bad != nil {
+		return bad
+	}
+	return resultMsg(ar, res)
+}
+
+func resultMsg(ar appliedResult, res replica.Result) *wire.Msg {
+	m := &wire.Msg{Code: ar.code, Session: ar.session, Token: ar.token, Err: ar.err, Slot: res.Slot, Group: uint32(res.Group)}
+	if res.Duplicate {
+		m.Flags |= wire.FlagDuplicate
+	}
+	return m
+}
+
+func (s *Server) openSession(ctx context.Context, req *wire.Msg) *wire.Msg {
+	ar, res, bad := s.propose(ctx, req, lease.Command{Op: lease.OpOpenSession, Client: req.Client, TTL: req.TTL})
+	if bad != nil {
+		return bad
+	}
+	if ar.code == wire.CodeOK {
+		s.sessions.seen(paxos.GroupID(req.Group), ar.session, time.Now())
+	}
+	return resultMsg(ar, res)
+}
+
+func (s *Server) acquire(ctx context.Context, cs *clientStream, req *wire.Msg) *wire.Msg {
+	if err := s.checkName(req); err != nil {
+		return err
+	}
+	k := waitKey{g: paxos.GroupID(req.Group), session: req.Session, name: req.Name}
+	wait := req.Flags&wire.FlagWait != 0
+	if wait {
+		// Register before proposing, so that a grant applied right after
+		// the queueing cannot be missed.
+		s.hub.addWaiter(k, subscription{st: cs, reqID: req.ReqID})
+	}
+	ar, res, bad := s.propose(ctx, req, lease.Command{Op: lease.OpAcquire, Session: req.Session, Name: req.Name,
+		Shared: req.Flags&wire.FlagShared != 0, Wait: wait, Metadata: req.Metadata, LockDelay: req.LockDelay})
+	if bad != nil {
+		s.hub.removeWaiter(k, cs)
+		return bad
+	}
+	if ar.code != wire.CodeQueued {
+		s.hub.removeWaiter(k, cs)
+	}
+	return resultMsg(ar, res)
+}
+
+// keepAlive records that the client is alive, for every session it names
+// in a group this node serves. Keep-alives do not go through Paxos: the
+// master's clock decides expiry, and a new master grants a grace period.
+func (s *Server) keepAlive(req *wire.Msg) *wire.Msg {
+	now := time.Now()
+	resp := &wire.Msg{Code: wire.CodeOK, KeepAlives: make([]wire.KeepAliveItem, 0, len(req.KeepAlives))}
+	for _, it := range req.KeepAlives {
+		g := paxos.GroupID(it.Group)
+		item := wire.KeepAliveItem{Group: it.Group, Session: it.Session}
+		switch {
+		case int(it.Group) >= s.cfg.Groups:
+			item.Code = wire.CodeBadRequest
+		case !s.elector.Serving(g, now):
+			item.Code = wire.CodeNotMaster
+		default:
+			gs := s.groups[g]
+			gs.mu.Lock()
+			_, ok := gs.table.Session(it.Session)
+			gs.mu.Unlock()
+			if ok {
+				s.sessions.seen(g, it.Session, now)
+				item.Code = wire.CodeOK
+			} else {
+				item.Code = wire.CodeSessionUnknown
+			}
+		}
+		resp.KeepAlives = append(resp.KeepAlives, item)
+	}
+	return resp
+}
+
+// read answers Validate and LockStatus from the lock table. The group's
+// master answers while its lease holds, without a Paxos round: every command
+// chosen before its lease was applied before it started serving, and every
+// later one went through it. Other nodes answer only when the caller accepts
+// a possibly stale answer.
+func (s *Server) read(req *wire.Msg) *wire.Msg {
+	if err := s.checkName(req); err != nil {
+		return err
+	}
+	g := paxos.GroupID(req.Group)
+	if req.Flags&wire.FlagStale == 0 && !s.elector.Serving(g, time.Now()) {
+		return s.notMaster(g)
+	}
+	gs := s.groups[g]
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	resp := &wire.Msg{Code: wire.CodeOK, Group: req.Group, Name: req.Name}
+	if req.Type == wire.TypeValidate {
+		if gs.table.Validate(req.Name, req.Token) {
+			resp.Flags |= wire.FlagValid
+		}
+		return resp
+	}
+	info, ok := gs.table.Lock(req.Name)
+	if !ok {
+		return resp
+	}
+	resp.Waiters = uint32(info.Waiters)
+	if len(info.Holders) > 0 {
+		resp.Flags |= wire.FlagHeld
+	}
+	for _, h := range info.Holders {
+		resp.Holders = append(resp.Holders, wire.HolderItem{Session: h.Session, Token: h.Token, Shared: info.Shared, Metadata: h.Metadata})
+	}
+	return resp
+}

@@ -1,0 +1,43 @@
+package server
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the node's Prometheus metrics, in the server's own registry (no
+// global state: several servers can run in one process, as `lockd dev` does).
+type metrics struct {
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	inboxDrops   prometheus.Counter
+	peerDrops    prometheus.Counter
+	expired      prometheus.Counter
+	slowClients  prometheus.Counter
+	proposeNanos prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockd_requests_total", Help: "Client requests by type and outcome code.",
+		}, []string{"type", "code"}),
+		inboxDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockd_peer_inbox_drops_total", Help: "Peer messages dropped because the Paxos inbox was full.",
+		}),
+		peerDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockd_peer_send_drops_total", Help: "Peer messages dropped because a peer's send queue was full.",
+		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockd_sessions_expired_total", Help: "Sessions this node expired as group master.",
+		}),
+		slowClients: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockd_slow_clients_closed_total", Help: "Client connections closed because they did not read their events.",
+		}),
+		proposeNanos: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lockd_propose_seconds", Help: "Time from proposing a client command to its application.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.inboxDrops, m.peerDrops, m.expired, m.slowClients, m.proposeNanos,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}

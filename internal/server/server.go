@@ -1,0 +1,274 @@
+// Package server is one lockd node: the Paxos replica of its groups on a
+// pebble store, the QUIC endpoint shared by peers and clients, the master
+// election, the lock tables, and the client protocol on top of them.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lockd/lockd/election"
+	"github.com/lockd/lockd/lease"
+	"github.com/lockd/lockd/paxos"
+	"github.com/lockd/lockd/paxos/pebblestore"
+	"github.com/lockd/lockd/paxos/replica"
+	"github.com/lockd/lockd/quicnet"
+)
+
+// Config is one node's configuration. Validate names the first bad field.
+type Config struct {
+	// ID is this node; Peers maps every node of the cluster (this one
+	// included) to its UDP address.
+	ID    paxos.NodeID
+	Peers map[paxos.NodeID]string
+	// Listen is the local UDP address (default: this node's Peers entry).
+	Listen string
+	// Groups is the number of Paxos groups; it is fixed when the cluster is
+	// created and a node started with another count refuses to start.
+	Groups int
+	// DataDir holds the node's pebble database.
+	DataDir string
+	// ClusterID names the cluster in the data dir's meta record.
+	ClusterID string
+	// TLS is the node's mutual-TLS configuration (cluster CA, node cert).
+	TLS *tls.Config
+	// PacketConn, when set, is used instead of opening a UDP socket (tests
+	// inject a quicnet.FaultConn here).
+	PacketConn net.PacketConn
+	// Tick is the Paxos tick (default 10ms); Window the slots in flight per
+	// group (default 64).
+	Tick   time.Duration
+	Window int
+	// Lease is the master lease (default 2s).
+	Lease time.Duration
+	// ProposeTimeout bounds one client command's trip through Paxos
+	// (default 5s); past it the client hears "outcome unknown".
+	ProposeTimeout time.Duration
+	// ExpiryInterval is how often a master looks for expired sessions
+	// (default 100ms).
+	ExpiryInterval time.Duration
+	// Logger receives the node's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Validate fills defaults and reports the first bad field.
+func (c *Config) Validate() error {
+	if c.ID == 0 {
+		return errors.New("node config: the node id must be set (1 or more)")
+	}
+	if len(c.Peers) == 0 {
+		return errors.New("node config: peers must list every node of the cluster with its address")
+	}
+	if _, ok := c.Peers[c.ID]; !ok {
+		return fmt.Errorf("node config: peers do not include this node (%d)", c.ID)
+	}
+	if c.Listen == "" {
+		c.Listen = c.Peers[c.ID]
+	}
+	if c.Groups <= 0 || c.Groups > 4096 {
+		return fmt.Errorf("node config: groups is %d, want 1 to 4096", c.Groups)
+	}
+	if c.DataDir == "" {
+		return errors.New("node config: a data dir is required")
+	}
+	if c.TLS == nil {
+		return errors.New("node config: TLS is required: make certificates with `lockd certs init` and `lockd certs node ID`")
+	}
+	if c.ClusterID == "" {
+		c.ClusterID = "lockd"
+	}
+	if c.Tick == 0 {
+		c.Tick = 10 * time.Millisecond
+	}
+	if c.Window == 0 {
+		c.Window = 64
+	}
+	if c.Lease == 0 {
+		c.Lease = 2 * time.Second
+	}
+	if c.ProposeTimeout == 0 {
+		c.ProposeTimeout = 5 * time.Second
+	}
+	if c.ExpiryInterval == 0 {
+		c.ExpiryInterval = 100 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Server is one running lockd node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *pebblestore.Store
+	qnode   *quicnet.Node
+	replica *replica.Replica
+	elector *election.Elector
+	groups  []*groupState
+	hub     *hub
+	metrics *metrics
+
+	sessions    *sessionClock
+	ownClient   uint64 // command ids of commands this node proposes itself
+	ownSeq      atomic.Uint64
+	ownInFlight limiter
+
+	wg      sync.WaitGroup
+	started time.Time // set by New, read-only after
+}
+
+// New opens the node's store and endpoint. It does not serve until Run.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), hub: newHub(), metrics: newMetrics(), sessions: newSessionClock(), started: time.Now()}
+	s.ownInFlight.max = 256
+	var rb [8]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return nil, fmt.Errorf("node %d: random command id: %w", cfg.ID, err)
+	}
+	s.ownClient = binary.LittleEndian.Uint64(rb[:]) | 1<<63
+
+	st, err := pebblestore.Open(cfg.DataDir, pebblestore.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("node %d: open data dir: %w", cfg.ID, err)
+	}
+	s.store = st
+	want := pebblestore.Meta{ClusterID: cfg.ClusterID, Groups: cfg.Groups, NodeID: uint32(cfg.ID)}
+	if _, ok, err := st.LoadMeta(); err != nil {
+		st.Close()
+		return nil, err
+	} else if !ok {
+		if err := st.SaveMeta(want); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	if err := st.CheckMeta(want); err != nil {
+		st.Close()
+		return nil, err
+	}
+
+	s.groups = make([]*groupState, cfg.Groups)
+	for i := range s.groups {
+		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits())}
+	}
+	ids := make([]paxos.NodeID, 0, len(cfg.Peers))
+	for id := range cfg.Peers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+
+	s.elector, err = election.New(election.Config{Self: cfg.ID, Nodes: ids, Groups: cfg.Groups, Lease: cfg.Lease})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+
+	peers := map[quicnet.NodeID]string{}
+	for id, addr := range cfg.Peers {
+		if id != cfg.ID {
+			peers[quicnet.NodeID(id)] = addr
+		}
+	}
+	s.qnode, err = quicnet.New(quicnet.Config{
+		ID: quicnet.NodeID(cfg.ID), ListenAddr: cfg.Listen, PacketConn: cfg.PacketConn, Peers: peers,
+		TLS: cfg.TLS, Handler: s.onPeerMessage, Logger: s.log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("node %d: listen on %s: %w", cfg.ID, cfg.Listen, err)
+	}
+	s.replica, err = replica.New(replica.Config{
+		Core: paxos.Config{ID: cfg.ID, Nodes: ids, Groups: cfg.Groups, Window: cfg.Window,
+			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
+		Tick:         cfg.Tick,
+		Store:        st,
+		Transport:    &peerTransport{node: s.qnode, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
+		StateMachine: s,
+		Logger:       s.log,
+	})
+	if err != nil {
+		s.qnode.Close()
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addr is the node's UDP address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.qnode.Addr() }
+
+// Metrics returns the node's Prometheus registry.
+func (s *Server) Metrics() *metrics { return s.metrics }
+
+// Run serves until ctx ends, then stops everything and closes the store.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		errc <- s.replica.Run(ctx)
+		cancel()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.serveClients(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.expireLoop(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		err := election.Run(ctx, s.elector, election.DriverConfig{
+			Replica: s.replica,
+			Command: s.electionCommand,
+			PeerUp:  s.peerUp,
+			Logger:  s.log,
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("election stopped", "err", err)
+		}
+	}()
+	<-ctx.Done()
+	s.qnode.Close()
+	s.wg.Wait()
+	err := <-errc
+	if cerr := s.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// electionCommand wraps an election lease command into a Paxos command under
+// the node's own command ids.
+func (s *Server) electionCommand(g paxos.GroupID, lc election.LeaseCmd) paxos.Command {
+	seq := s.ownSeq.Add(1)
+	return paxos.Command{ID: paxos.CommandID{Client: s.ownClient, Seq: seq}, Ack: seq, Data: append([]byte{tagElection}, lc.Encode()...)}
+}
+
+// peerUp tells whether the mesh has a live connection to node n.
+func (s *Server) peerUp(n paxos.NodeID) bool {
+	for _, ps := range s.qnode.Stats() {
+		if paxos.NodeID(ps.ID) == n {
+			return ps.Connected
+		}
+	}
+	return false
+}

@@ -1,0 +1,259 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lockd/lockd/internal/testcluster"
+	"github.com/lockd/lockd/internal/wire"
+	"github.com/lockd/lockd/quicnet"
+)
+
+// rawClient speaks internal/wire on one stream, for testing the server
+// without the client library.
+type rawClient struct {
+	t      *testing.T
+	conn   *quicnet.Conn
+	st     *quicnet.Stream
+	mu     sync.Mutex
+	calls  map[uint64]chan wire.Msg
+	events chan wire.Msg
+	reqID  atomic.Uint64
+}
+
+func dial(t *testing.T, addr string, tlsConf *tls.Config) *rawClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quicnet.Dial(ctx, addr, tlsConf)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	st, err := conn.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &rawClient{t: t, conn: conn, st: st, calls: map[uint64]chan wire.Msg{}, events: make(chan wire.Msg, 1024)}
+	go c.readLoop()
+	t.Cleanup(func() { conn.Close() })
+	return c
+}
+
+func (c *rawClient) readLoop() {
+	for {
+		b, err := c.st.ReadFrame()
+		if err != nil {
+			return
+		}
+		m, err := wire.Decode(b)
+		if err != nil {
+			continue
+		}
+		if m.Type == wire.TypeEvent {
+			select {
+			case c.events <- m:
+			default:
+			}
+			continue
+		}
+		c.mu.Lock()
+		ch := c.calls[m.ReqID]
+		delete(c.calls, m.ReqID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	}
+}
+
+func (c *rawClient) call(req wire.Msg) wire.Msg {
+	c.t.Helper()
+	req.ReqID = c.reqID.Add(1)
+	ch := make(chan wire.Msg, 1)
+	c.mu.Lock()
+	c.calls[req.ReqID] = ch
+	c.mu.Unlock()
+	if err := c.st.WriteFrame(wire.Append(nil, &req)); err != nil {
+		c.t.Fatalf("send %s: %v", req.Type, err)
+	}
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(10 * time.Second):
+		c.t.Fatalf("no answer to %s within 10s", req.Type)
+		return wire.Msg{}
+	}
+}
+
+// cluster wraps a test cluster with one raw client per node.
+type cluster struct {
+	*testcluster.Cluster
+	clients []*rawClient
+	groups  int
+	seq     atomic.Uint64
+}
+
+func start(t *testing.T, groups int, lease time.Duration) *cluster {
+	c := &cluster{Cluster: testcluster.Start(t, testcluster.Options{Groups: groups, Lease: lease}), groups: groups}
+	c.WaitForMasters(10 * time.Second)
+	for _, n := range c.Nodes {
+		c.clients = append(c.clients, dial(t, n.Addr, c.ClientTLS()))
+	}
+	return c
+}
+
+// do sends a command to the group's master, following redirects, with one
+// command id for all tries.
+func (c *cluster) do(t *testing.T, req wire.Msg) wire.Msg {
+	t.Helper()
+	req.Client, req.Seq = 42, c.seq.Add(1)
+	target := 0
+	for try := 0; try < 100; try++ {
+		resp := c.clients[target].call(req)
+		switch resp.Code {
+		case wire.CodeNotMaster:
+			if resp.Hint != 0 {
+				target = int(resp.Hint - 1)
+			} else {
+				target = (target + 1) % len(c.clients)
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		case wire.CodeOutcomeUnknown, wire.CodeOverloaded:
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		return resp
+	}
+	t.Fatalf("%s: no master answered after 100 tries", req.Type)
+	return wire.Msg{}
+}
+
+func TestAcquireReleaseTokensIncrease(t *testing.T) {
+	c := start(t, 4, 0)
+	name := "db/primary"
+	g := wire.GroupOf(name, c.groups)
+	open := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 10 * time.Second})
+	if open.Code != wire.CodeOK || open.Session == 0 {
+		t.Fatalf("open session: %+v", open)
+	}
+	var last uint64
+	for i := 0; i < 5; i++ {
+		acq := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: open.Session, Name: name})
+		if acq.Code != wire.CodeOK || acq.Token <= last {
+			t.Fatalf("acquire %d: %+v (last token %d)", i, acq, last)
+		}
+		last = acq.Token
+		rel := c.do(t, wire.Msg{Type: wire.TypeRelease, Group: g, Session: open.Session, Name: name, Token: acq.Token})
+		if rel.Code != wire.CodeOK {
+			t.Fatalf("release %d: %+v", i, rel)
+		}
+	}
+}
+
+func TestWaiterIsGrantedByPushWhenHolderReleases(t *testing.T) {
+	c := start(t, 2, 0)
+	name := "queue"
+	g := wire.GroupOf(name, c.groups)
+	a := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 10 * time.Second}).Session
+	b := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 10 * time.Second}).Session
+	held := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: a, Name: name})
+	// Queue b on the master's connection, then release a.
+	var master *rawClient
+	for _, cl := range c.clients {
+		if r := cl.call(wire.Msg{Type: wire.TypeLockStatus, Group: g, Name: name}); r.Code == wire.CodeOK {
+			master = cl
+		}
+	}
+	if master == nil {
+		t.Fatal("no node answers as master")
+	}
+	q := master.call(wire.Msg{Type: wire.TypeAcquire, Group: g, Session: b, Name: name, Flags: wire.FlagWait, Client: 43, Seq: 1})
+	if q.Code != wire.CodeQueued {
+		t.Fatalf("second acquire: %+v, want queued", q)
+	}
+	c.do(t, wire.Msg{Type: wire.TypeRelease, Group: g, Session: a, Name: name, Token: held.Token})
+	select {
+	case ev := <-master.events:
+		if ev.Kind != wire.EventGranted || ev.Session != b || ev.Token <= held.Token {
+			t.Fatalf("event %+v, want a grant to session %d with a token above %d", ev, b, held.Token)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter was not granted within 5s of the release")
+	}
+}
+
+func TestExpiredSessionFreesItsLocks(t *testing.T) {
+	c := start(t, 2, 0)
+	name := "expiring"
+	g := wire.GroupOf(name, c.groups)
+	a := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: time.Second}).Session
+	b := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 30 * time.Second}).Session
+	held := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: a, Name: name})
+	if held.Code != wire.CodeOK {
+		t.Fatalf("acquire: %+v", held)
+	}
+	start := time.Now()
+	for {
+		got := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: b, Name: name})
+		if got.Code == wire.CodeOK {
+			if el := time.Since(start); el < time.Second {
+				t.Fatalf("granted %v after the holder's last sign of life; its TTL is 1s", el)
+			}
+			if got.Token <= held.Token {
+				t.Fatalf("token %d after %d", got.Token, held.Token)
+			}
+			t.Logf("lock free %v after the holder went silent (TTL 1s)", time.Since(start))
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the lock of a silent session was not freed within 5s: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestFailoverServesLocksAgain stops the master of a group and measures how
+// long until the group serves commands again.
+func TestFailoverServesLocksAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes several seconds")
+	}
+	c := start(t, 3, 0)
+	masters := c.WaitForMasters(10 * time.Second)
+	name := "failover"
+	g := wire.GroupOf(name, c.groups)
+	sess := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 30 * time.Second}).Session
+	victim := masters[g]
+	c.StopNode(victim)
+	stopped := time.Now()
+	// Use clients of the surviving nodes only.
+	var alive []*rawClient
+	for i, cl := range c.clients {
+		if i != victim {
+			alive = append(alive, cl)
+		}
+	}
+	for {
+		for _, cl := range alive {
+			r := cl.call(wire.Msg{Type: wire.TypeAcquire, Group: g, Session: sess, Name: name, Client: 77, Seq: 1})
+			if r.Code == wire.CodeOK {
+				el := time.Since(stopped)
+				t.Logf("group %d served again %v after its master (node %d) stopped", g, el, victim+1)
+				if el > 5*time.Second {
+					t.Errorf("failover took %v, want about 3s", el)
+				}
+				return
+			}
+		}
+		if time.Since(stopped) > 10*time.Second {
+			t.Fatal(fmt.Sprintf("group %d not served within 10s of its master stopping", g))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,69 @@
+package server
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/lockd/lockd/internal/wire"
+	"github.com/lockd/lockd/paxos"
+)
+
+// clusterStatus answers Hello and ClusterStatus: the members with their
+// addresses and whether this node reaches them, and each group's master.
+func (s *Server) clusterStatus() *wire.Msg {
+	resp := &wire.Msg{Code: wire.CodeOK, Groups: uint32(s.cfg.Groups)}
+	for _, id := range s.nodeIDs() {
+		up := id == s.cfg.ID || s.peerUp(id)
+		resp.Members = append(resp.Members, wire.MemberItem{ID: uint32(id), Addr: s.cfg.Peers[id], Up: up})
+	}
+	for _, gm := range s.elector.Snapshot(time.Now()) {
+		resp.Masters = append(resp.Masters, wire.MasterItem{Group: uint32(gm.Group), Epoch: gm.Epoch, Master: uint32(gm.Master), Addr: s.cfg.Peers[gm.Master]})
+	}
+	return resp
+}
+
+func (s *Server) nodeIDs() []paxos.NodeID {
+	return slices.Sorted(maps.Keys(s.cfg.Peers))
+}
+
+// watchMasters streams master changes after the epochs the client names per
+// group (req.Masters; none: from the current state on). It answers at once
+// with the current masters, then pushes every change, in order per group.
+func (s *Server) watchMasters(ctx context.Context, cs *clientStream, req *wire.Msg) *wire.Msg {
+	since := map[paxos.GroupID]uint64{}
+	for _, m := range req.Masters {
+		since[paxos.GroupID(m.Group)] = m.Epoch
+	}
+	events, cancel, err := s.elector.Subscribe(since)
+	if err != nil {
+		resp := s.clusterStatus()
+		resp.Code = wire.CodeResync
+		resp.Err = err.Error()
+		return resp
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					cs.push(&wire.Msg{Type: wire.TypeEvent, ReqID: req.ReqID, Kind: wire.EventMaster, Code: wire.CodeResync,
+						Err: "the master-change stream fell behind; subscribe again"})
+					return
+				}
+				cs.push(&wire.Msg{Type: wire.TypeEvent, ReqID: req.ReqID, Kind: wire.EventMaster, Epoch: ev.Epoch,
+					Masters: []wire.MasterItem{{Group: uint32(ev.Group), Epoch: ev.Epoch, Master: uint32(ev.Master), Addr: s.cfg.Peers[ev.Master]}}})
+			case <-cs.done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	resp := s.clusterStatus()
+	return resp
+}
