@@ -86,8 +86,11 @@ type Config struct {
 	// one connection; default 100.
 	MaxStreamsPerConn int
 	// ReconnectMin and ReconnectMax bound the pause between dial attempts
-	// to a peer; it doubles after each failure, with jitter. Defaults 50ms
-	// and 5s.
+	// to a peer. The pause doubles after each failed attempt (and after a
+	// connection that ends within ReconnectMax, so a peer that accepts and
+	// then refuses is not hammered), is jittered over its upper half, and
+	// falls back to ReconnectMin once a connection has stayed up for
+	// ReconnectMax. Defaults 50ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
 	// DialTimeout bounds one dial attempt to a peer; default 3s.
 	DialTimeout time.Duration

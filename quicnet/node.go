@@ -173,14 +173,14 @@ func (n *Node) acceptLoop() {
 			p, err := n.identifyPeer(qc)
 			if err != nil {
 				n.log.Warn("peer connection refused", "remote", qc.RemoteAddr(), "err", err)
-				qc.CloseWithError(codeIdentity, err.Error())
+				n.closeAsync(qc, codeIdentity, err.Error())
 				continue
 			}
 			n.wg.Go(func() { p.serve(qc) })
 		case ALPNClient:
 			n.addClient(qc)
 		default:
-			qc.CloseWithError(codeProtocol, fmt.Sprintf("unknown protocol %q", proto))
+			n.closeAsync(qc, codeProtocol, fmt.Sprintf("unknown protocol %q", proto))
 		}
 	}
 }
@@ -208,7 +208,7 @@ func (n *Node) addClient(qc *quic.Conn) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
-		qc.CloseWithError(codeNormal, "node closing")
+		n.closeAsync(qc, codeNormal, "node closing")
 		return
 	}
 	n.clients[qc] = struct{}{}
@@ -223,8 +223,15 @@ func (n *Node) addClient(qc *quic.Conn) {
 	case n.backlog <- newConn(qc, n.cfg.MaxFrame, nil):
 	default:
 		n.log.Warn("client refused: accept backlog full", "remote", qc.RemoteAddr(), "backlog", n.cfg.ClientBacklog)
-		qc.CloseWithError(codeBusy, "server busy: too many connections waiting to be accepted; retry later")
+		n.closeAsync(qc, codeBusy, "server busy: too many connections waiting to be accepted; retry later")
 	}
+}
+
+// closeAsync closes qc without holding up the accept loop:
+// CloseWithError waits for the connection's goroutine to finish, and the
+// next connection must not wait behind that (F5).
+func (n *Node) closeAsync(qc *quic.Conn, code quic.ApplicationErrorCode, reason string) {
+	n.wg.Go(func() { qc.CloseWithError(code, reason) })
 }
 
 // Accept returns the next client connection (ALPN lockd-client/1), whose
