@@ -16,7 +16,7 @@ import (
 // Certificate file names in a certs dir. `lockd run --certs DIR --id N` reads
 // ca.crt, node-N.crt and node-N.key; ca.key stays with whoever issues
 // certificates and need not be on the nodes.
-func nodeCertBase(id uint32) string    { return "node-" + strconv.FormatUint(uint64(id), 10) }
+func nodeCertBase(id uint32) string     { return "node-" + strconv.FormatUint(uint64(id), 10) }
 func clientCertBase(name string) string { return "client-" + name }
 
 const certsFilesHelp = `FILES (in --dir):

@@ -139,7 +139,7 @@ func runDev(c *cli.Context) error {
 		if err != nil {
 			if errors.Is(err, syscall.EADDRINUSE) {
 				return withCode(exitAddrBusy, fmt.Errorf("UDP port %d (node %d) is in use, perhaps by another `lockd dev`: stop it, or pick other ports with --base-port, e.g. lockd dev --base-port %d",
-					base+i, id, base+100))
+					base+i, id, freeBasePort(base, n)))
 			}
 			return withCode(exitSetup, fmt.Errorf("dev: listen on %s: %w", addr, err))
 		}
@@ -217,6 +217,26 @@ func runDev(c *cli.Context) error {
 		return withCode(exitFailed, runErr)
 	}
 	return nil
+}
+
+// freeBasePort suggests a base port above base from which n UDP ports are
+// free right now (a hint only: they may be taken by the time it is used).
+func freeBasePort(base, n int) int {
+	for cand := base + 100; cand+n-1 <= 65535 && cand < base+2000; cand += 100 {
+		free := true
+		for i := 0; i < n && free; i++ {
+			pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cand+i)))
+			if err != nil {
+				free = false
+				continue
+			}
+			pc.Close()
+		}
+		if free {
+			return cand
+		}
+	}
+	return base + 100
 }
 
 // devAdminListener opens node id's admin port. When it is taken, the admin

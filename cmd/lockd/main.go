@@ -66,7 +66,7 @@ func main() {
 // exit code. It never calls os.Exit, so tests can call it.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.Run(args)
+	err := app.Run(interspersed(args))
 	if err == nil {
 		return exitOK
 	}
@@ -79,6 +79,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockd: %s\n", msg)
 	}
 	return code
+}
+
+// interspersed moves the flags that follow the positional argument of
+// `certs node ID` and `certs client NAME` in front of it, because urfave/cli
+// (like the flag package) stops parsing flags at the first argument, and
+// `lockd certs node 1 --dir certs` is how people write it.
+func interspersed(args []string) []string {
+	if len(args) < 4 || args[1] != "certs" || (args[2] != "node" && args[2] != "client") {
+		return args
+	}
+	takesValue := map[string]bool{"dir": true, "host": true}
+	var flags, pos []string
+	rest := args[3:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			pos = append(pos, rest[i:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			flags = append(flags, a)
+			if name := strings.TrimLeft(a, "-"); !strings.Contains(name, "=") && takesValue[name] && i+1 < len(rest) {
+				flags = append(flags, rest[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	out := append([]string{}, args[:3]...)
+	return append(append(out, flags...), pos...)
 }
 
 // exitError carries an exit code with an error, so that errors.Is and

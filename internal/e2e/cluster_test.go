@@ -1,0 +1,247 @@
+//go:build unix
+
+package e2e
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockd/lockd/internal/pki"
+	"github.com/lockd/lockd/internal/wire"
+)
+
+// Exit codes of lockd (cmd/lockd/main.go).
+const (
+	lockdExitSetup    = 3
+	lockdExitAddrBusy = 4
+)
+
+// cluster is three `lockd run` processes on 127.0.0.1.
+type cluster struct {
+	t        *testing.T
+	lockd    string
+	dir      string
+	certs    string
+	groups   int
+	lease    time.Duration
+	addrs    []string // UDP address of node i+1
+	admins   []string // admin HTTP address of node i+1
+	nodes    []*proc  // current process of node i+1
+	restarts []int
+	config   string // lockctl config file
+	tls      *tls.Config
+}
+
+// freePorts returns n UDP ports and n TCP ports on 127.0.0.1 that were free
+// a moment ago. Another process may take one before lockd binds it; the
+// caller sees exit code 4 then and retries with new ports.
+func freePorts(t *testing.T, n int) (udp, tcp []int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		udp = append(udp, pc.LocalAddr().(*net.UDPAddr).Port)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		tcp = append(tcp, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return udp, tcp
+}
+
+// startCluster makes certificates with `lockd certs` and starts 3 nodes.
+func startCluster(t *testing.T, groups int, lease time.Duration) *cluster {
+	t.Helper()
+	c := &cluster{t: t, lockd: build(t, "lockd"), dir: testRoot(t), groups: groups, lease: lease}
+	c.certs = filepath.Join(c.dir, "certs")
+	c.lockdOK("certs-init", "certs", "init", "--dir", c.certs)
+	for i := 1; i <= 3; i++ {
+		c.lockdOK(fmt.Sprintf("certs-node-%d", i), "certs", "node", strconv.Itoa(i), "--dir", c.certs)
+	}
+	c.lockdOK("certs-client", "certs", "client", "e2e", "--dir", c.certs)
+	var err error
+	c.tls, err = pki.LoadClientTLSConfig(filepath.Join(c.certs, "ca.crt"),
+		filepath.Join(c.certs, "client-e2e.crt"), filepath.Join(c.certs, "client-e2e.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for attempt := 1; ; attempt++ {
+		udp, tcp := freePorts(t, 3)
+		c.addrs, c.admins = nil, nil
+		for i := range udp {
+			c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", udp[i]))
+			c.admins = append(c.admins, fmt.Sprintf("127.0.0.1:%d", tcp[i]))
+		}
+		c.nodes = make([]*proc, 3)
+		c.restarts = make([]int, 3)
+		for i := range c.nodes {
+			c.startNode(i)
+		}
+		// A port taken between freePorts and the bind shows as exit 4
+		// within moments; anything else is a real failure.
+		busy := false
+		time.Sleep(300 * time.Millisecond)
+		for i, p := range c.nodes {
+			if code, ok := p.waitExit(0); ok {
+				if code == lockdExitAddrBusy && attempt < 3 {
+					busy = true
+					continue
+				}
+				t.Fatalf("node %d exited with code %d at start:\n%s", i+1, code, tail(p.err.String(), 20))
+			}
+		}
+		if !busy {
+			break
+		}
+		t.Logf("a port was taken by someone else; retrying with new ports (attempt %d)", attempt+1)
+		for _, p := range c.nodes {
+			p.signal(9)
+			p.mustExit(5 * time.Second)
+		}
+		os.RemoveAll(filepath.Join(c.dir, "data"))
+	}
+
+	cfg, _ := json.Marshal(map[string]any{
+		"endpoints": c.addrs,
+		"ca":        filepath.Join(c.certs, "ca.crt"),
+		"cert":      filepath.Join(c.certs, "client-e2e.crt"),
+		"key":       filepath.Join(c.certs, "client-e2e.key"),
+	})
+	c.config = filepath.Join(c.dir, "lockctl.json")
+	if err := os.WriteFile(c.config, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// lockdOK runs a lockd command that must succeed quickly.
+func (c *cluster) lockdOK(name string, args ...string) string {
+	c.t.Helper()
+	out, errOut, code := run(c.t, name, c.lockd, nil, 20*time.Second, args...)
+	if code != 0 {
+		c.t.Fatalf("lockd %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func (c *cluster) peers() string {
+	var parts []string
+	for i, a := range c.addrs {
+		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
+	}
+	return strings.Join(parts, ",")
+}
+
+// startNode starts (or restarts, on the same address and data dir) node i+1.
+// Its flags come from the environment, to check the LOCKD_* fall-backs.
+func (c *cluster) startNode(i int) {
+	c.t.Helper()
+	name := fmt.Sprintf("lockd-%d", i+1)
+	if c.restarts[i] > 0 {
+		name = fmt.Sprintf("lockd-%d.%d", i+1, c.restarts[i])
+	}
+	c.restarts[i]++
+	env := []string{
+		"LOCKD_ID=" + strconv.Itoa(i+1),
+		"LOCKD_PEERS=" + c.peers(),
+		"LOCKD_DATA_DIR=" + filepath.Join(c.dir, "data", strconv.Itoa(i+1)),
+		"LOCKD_CERTS=" + c.certs,
+		"LOCKD_GROUPS=" + strconv.Itoa(c.groups),
+		"LOCKD_ADMIN=" + c.admins[i],
+		"LOCKD_LOG_LEVEL=debug",
+	}
+	c.nodes[i] = startProc(c.t, name, c.lockd, env, "run", "--lease", c.lease.String(), "--log-format", "json")
+}
+
+// masters asks every running node for the group masters and returns, per
+// group, the node (1-based) that the running nodes agree on (0: none or no
+// agreement yet).
+func (c *cluster) masters() []int {
+	out := make([]int, c.groups)
+	seen := make([]map[int]int, c.groups)
+	for g := range seen {
+		seen[g] = map[int]int{}
+	}
+	asked := 0
+	for i, addr := range c.addrs {
+		if c.nodes[i].exited() {
+			continue
+		}
+		resp, err := probeCall(addr, c.tls, wire.Msg{Type: wire.TypeClusterStatus}, 500*time.Millisecond)
+		if err != nil {
+			continue
+		}
+		asked++
+		for _, m := range resp.Masters {
+			if int(m.Group) < c.groups && m.Master != 0 {
+				seen[m.Group][int(m.Master)]++
+			}
+		}
+	}
+	for g := range out {
+		for m, n := range seen[g] {
+			if n == asked && asked > 0 {
+				out[g] = m
+			}
+		}
+	}
+	return out
+}
+
+// serving reports whether group g answers a linearizable read at the node
+// the cluster names as its master: the proof that it is served again.
+func (c *cluster) serving(g uint32, master int) bool {
+	if master == 0 || c.nodes[master-1].exited() {
+		return false
+	}
+	name := nameInGroup("probe", g, c.groups)
+	resp, err := probeCall(c.addrs[master-1], c.tls,
+		wire.Msg{Type: wire.TypeLockStatus, Group: g, Name: name}, 500*time.Millisecond)
+	return err == nil && resp.Code == wire.CodeOK
+}
+
+// waitServing waits until every group has a master that serves it, and
+// returns the masters (1-based node per group).
+func (c *cluster) waitServing(timeout time.Duration) []int {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		masters := c.masters()
+		ok := true
+		for g, m := range masters {
+			if !c.serving(uint32(g), m) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return masters
+		}
+		if time.Now().After(deadline) {
+			c.dumpLogs()
+			c.t.Fatalf("not every group served within %v: masters %v", timeout, masters)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dumpLogs prints the tail of every node's log.
+func (c *cluster) dumpLogs() {
+	for i, p := range c.nodes {
+		c.t.Logf("node %d (exited=%v) stderr tail:\n%s", i+1, p.exited(), tail(p.err.String(), 15))
+	}
+}

@@ -1,0 +1,299 @@
+//go:build unix
+
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binaries are built once per test binary run, into a directory removed at
+// the end (TestMain).
+var (
+	binDir   string
+	binOnce  sync.Map // name -> *buildResult
+	buildMus sync.Mutex
+)
+
+type buildResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lockd-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// goTool finds the go command that runs this test.
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// build builds ./cmd/NAME once and returns the binary's path.
+func build(t *testing.T, name string) string {
+	t.Helper()
+	path, err := tryBuild(name)
+	if err != nil {
+		t.Fatalf("build %s: %v", name, err)
+	}
+	return path
+}
+
+// tryBuild builds ./cmd/NAME once; the error says why it did not build.
+func tryBuild(name string) (string, error) {
+	v, _ := binOnce.LoadOrStore(name, &buildResult{})
+	br := v.(*buildResult)
+	br.once.Do(func() {
+		// One build at a time: two links at once on a 2-core machine
+		// take longer than one after the other.
+		buildMus.Lock()
+		defer buildMus.Unlock()
+		out := filepath.Join(binDir, name)
+		cmd := exec.Command(goTool(), "build", "-o", out, "github.com/lockd/lockd/cmd/"+name)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			br.err = fmt.Errorf("%v\n%s", err, b)
+			return
+		}
+		br.path = out
+	})
+	return br.path, br.err
+}
+
+// lineBuf collects a process's output and lets a test wait for a line.
+type lineBuf struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+	file    *os.File
+}
+
+func newLineBuf(file *os.File) *lineBuf {
+	return &lineBuf{changed: make(chan struct{}), file: file}
+}
+
+func (b *lineBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if b.file != nil {
+		b.file.Write(p)
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (b *lineBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// wait waits up to timeout for re to match the output and returns the
+// match (with submatches).
+func (b *lineBuf) wait(re *regexp.Regexp, timeout time.Duration) ([]string, bool) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		b.mu.Lock()
+		m := re.FindStringSubmatch(b.buf.String())
+		ch := b.changed
+		b.mu.Unlock()
+		if m != nil {
+			return m, true
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return nil, false
+		}
+	}
+}
+
+// proc is a child process in its own process group, so that a signal to
+// the group reaches what it started too (lockctl's command).
+type proc struct {
+	t     *testing.T
+	name  string
+	cmd   *exec.Cmd
+	out   *lineBuf // stdout
+	err   *lineBuf // stderr
+	done  chan struct{}
+	start time.Time
+	end   time.Time
+	code  int // exit code, -1 when killed by a signal; valid after done
+}
+
+// startProc starts bin with args and env added to the test's environment.
+// Every process is killed (with its group) when the test ends.
+func startProc(t *testing.T, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	logDir := filepath.Join(logRoot(t), name)
+	os.MkdirAll(logDir, 0o755)
+	fo, _ := os.Create(filepath.Join(logDir, "stdout"))
+	fe, _ := os.Create(filepath.Join(logDir, "stderr"))
+	p := &proc{t: t, name: name, out: newLineBuf(fo), err: newLineBuf(fe), done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true"), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.start = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		p.end = time.Now()
+		p.code = 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			p.code = ee.ExitCode()
+		} else if err != nil {
+			p.code = -2
+		}
+		fo.Close()
+		fe.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.signal(syscall.SIGKILL)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s (pid %d) did not die after SIGKILL", name, p.cmd.Process.Pid)
+		}
+	})
+	return p
+}
+
+// signal sends sig to the process and everything it started.
+func (p *proc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	// A negative pid names the process group (Setpgid made pid its id).
+	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		p.t.Logf("signal %v to %s: %v", sig, p.name, err)
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitExit waits up to timeout for the process to exit and returns its
+// exit code.
+func (p *proc) waitExit(timeout time.Duration) (int, bool) {
+	select {
+	case <-p.done:
+		return p.code, true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// mustExit is waitExit that fails the test on a timeout.
+func (p *proc) mustExit(timeout time.Duration) int {
+	p.t.Helper()
+	code, ok := p.waitExit(timeout)
+	if !ok {
+		p.t.Fatalf("%s did not exit within %v\nstdout:\n%s\nstderr:\n%s", p.name, timeout, tail(p.out.String(), 20), tail(p.err.String(), 20))
+	}
+	return code
+}
+
+// mustSee waits for re on stdout and fails the test with the output when it
+// does not come within timeout.
+func (p *proc) mustSee(re string, timeout time.Duration) []string {
+	p.t.Helper()
+	m, ok := p.out.wait(regexp.MustCompile(re), timeout)
+	if !ok {
+		p.t.Fatalf("%s: no output matching %q within %v\nstdout:\n%s\nstderr:\n%s", p.name, re, timeout, tail(p.out.String(), 20), tail(p.err.String(), 20))
+	}
+	return m
+}
+
+// logRoot is where the processes of test t write their output. It is kept
+// after the test when it fails or LOCKD_E2E_KEEP is set.
+func logRoot(t *testing.T) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	return filepath.Join(testRoot(t), "logs-"+name)
+}
+
+var testRoots sync.Map // *testing.T -> string
+
+// testRoot is a per-test directory that is removed after a passing test.
+func testRoot(t *testing.T) string {
+	t.Helper()
+	if v, ok := testRoots.Load(t); ok {
+		return v.(string)
+	}
+	dir, err := os.MkdirTemp("", "lockd-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testRoots.Store(t, dir)
+	t.Cleanup(func() {
+		testRoots.Delete(t)
+		if t.Failed() || os.Getenv("LOCKD_E2E_KEEP") != "" {
+			t.Logf("process logs and data kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// run runs bin to completion within timeout and returns its output and exit
+// code.
+func run(t *testing.T, name, bin string, env []string, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	p := startProc(t, name, bin, env, args...)
+	code = p.mustExit(timeout)
+	return p.out.String(), p.err.String(), code
+}
