@@ -257,3 +257,33 @@ func TestFailoverServesLocksAgain(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRestartedNodeRebuildsItsTables stops a node, changes the lock table
+// while it is down, restarts it from its data dir, and checks that it
+// replays its log, catches up the rest from its peers, and answers (stale)
+// reads like the master.
+func TestRestartedNodeRebuildsItsTables(t *testing.T) {
+	c := start(t, 2, 0)
+	name := "restart"
+	g := wire.GroupOf(name, c.groups)
+	sess := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 30 * time.Second}).Session
+	first := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: sess, Name: name})
+	masters := c.WaitForMasters(5 * time.Second)
+	victim := (masters[g] + 1) % len(c.Nodes) // a follower of the lock's group
+	c.StopNode(victim)
+	c.do(t, wire.Msg{Type: wire.TypeRelease, Group: g, Session: sess, Name: name, Token: first.Token})
+	second := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: sess, Name: name})
+	c.RestartNode(victim)
+	cl := dial(t, c.Nodes[victim].Addr, c.ClientTLS())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := cl.call(wire.Msg{Type: wire.TypeLockStatus, Group: g, Name: name, Flags: wire.FlagStale})
+		if r.Code == wire.CodeOK && len(r.Holders) == 1 && r.Holders[0].Token == second.Token {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted node %d shows %+v, want one holder with token %d", victim+1, r, second.Token)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
