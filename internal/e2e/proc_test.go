@@ -297,3 +297,5 @@ func run(t *testing.T, name, bin string, env []string, timeout time.Duration, ar
 	code = p.mustExit(timeout)
 	return p.out.String(), p.err.String(), code
 }
+
+func mustRe(s string) *regexp.Regexp { return regexp.MustCompile(s) }
