@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,5 +244,29 @@ func (c *cluster) waitServing(timeout time.Duration) []int {
 func (c *cluster) dumpLogs() {
 	for i, p := range c.nodes {
 		c.t.Logf("node %d (exited=%v) stderr tail:\n%s", i+1, p.exited(), tail(p.err.String(), 15))
+	}
+}
+
+// stopAll stops every node with SIGTERM and checks that each one stops
+// cleanly (exit 0) within a bound and logged its stop as JSON.
+func (c *cluster) stopAll() {
+	c.t.Helper()
+	for _, p := range c.nodes {
+		p.signal(syscall.SIGTERM)
+	}
+	for i, p := range c.nodes {
+		code, ok := p.waitExit(10 * time.Second)
+		if !ok {
+			c.t.Errorf("node %d did not stop within 10s of SIGTERM", i+1)
+			continue
+		}
+		if code != 0 {
+			c.t.Errorf("node %d exited %d after SIGTERM, want 0:\n%s", i+1, code, tail(p.err.String(), 10))
+		}
+		last := tail(p.err.String(), 1)
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(last), &rec); err != nil || rec["msg"] != "lockd node stopped" {
+			c.t.Errorf("node %d's last log line is not the JSON stop record: %q", i+1, last)
+		}
 	}
 }

@@ -71,4 +71,5 @@ func TestNodesServeAgainAfterMasterIsKilled(t *testing.T) {
 			t.Fatalf("node %d exited (code %d):\n%s", i+1, p.code, tail(p.err.String(), 20))
 		}
 	}
+	c.stopAll()
 }
