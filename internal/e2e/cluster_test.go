@@ -270,3 +270,23 @@ func (c *cluster) stopAll() {
 		}
 	}
 }
+
+// waitWaiters waits until lock name has at least n waiters, as its group's
+// master reports it.
+func (c *cluster) waitWaiters(name string, n int, timeout time.Duration) {
+	c.t.Helper()
+	g := wire.GroupOf(name, c.groups)
+	deadline := time.Now().Add(timeout)
+	var last wire.Msg
+	for time.Now().Before(deadline) {
+		if m := c.masters()[g]; m != 0 {
+			resp, err := probeCall(c.addrs[m-1], c.tls, wire.Msg{Type: wire.TypeLockStatus, Group: g, Name: name}, 500*time.Millisecond)
+			if err == nil && resp.Code == wire.CodeOK && int(resp.Waiters) >= n {
+				return
+			}
+			last = resp
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("lock %s has no %d waiters within %v: last status %+v", name, n, timeout, last)
+}
