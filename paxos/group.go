@@ -42,7 +42,11 @@ type group struct {
 
 	// Output not yet handed out in a Ready.
 	hardDirty bool
-	unsaved   map[uint64]struct{}
+	// mustSync is set when a promise or an entry changed: replies may vouch
+	// for them, so they must be synced. A change of the commit index alone
+	// need not be: a lost commit index is learned again.
+	mustSync bool
+	unsaved  map[uint64]struct{}
 	applied   uint64 // slots below it were handed out in Ready.Committed
 	touched   bool   // on the node's dirty list
 
@@ -115,6 +119,7 @@ func (g *group) setPromise(b Ballot) {
 	if g.promised.Less(b) {
 		g.promised = b
 		g.hardDirty = true
+		g.mustSync = true
 		g.touch()
 	}
 	g.seeRound(b)
@@ -138,6 +143,7 @@ func (g *group) store(e *Entry) {
 		g.last = e.Slot + 1
 	}
 	g.unsaved[e.Slot] = struct{}{}
+	g.mustSync = true
 	g.touch()
 }
 

@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 )
@@ -10,6 +11,9 @@ import (
 type MemoryStorage struct {
 	hard map[GroupID]HardState
 	logs map[GroupID]map[uint64]Entry
+	// unsynced holds writes made without a sync: visible to reads, durable
+	// only with the next synced write, lost by Crash (as in a WAL).
+	unsynced []GroupWrite
 }
 
 // NewMemoryStorage returns an empty MemoryStorage.
@@ -18,7 +22,15 @@ func NewMemoryStorage() *MemoryStorage {
 }
 
 // HardState implements Storage.
-func (s *MemoryStorage) HardState(g GroupID) (HardState, error) { return s.hard[g], nil }
+func (s *MemoryStorage) HardState(g GroupID) (HardState, error) {
+	hs := s.hard[g]
+	for _, w := range s.unsynced {
+		if w.Group == g && w.Hard != nil {
+			hs = *w.Hard
+		}
+	}
+	return hs, nil
+}
 
 // Entries implements Storage.
 func (s *MemoryStorage) Entries(g GroupID, from, to uint64, max int) ([]Entry, error) {
@@ -40,8 +52,32 @@ func (s *MemoryStorage) Entries(g GroupID, from, to uint64, max int) ([]Entry, e
 	return out, nil
 }
 
-// Save applies writes as one atomic, durable step.
+// SaveUnsynced records writes without making them durable. Only hard
+// states may be written this way (Ready.MustSync is false only then).
+func (s *MemoryStorage) SaveUnsynced(writes []GroupWrite) error {
+	for _, w := range writes {
+		if len(w.Entries) > 0 {
+			return fmt.Errorf("paxos: unsynced write of %d entries in group %d: entries must be synced", len(w.Entries), w.Group)
+		}
+	}
+	s.unsynced = append(s.unsynced, writes...)
+	return nil
+}
+
+// Crash drops every write that was not synced.
+func (s *MemoryStorage) Crash() { s.unsynced = nil }
+
+// Save applies earlier unsynced writes and then writes, as one atomic,
+// durable step.
 func (s *MemoryStorage) Save(writes []GroupWrite) error {
+	pending := s.unsynced
+	s.unsynced = nil
+	s.save(pending)
+	s.save(writes)
+	return nil
+}
+
+func (s *MemoryStorage) save(writes []GroupWrite) {
 	for _, w := range writes {
 		if w.Hard != nil {
 			s.hard[w.Group] = *w.Hard
@@ -56,5 +92,4 @@ func (s *MemoryStorage) Save(writes []GroupWrite) error {
 			log[e.Slot] = e
 		}
 	}
-	return nil
 }

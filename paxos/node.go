@@ -53,8 +53,13 @@ type Dropped struct {
 //     are given back to Step.
 //  4. Committed is applied in order, then Dropped is reported, then Advance.
 type Ready struct {
-	Messages  []Message
-	Persist   []GroupWrite
+	Messages []Message
+	Persist  []GroupWrite
+	// MustSync says whether Persist must be synced before AfterSync leaves.
+	// When it is false, Persist only moves commit indexes forward, which a
+	// crash may lose without harm: it may be written without a sync, and
+	// it becomes durable with the next synced write.
+	MustSync  bool
 	AfterSync []Message
 	Committed []Apply
 	Dropped   []Dropped
@@ -257,6 +262,8 @@ func (n *Node) Ready() Ready {
 		g.touched = false
 		g.fill()
 		if g.hardDirty || len(g.unsaved) > 0 {
+			r.MustSync = r.MustSync || g.mustSync
+			g.mustSync = false
 			w := GroupWrite{Group: g.id}
 			if g.hardDirty {
 				w.Hard = &HardState{Promised: g.promised, Commit: g.commit}

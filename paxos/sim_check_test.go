@@ -41,6 +41,18 @@ func newChecker(s *sim) *checker {
 		first: map[GroupID]map[CommandID]uint64{}}
 }
 
+// unsyncedOnlyCommits checks the core's claim that a Ready without
+// MustSync changes nothing a reply may vouch for: no entry, no promise.
+func (c *checker) unsyncedOnlyCommits(sn *simNode, ws []GroupWrite) {
+	for _, w := range ws {
+		hs, _ := sn.store.HardState(w.Group)
+		if len(w.Entries) > 0 || (w.Hard != nil && w.Hard.Promised != hs.Promised) {
+			c.s.fail("node %d group %d: a Ready without MustSync writes %d entries and promise %v (durable %s)",
+				sn.id, w.Group, len(w.Entries), w.Hard, hs.Promised)
+		}
+	}
+}
+
 // persisted records the durable accepts of one synced write.
 func (c *checker) persisted(sn *simNode, ws []GroupWrite) {
 	quorum := len(c.s.nodes)/2 + 1

@@ -192,6 +192,7 @@ func (s *sim) start(sn *simNode) {
 
 func (s *sim) crash(sn *simNode) {
 	sn.core = nil
+	sn.store.Crash()
 	sn.upAt = s.now + int64(20+s.rng.Intn(400))
 	for _, cl := range s.clients {
 		if cl.waiting && s.nodes[cl.target] == sn {
@@ -262,10 +263,17 @@ func (s *sim) process(sn *simNode) {
 		for _, e := range r.StorageErrors {
 			s.fail("node %d: %v", sn.id, e)
 		}
-		if err := sn.store.Save(r.Persist); err != nil {
+		save := sn.store.Save
+		if !r.MustSync {
+			s.check.unsyncedOnlyCommits(sn, r.Persist)
+			save = sn.store.SaveUnsynced
+		}
+		if err := save(r.Persist); err != nil {
 			s.fail("node %d: save: %v", sn.id, err)
 		}
-		s.check.persisted(sn, r.Persist)
+		if r.MustSync {
+			s.check.persisted(sn, r.Persist)
+		}
 		var local []Message
 		for _, m := range r.AfterSync {
 			if m.To == sn.id {

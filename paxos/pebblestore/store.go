@@ -214,6 +214,14 @@ func (s *Store) Save(writes []paxos.GroupWrite) error {
 	return s.save(writes, pebble.Sync)
 }
 
+// SaveUnsynced writes like Save but without a sync: the write becomes
+// durable with the next synced write (pebble's WAL keeps the order). The
+// replica uses it only for writes that move commit indexes, which a crash
+// may lose without harm.
+func (s *Store) SaveUnsynced(writes []paxos.GroupWrite) error {
+	return s.save(writes, pebble.NoSync)
+}
+
 // save is Save with the write options as a parameter, so that tests can
 // commit without a sync and then simulate a crash.
 func (s *Store) save(writes []paxos.GroupWrite, wo *pebble.WriteOptions) error {

@@ -207,8 +207,14 @@ func (r *Replica) handleReady() error {
 			r.cfg.Logger.Error("paxos core", "err", err)
 		}
 		if len(rd.Persist) > 0 {
-			// Durability point: nothing in AfterSync may leave before this.
-			if err := r.cfg.Store.Save(rd.Persist); err != nil {
+			var err error
+			if u, ok := r.cfg.Store.(UnsyncedSaver); ok && !rd.MustSync {
+				err = u.SaveUnsynced(rd.Persist)
+			} else {
+				// Durability point: nothing in AfterSync may leave before this.
+				err = r.cfg.Store.Save(rd.Persist)
+			}
+			if err != nil {
 				return fmt.Errorf("replica: persist paxos state: %w", err)
 			}
 		}

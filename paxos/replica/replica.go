@@ -27,6 +27,15 @@ type Store interface {
 	Save(writes []paxos.GroupWrite) error
 }
 
+// UnsyncedSaver is implemented by stores that can write without a sync.
+// The replica uses it for a Ready that only moves commit indexes
+// (paxos.Ready.MustSync false), so that learning a slot is chosen costs no
+// fsync before the command is applied and answered. Such a write must become
+// durable with the next synced write, in order (a write-ahead log does this).
+type UnsyncedSaver interface {
+	SaveUnsynced(writes []paxos.GroupWrite) error
+}
+
 // Transport carries messages to peers. Send must not block: a transport whose
 // queue for a peer is full drops the message, and Paxos sends it again.
 type Transport interface {
