@@ -47,8 +47,8 @@ type group struct {
 	// need not be: a lost commit index is learned again.
 	mustSync bool
 	unsaved  map[uint64]struct{}
-	applied   uint64 // slots below it were handed out in Ready.Committed
-	touched   bool   // on the node's dirty list
+	applied  uint64 // slots below it were handed out in Ready.Committed
+	touched  bool   // on the node's dirty list
 
 	// Proposer state.
 	role         role
