@@ -61,8 +61,9 @@ type group struct {
 	rank      int // distance from the preferred node: 0 for it, then 1, 2, ...
 	preferred paxos.NodeID
 
-	cur  current
-	held []held
+	cur     current
+	applied uint64 // the slot of the last command applied (with cur.set)
+	held    []held
 	// freeAt is when the last lease this node knows of ends by its count
 	// (or when a release made the group masterless); zero before the first.
 	freeAt time.Time
@@ -75,6 +76,7 @@ type group struct {
 	lastSent   time.Time            // last lease proposal sent (renewal pacing)
 	inflight   uint64               // nonce of the proposal we wait for, 0 if none
 	inflightAt time.Time
+	retry      bool // our last proposal failed: try again without waiting for RenewEvery
 
 	// Handover: givenUp is set from the moment this node decides to hand
 	// the group over (it stops serving then) until another command is
@@ -177,8 +179,12 @@ func (e *Elector) Applied(g paxos.GroupID, slot uint64, cmd LeaseCmd, now time.T
 	if err != nil {
 		return err
 	}
+	if gr.cur.set && slot < gr.applied {
+		return fmt.Errorf("election: group %d: lease command at slot %d after one at slot %d; commands must come in log order, once", g, slot, gr.applied)
+	}
+	gr.applied = slot
 	e.expire(gr, now)
-	gr.prune(now)
+	e.prune(gr, now)
 	if cmd.Release {
 		e.applyRelease(gr, slot, cmd, now)
 	} else {
@@ -272,19 +278,17 @@ func (g *group) hold(h held) {
 	g.held = append(g.held, h)
 }
 
-// prune forgets leases that are over and send times that no longer matter:
-// a lease applied a full Lease after it was sent would be over on arrival.
-func (g *group) prune(now time.Time) {
+// prune forgets leases that are over, and send times that no longer matter:
+// a lease applied a Lease after it was sent is over on arrival. Such a
+// lease, if it is chosen after all, is waited out like another node's.
+func (e *Elector) prune(g *group, now time.Time) {
 	g.held = slices.DeleteFunc(g.held, func(h held) bool { return !h.until.After(now) })
 	for n, t := range g.sent {
-		if now.Sub(t) > maxSentAge {
+		if now.Sub(t) > 2*e.cfg.Lease {
 			delete(g.sent, n)
 		}
 	}
 }
-
-// maxSentAge bounds how long a send time is kept: no lease lasts longer.
-const maxSentAge = MaxLeaseDuration
 
 // heldAt reports whether a lease of another holder may be in force at now.
 func (g *group) heldAt(now time.Time) bool {
@@ -356,6 +360,7 @@ func (e *Elector) Failed(g paxos.GroupID, nonce uint64, err error) {
 	defer e.mu.Unlock()
 	if gr, gerr := e.group(g); gerr == nil && gr.inflight == nonce {
 		gr.inflight = 0
+		gr.retry = true
 	}
 }
 

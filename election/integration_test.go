@@ -106,3 +106,37 @@ func BenchmarkFailover(b *testing.B) {
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/failover")
 	b.Logf("failover with the default Config: %v on average over %d runs", total/time.Duration(b.N), b.N)
 }
+
+// Without a failure detector (PeerUp never says "down"), the cut-off master
+// keeps campaigning for every group it no longer hears from, and its
+// prepares disrupt the live masters' Paxos terms when it returns. Safety
+// does not depend on any of that: no two nodes serve at once, the groups it
+// did not own keep their server (their holders win Paxos back before their
+// leases run out), and group 0 still comes back to node 1.
+func TestReplicasWithoutFailureDetector(t *testing.T) {
+	const lease = 600 * time.Millisecond
+	c := startCluster(t, 3, func(cfg *Config) {
+		cfg.Lease, cfg.Drift, cfg.RenewEvery, cfg.CampaignDelay, cfg.Tick = lease, 30*time.Millisecond, 150*time.Millisecond, 60*time.Millisecond, 20*time.Millisecond
+		cfg.HandoverBackoff = 2 * time.Second
+	})
+	defer c.stop()
+	c.waitFor("masters spread one per node", 10*time.Second, c.spread(3))
+	c.net.Isolate(1, true)
+	c.waitFor("another node serves group 0", lease+time.Second, func() bool {
+		s := c.server(0)
+		return s != 0 && s != 1
+	})
+	time.Sleep(time.Second)
+	c.net.Isolate(1, false)
+	c.waitFor("node 1 gets group 0 back", 5*time.Second, func() bool { return c.server(0) == 1 })
+	time.Sleep(500 * time.Millisecond)
+	c.stop()
+	for g := 1; g < 3; g++ {
+		if iv := c.intervals()[g]; len(iv) != 1 {
+			t.Errorf("group %d (untouched) changed servers or paused: %v", g, iv)
+		}
+	}
+	if len(c.overlaps) > 0 {
+		t.Fatalf("two nodes served one group at once at %v", c.overlaps)
+	}
+}

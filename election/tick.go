@@ -57,7 +57,7 @@ func (e *Elector) Tick(now time.Time, status func(paxos.GroupID) (paxos.GroupSta
 	var want []paxos.GroupID
 	for _, g := range e.groups {
 		e.expire(g, now)
-		g.prune(now)
+		e.prune(g, now)
 		if e.wantsStatus(g, now) {
 			want = append(want, g.id)
 		}
@@ -136,11 +136,18 @@ func (e *Elector) handOverTo(g *group, now time.Time) bool {
 		(g.lastHandover.IsZero() || now.Sub(g.lastHandover) >= e.cfg.HandoverBackoff)
 }
 
+// renewDue reports whether the holder should renew now: every RenewEvery,
+// and on the next Tick after a failed proposal.
+func (e *Elector) renewDue(g *group, now time.Time) bool {
+	since := now.Sub(g.lastSent)
+	return since >= e.cfg.RenewEvery || (g.retry && since >= e.cfg.Tick)
+}
+
 // wantsStatus reports whether decide may act on g at now.
 func (e *Elector) wantsStatus(g *group, now time.Time) bool {
 	switch {
 	case g.holding():
-		return e.handOverTo(g, now) || (now.Sub(g.lastSent) >= e.cfg.RenewEvery && e.idle(g, now))
+		return e.handOverTo(g, now) || (e.renewDue(g, now) && e.idle(g, now))
 	case g.releasing(now):
 		return e.idle(g, now)
 	}
@@ -169,7 +176,7 @@ func (e *Elector) decide(g *group, now time.Time, st paxos.GroupStatus, acts []A
 			clear(g.sent)
 			return append(acts, e.propose(g, now, LeaseCmd{Holder: self, Release: true, To: g.preferred}))
 		}
-		if now.Sub(g.lastSent) < e.cfg.RenewEvery || !e.idle(g, now) {
+		if !e.renewDue(g, now) || !e.idle(g, now) {
 			return acts
 		}
 		if isMaster {
@@ -220,6 +227,6 @@ func (e *Elector) propose(g *group, now time.Time, cmd LeaseCmd) Action {
 		g.sent[cmd.Nonce] = now
 		g.lastSent = now
 	}
-	g.inflight, g.inflightAt = cmd.Nonce, now
+	g.inflight, g.inflightAt, g.retry = cmd.Nonce, now, false
 	return Action{Kind: ActPropose, Group: g.id, Cmd: cmd}
 }
