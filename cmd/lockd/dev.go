@@ -386,7 +386,7 @@ func printDevUsage(w io.Writer, dir string, keep bool, cfgPath string, nodes []*
 	if !ready {
 		b.WriteString("warning: not every group has a master yet; the first commands may wait a moment (see the status pages)\n")
 	}
-	fmt.Fprintf(&b, "\nIn another terminal:\n\n")
+	b.WriteString("\nThen, in another terminal:\n\n")
 	fmt.Fprintf(&b, "  export LOCKD_CONFIG=%s\n", cfgPath)
 	fmt.Fprintf(&b, "  %s acquire demo -- sh -c 'echo token=$LOCKD_FENCING_TOKEN; sleep 5'\n", lc)
 	fmt.Fprintf(&b, "  %s status\n", lc)

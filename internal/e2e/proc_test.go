@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,10 +43,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// goTool finds the go command that runs this test.
+// goTool finds the go command: the one `go test` puts first on PATH, or
+// the one of GOROOT.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
+	}
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
 	}
 	return "go"
 }
@@ -159,9 +162,9 @@ func startProc(t *testing.T, name, bin string, env []string, args ...string) *pr
 	t.Helper()
 	logDir := filepath.Join(logRoot(t), name)
 	os.MkdirAll(logDir, 0o755)
-	fo, _ := os.Create(filepath.Join(logDir, "stdout"))
-	fe, _ := os.Create(filepath.Join(logDir, "stderr"))
-	p := &proc{t: t, name: name, out: newLineBuf(fo), err: newLineBuf(fe), done: make(chan struct{})}
+	stdoutFile, _ := os.Create(filepath.Join(logDir, "stdout"))
+	stderrFile, _ := os.Create(filepath.Join(logDir, "stderr"))
+	p := &proc{t: t, name: name, out: newLineBuf(stdoutFile), err: newLineBuf(stderrFile), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true"), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
@@ -180,8 +183,8 @@ func startProc(t *testing.T, name, bin string, env []string, args ...string) *pr
 		} else if err != nil {
 			p.code = -2
 		}
-		fo.Close()
-		fe.Close()
+		stdoutFile.Close()
+		stderrFile.Close()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
