@@ -105,6 +105,7 @@ func (c LeaseCmd) Validate() error {
 	return nil
 }
 
+// String describes the command for logs.
 func (c LeaseCmd) String() string {
 	if c.Release {
 		return fmt.Sprintf("release by %d to %d (nonce %#x)", c.Holder, c.To, c.Nonce)

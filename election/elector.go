@@ -62,7 +62,7 @@ type group struct {
 	preferred paxos.NodeID
 
 	cur     current
-	applied uint64 // the slot of the last command applied (with cur.set)
+	next    uint64 // one past the slot of the last command applied
 	held    []held
 	// freeAt is when the last lease this node knows of ends by its count
 	// (or when a release made the group masterless); zero before the first.
@@ -70,13 +70,13 @@ type group struct {
 
 	// Own proposals. inc is this incarnation's half of every nonce, ctr
 	// the counter of the last one used.
-	inc        uint32
-	ctr        uint32
-	sent       map[uint64]time.Time // nonce -> send time, for leases not yet applied
-	lastSent   time.Time            // last lease proposal sent (renewal pacing)
-	inflight   uint64               // nonce of the proposal we wait for, 0 if none
-	inflightAt time.Time
-	retry      bool // our last proposal failed: try again without waiting for RenewEvery
+	inc           uint32
+	ctr           uint32
+	sent          map[uint64]time.Time // nonce -> send time, for leases not yet applied
+	lastSent      time.Time            // last lease proposal sent (renewal pacing)
+	outstanding   uint64               // nonce of the proposal we wait for, 0 if none
+	outstandingAt time.Time
+	retry         bool // our last proposal failed: try again without waiting for RenewEvery
 
 	// Handover: givenUp is set from the moment this node decides to hand
 	// the group over (it stops serving then) until another command is
@@ -179,10 +179,10 @@ func (e *Elector) Applied(g paxos.GroupID, slot uint64, cmd LeaseCmd, now time.T
 	if err != nil {
 		return err
 	}
-	if gr.cur.set && slot < gr.applied {
-		return fmt.Errorf("election: group %d: lease command at slot %d after one at slot %d; commands must come in log order, once", g, slot, gr.applied)
+	if slot+1 < gr.next {
+		return fmt.Errorf("election: group %d: lease command at slot %d after one at slot %d; commands must come in log order, once", g, slot, gr.next-1)
 	}
-	gr.applied = slot
+	gr.next = slot + 1
 	e.expire(gr, now)
 	e.prune(gr, now)
 	if cmd.Release {
@@ -210,8 +210,8 @@ func (e *Elector) applyLease(g *group, slot uint64, cmd LeaseCmd, now time.Time)
 		// send time we do not know: wait it out like anyone else.
 		g.hold(held{holder: cmd.Holder, inc: incarnation(cmd.Nonce), ctr: counter(cmd.Nonce), until: c.expiry()})
 	}
-	if g.inflight == cmd.Nonce {
-		g.inflight = 0
+	if g.outstanding == cmd.Nonce {
+		g.outstanding = 0
 	}
 	g.cur = c
 	g.givenUp = false
@@ -246,8 +246,8 @@ func (e *Elector) applyRelease(g *group, slot uint64, cmd LeaseCmd, now time.Tim
 			}
 		}
 	}
-	if g.inflight == cmd.Nonce {
-		g.inflight = 0
+	if g.outstanding == cmd.Nonce {
+		g.outstanding = 0
 	}
 	g.cur = current{set: true, slot: slot, cmd: cmd, learned: now}
 	g.givenUp = false
@@ -358,8 +358,8 @@ func (e *Elector) PeerUp(n paxos.NodeID, up bool) {
 func (e *Elector) Failed(g paxos.GroupID, nonce uint64, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if gr, gerr := e.group(g); gerr == nil && gr.inflight == nonce {
-		gr.inflight = 0
+	if gr, gerr := e.group(g); gerr == nil && gr.outstanding == nonce {
+		gr.outstanding = 0
 		gr.retry = true
 	}
 }

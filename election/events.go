@@ -27,6 +27,7 @@ const (
 	CauseExpired
 )
 
+// String names the cause.
 func (c Cause) String() string {
 	switch c {
 	case CauseLease:
@@ -61,6 +62,7 @@ type Event struct {
 	Err error
 }
 
+// String describes the event for logs.
 func (e Event) String() string {
 	return fmt.Sprintf("group %d epoch %d: master %d (%s)", e.Group, e.Epoch, e.Master, e.Cause)
 }
@@ -100,6 +102,7 @@ type ResyncGroup struct {
 	OldestResume uint64 // the lowest epoch it could have resumed after
 }
 
+// Error says which groups cannot resume and what to do.
 func (e *ResyncError) Error() string {
 	var b strings.Builder
 	b.WriteString("election: events no longer kept for")

@@ -20,6 +20,7 @@ const (
 	ActPropose
 )
 
+// String names the kind.
 func (k ActionKind) String() string {
 	switch k {
 	case ActCampaign:
@@ -96,7 +97,7 @@ func (g *group) releasing(now time.Time) bool {
 // idle reports whether no proposal of ours is in flight (or the one in
 // flight is too old to wait for).
 func (e *Elector) idle(g *group, now time.Time) bool {
-	return g.inflight == 0 || now.Sub(g.inflightAt) >= e.cfg.RenewEvery
+	return g.outstanding == 0 || now.Sub(g.outstandingAt) >= e.cfg.RenewEvery
 }
 
 func (e *Elector) majorityUp() bool {
@@ -227,6 +228,6 @@ func (e *Elector) propose(g *group, now time.Time, cmd LeaseCmd) Action {
 		g.sent[cmd.Nonce] = now
 		g.lastSent = now
 	}
-	g.inflight, g.inflightAt, g.retry = cmd.Nonce, now, false
+	g.outstanding, g.outstandingAt, g.retry = cmd.Nonce, now, false
 	return Action{Kind: ActPropose, Group: g.id, Cmd: cmd}
 }
