@@ -61,9 +61,9 @@ type group struct {
 	rank      int // distance from the preferred node: 0 for it, then 1, 2, ...
 	preferred paxos.NodeID
 
-	cur     current
-	next    uint64 // one past the slot of the last command applied
-	held    []held
+	cur  current
+	next uint64 // one past the slot of the last command applied
+	held []held
 	// freeAt is when the last lease this node knows of ends by its count
 	// (or when a release made the group masterless); zero before the first.
 	freeAt time.Time
