@@ -19,6 +19,7 @@ import (
 	"github.com/lockd/lockd/internal/pki"
 	"github.com/lockd/lockd/internal/server"
 	"github.com/lockd/lockd/paxos"
+	"github.com/lockd/lockd/paxos/pebblestore"
 	"github.com/urfave/cli/v2"
 )
 
@@ -166,7 +167,11 @@ func runDev(c *cli.Context) error {
 		if err != nil {
 			stop()
 			waitDev(nodes)
-			return startError(d.id, peers[d.id], err)
+			err = startError(d.id, peers[d.id], err)
+			if keep && errors.Is(err, pebblestore.ErrMetaMismatch) {
+				err = withCode(exitSetup, fmt.Errorf("%w (or remove %s to start afresh)", err, dir))
+			}
+			return err
 		}
 		d.done = make(chan struct{})
 		go func(d *devNode) {
