@@ -1,0 +1,222 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"github.com/lockd/lockd/internal/wire"
+)
+
+// Client is a connection to a lockd cluster. It keeps one QUIC connection
+// per node it talks to, opened when first needed, and routes each request
+// to the master of the lock's group. Its methods are safe for concurrent
+// use. Close it when done.
+type Client struct {
+	cfg    Config
+	log    *slog.Logger
+	clk    clock  // the keep-alive clock; tests replace it before use
+	id     uint64 // the Client of every command id, in [1, 2^63)
+	groups int    // the cluster's group count, learned from Hello
+	reqID  atomic.Uint64
+	seqs   *seqTracker
+	route  *router
+
+	// ctx ends when the client closes: it stops dials, connections and
+	// background loops.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the client started
+
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	conns    map[string]*conn
+	sessions map[*Session]struct{}
+	watches  map[string]*nameWatch
+}
+
+// New validates cfg, connects to one of its endpoints and learns the
+// cluster from it: the group count, the nodes and each group's master. It
+// tries the endpoints in random order and fails, with an error matching
+// ErrUnavailable, when none answers within ctx and DialTimeout.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	cfg, err := cfg.build()
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(cfg)
+	var errs []error
+	for _, i := range rand.Perm(len(cfg.Endpoints)) {
+		ep := cfg.Endpoints[i]
+		x, err := c.invoke(ctx, &wire.Msg{Type: wire.TypeHello}, callOpts{group: -1, addr: ep})
+		if err == nil && x.resp.Code == wire.CodeOK && x.resp.Groups > 0 {
+			c.groups = int(x.resp.Groups)
+			c.route.setGroups(c.groups)
+			c.route.learnStatus(&x.resp)
+			return c, nil
+		}
+		if err == nil {
+			err = errorFor(&x.resp, nil)
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	c.Close()
+	return nil, fmt.Errorf("lockd: no endpoint answered: %w: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+func newClient(cfg Config) *Client {
+	c := &Client{
+		cfg: cfg, log: cfg.Logger, clk: realClock{},
+		id:    rand.Uint64N(1<<63-1) + 1,
+		seqs:  newSeqTracker(),
+		route: newRouter(cfg.Endpoints),
+		conns: map[string]*conn{}, sessions: map[*Session]struct{}{}, watches: map[string]*nameWatch{},
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// Close ends every session's keep-alive (without closing the sessions on
+// the cluster), every watch and every connection. Their locks' Lost
+// channels close, but the cluster frees the locks only when the sessions'
+// TTLs run out: call Session.Close first to release them at once. lockctl
+// relies on this to leave a lock held after it exits.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	sessions := make([]*Session, 0, len(c.sessions))
+	for s := range c.sessions {
+		sessions = append(sessions, s)
+	}
+	c.mu.Unlock()
+	for _, s := range sessions {
+		s.fail(ErrClosed)
+	}
+	c.cancel() // first, so that no loop waits on the network while stopping
+	for _, s := range sessions {
+		s.stopLoop()
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// groupOf maps a lock name to its group.
+func (c *Client) groupOf(name string) uint32 { return wire.GroupOf(name, c.groups) }
+
+// Member is one node of the cluster.
+type Member struct {
+	ID   uint32
+	Addr string
+	// Up says whether the answering node has a live connection to it.
+	Up bool
+}
+
+// Master is one group's master as a node knows it.
+type Master struct {
+	Group uint32
+	// Epoch orders the master changes of a group.
+	Epoch uint64
+	// Node is the master's ID, 0 when the group has no master.
+	Node uint32
+	Addr string
+}
+
+// Status is the cluster as one node sees it.
+type Status struct {
+	// Node is the node that answered.
+	Node    uint32
+	Groups  int
+	Members []Member
+	Masters []Master
+}
+
+// ClusterStatus asks any node for the members and the group masters.
+func (c *Client) ClusterStatus(ctx context.Context) (*Status, error) {
+	x, err := c.invoke(ctx, &wire.Msg{Type: wire.TypeClusterStatus}, callOpts{group: -1})
+	if err != nil {
+		return nil, fmt.Errorf("lockd: cluster status: %w", err)
+	}
+	m := &x.resp
+	if m.Code != wire.CodeOK {
+		return nil, fmt.Errorf("lockd: cluster status: %w", errorFor(m, nil))
+	}
+	c.route.learnStatus(m)
+	st := &Status{Node: m.Node, Groups: int(m.Groups)}
+	for _, it := range m.Members {
+		st.Members = append(st.Members, Member{ID: it.ID, Addr: it.Addr, Up: it.Up})
+	}
+	for _, it := range m.Masters {
+		st.Masters = append(st.Masters, Master{Group: it.Group, Epoch: it.Epoch, Node: it.Master, Addr: it.Addr})
+	}
+	return st, nil
+}
+
+// Holder is one holder of a lock.
+type Holder struct {
+	Session  uint64
+	Token    uint64
+	Shared   bool
+	Metadata []byte
+}
+
+// LockInfo is the state of one lock.
+type LockInfo struct {
+	Name    string
+	Held    bool
+	Holders []Holder
+	// Waiters is the number of queued requests.
+	Waiters int
+}
+
+// LockStatus returns the holders and the queue length of the lock name. It
+// is answered by the group's master and is linearizable.
+func (c *Client) LockStatus(ctx context.Context, name string) (*LockInfo, error) {
+	m, err := c.read(ctx, wire.TypeLockStatus, name, 0)
+	if err != nil {
+		return nil, err
+	}
+	info := &LockInfo{Name: name, Held: m.Flags&wire.FlagHeld != 0, Waiters: int(m.Waiters)}
+	for _, h := range m.Holders {
+		info.Holders = append(info.Holders, Holder{Session: h.Session, Token: h.Token, Shared: h.Shared, Metadata: h.Metadata})
+	}
+	return info, nil
+}
+
+// Validate reports whether token is the fencing token of a current holder
+// of the lock name (Chubby's CheckSequencer), for resources that cannot keep
+// the highest token they have seen. It is answered by the group's master and
+// is linearizable.
+func (c *Client) Validate(ctx context.Context, name string, token uint64) (bool, error) {
+	m, err := c.read(ctx, wire.TypeValidate, name, token)
+	if err != nil {
+		return false, err
+	}
+	return m.Flags&wire.FlagValid != 0, nil
+}
+
+func (c *Client) read(ctx context.Context, t wire.Type, name string, token uint64) (*wire.Msg, error) {
+	if name == "" {
+		return nil, errors.New("lockd: the lock name is empty")
+	}
+	g := c.groupOf(name)
+	req := &wire.Msg{Type: t, Group: g, Name: name, Token: token}
+	x, err := c.invoke(ctx, req, callOpts{group: int(g)})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", describe(req), err)
+	}
+	if x.resp.Code != wire.CodeOK {
+		return nil, fmt.Errorf("%s: %w", describe(req), errorFor(&x.resp, nil))
+	}
+	return &x.resp, nil
+}
