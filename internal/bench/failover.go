@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lockd/lockd/client"
+	"github.com/lockd/lockd/internal/wire"
+)
+
+// failoverHeldName returns a lock name of group g.
+func failoverHeldName(g uint32, groups int) string {
+	for i := 0; ; i++ {
+		n := fmt.Sprintf("bench/held-%d", i)
+		if wire.GroupOf(n, groups) == g {
+			return n
+		}
+	}
+}
+
+// runFailover runs uncontended load and, a quarter into the measured
+// window, stops the master of group 0 the way SIGKILL would. A holder
+// connected only to that node holds a lock of group 0 with TTL, and a
+// waiter (an ordinary client) queues for it. It reports:
+//
+//   - served_again_s: from the stop until every group the dead node
+//     mastered has a serving master again (the nodes' view);
+//   - first_ok_s: until the load's clients completed an acquire+release in
+//     every such group (the clients' view, retries and backoff included);
+//   - waiter_granted_s: until the waiter got the dead holder's lock, which
+//     must be at least the TTL after the holder's last answered keep-alive
+//     (granted_before_ttl is 1 if it was not) and is wanted within TTL+1s.
+func runFailover(ctx context.Context, o *Options, r *Result) error {
+	c := o.Cluster
+	groups := c.Groups()
+	if need := o.TTL + 6*time.Second; o.Duration < need {
+		return fmt.Errorf("bench: failover needs a duration of at least TTL + 6s (%v) to see the waiter granted; got %v", need, o.Duration)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	masters, err := c.WaitForMasters(wctx)
+	wcancel()
+	if err != nil {
+		return err
+	}
+
+	// firstOK[g] is the first time, in ns since crash, a load op on
+	// group g succeeded after the crash; 0 until then.
+	var crashAt atomic.Int64 // unix ns; 0 before the crash
+	firstOK := make([]atomic.Int64, groups)
+	workers, err := startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
+		cl, s, err := newSessionClient(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		meta := metadata(o)
+		var names []string
+		for j := w; j < o.Names; j += o.Clients {
+			names = append(names, lockName(j))
+		}
+		if len(names) == 0 {
+			names = []string{lockName(w % o.Names)}
+		}
+		i := 0
+		op := func(ctx context.Context) error {
+			name := names[i%len(names)]
+			i++
+			l, err := s.Acquire(ctx, name, client.LockOptions{Metadata: meta})
+			if err == nil {
+				err = l.Release(ctx)
+			}
+			if err == nil {
+				if t0 := crashAt.Load(); t0 != 0 {
+					g := wire.GroupOf(name, groups)
+					firstOK[g].CompareAndSwap(0, max(time.Now().UnixNano()-t0, 1))
+				}
+			}
+			return err
+		}
+		return &worker{op: op, close: func() { closeSessionClient(cl, s) }}, nil
+	})
+	if err != nil {
+		return err
+	}
+	defer closeWorkers(workers)
+
+	win := newWindow(o)
+	var loopDone sync.WaitGroup
+	loopDone.Add(1)
+	go func() {
+		defer loopDone.Done()
+		loop(ctx, o, workers, win, r)
+	}()
+	defer loopDone.Wait()
+
+	// Set the scene a second before the crash.
+	crashTime := win.start.Add(o.Duration / 4)
+	if err := sleepUntil(ctx, crashTime.Add(-time.Second)); err != nil {
+		return err
+	}
+	masters = c.Masters(ctx)
+	victim := masters[0]
+	if victim < 0 {
+		return errors.New("bench: group 0 has no master right before the crash")
+	}
+	held := failoverHeldName(0, groups)
+	hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer hcancel()
+	holder, err := dialHolder(hctx, c.Node(victim).Addr, o.TLS, 0)
+	if err != nil {
+		return err
+	}
+	defer holder.close()
+	if err := holder.hold(hctx, held, o.TTL); err != nil {
+		return err
+	}
+	wc, ws, err := newSessionClient(ctx, o)
+	if err != nil {
+		return fmt.Errorf("bench: waiter: %w", err)
+	}
+	defer closeSessionClient(wc, ws)
+	granted := make(chan time.Time, 1)
+	waitErr := make(chan error, 1)
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, o.TTL+time.Minute)
+		defer cancel()
+		l, err := ws.Acquire(actx, held, client.LockOptions{})
+		if err != nil {
+			waitErr <- err
+			return
+		}
+		granted <- time.Now()
+		_ = l
+	}()
+	if err := waitQueued(ctx, wc, held); err != nil {
+		return err
+	}
+
+	// The crash: the holder's last keep-alive is answered, then its node
+	// stops and the holder dies with it.
+	if err := sleepUntil(ctx, crashTime); err != nil {
+		return err
+	}
+	kaSent := time.Now()
+	if err := holder.keepAlive(hctx); err != nil {
+		return err
+	}
+	kaAnswered := time.Now()
+	t0 := time.Now()
+	crashAt.Store(t0.UnixNano())
+	if err := c.Stop(victim); err != nil {
+		return err
+	}
+	holder.close()
+	stopped := time.Since(t0)
+	r.Extra["victim_node"] = float64(c.Node(victim).ID)
+	r.Extra["stop_took_s"] = stopped.Seconds()
+	r.Extra["ttl_s"] = o.TTL.Seconds()
+
+	var dead []int
+	for g, m := range masters {
+		if m == victim {
+			dead = append(dead, g)
+		}
+	}
+	r.Extra["groups_of_dead_master"] = float64(len(dead))
+	// Node view: poll until every dead group has a serving master.
+	for {
+		ms := c.Masters(ctx)
+		all := true
+		for _, g := range dead {
+			all = all && ms[g] >= 0
+		}
+		if all {
+			r.Extra["served_again_s"] = time.Since(t0).Seconds()
+			break
+		}
+		if ctx.Err() != nil || time.Since(t0) > 30*time.Second {
+			return fmt.Errorf("bench: the dead master's groups %v were not served again within %v", dead, time.Since(t0).Round(time.Millisecond))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// The waiter's grant.
+	select {
+	case tg := <-granted:
+		r.Extra["waiter_granted_s"] = tg.Sub(t0).Seconds()
+		r.Extra["waiter_granted_after_last_keepalive_s"] = tg.Sub(kaAnswered).Seconds()
+		before := 0.0
+		if tg.Sub(kaSent) < o.TTL {
+			before = 1
+		}
+		r.Extra["granted_before_ttl"] = before
+	case err := <-waitErr:
+		r.Errors["waiter-"+ErrorKind(err)]++
+		return fmt.Errorf("bench: the waiter was not granted the dead holder's lock: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	// Client view: wait for the load to succeed in every dead group, or the
+	// end of the window.
+	for {
+		worst := 0.0
+		all := true
+		for _, g := range dead {
+			v := firstOK[g].Load()
+			all = all && v != 0
+			worst = max(worst, time.Duration(v).Seconds())
+		}
+		if all {
+			r.Extra["first_ok_s"] = worst
+			break
+		}
+		if time.Now().After(win.end) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitQueued waits until name has a waiter.
+func waitQueued(ctx context.Context, c *client.Client, name string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		info, err := c.LockStatus(ctx, name)
+		if err == nil && info.Held && info.Waiters > 0 {
+			return nil
+		}
+		if err := sleepUntil(ctx, time.Now().Add(10*time.Millisecond)); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("bench: the waiter did not queue for %s within 5s", name)
+}
