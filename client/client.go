@@ -25,6 +25,9 @@ type Client struct {
 	reqID  atomic.Uint64
 	seqs   *seqTracker
 	route  *router
+	// dropSends makes every frame the client sends vanish, as in a
+	// partition; tests set it to watch Lost close.
+	dropSends atomic.Bool
 
 	// ctx ends when the client closes: it stops dials, connections and
 	// background loops.

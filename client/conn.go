@@ -38,6 +38,7 @@ type call struct {
 // long-lived stream, and one goroutine that first dials and then reads,
 // dispatching each frame to the call with its ReqID.
 type conn struct {
+	c     *Client
 	addr  string
 	ready chan struct{} // closed when the dial ended; then qc, st or err are set
 	done  chan struct{} // closed when the connection ended (after ready)
@@ -68,7 +69,7 @@ func (c *Client) connect(addr string) (*conn, error) {
 			return cn, nil
 		}
 	}
-	cn := &conn{addr: addr, ready: make(chan struct{}), done: make(chan struct{}), calls: map[uint64]*call{}}
+	cn := &conn{c: c, addr: addr, ready: make(chan struct{}), done: make(chan struct{}), calls: map[uint64]*call{}}
 	c.conns[addr] = cn
 	c.wg.Add(1)
 	go func() {
@@ -241,6 +242,9 @@ func (cn *conn) overflowed(cl *call) bool {
 // send writes m as one frame. A write error ends the connection, so that
 // every call on it learns at once.
 func (cn *conn) send(m *wire.Msg) error {
+	if cn.c.dropSends.Load() {
+		return nil
+	}
 	if err := cn.st.WriteFrame(wire.Append(nil, m)); err != nil {
 		cn.qc.Close()
 		return fmt.Errorf("send to %s: %w: %v", cn.addr, errConnLost, err)

@@ -171,10 +171,12 @@ func (s *Session) startRound(now time.Time, timeout time.Duration) *kaRound {
 	batches := map[string][]wire.KeepAliveItem{}
 	for g, id := range groups {
 		it := wire.KeepAliveItem{Group: g, Session: id}
-		if addr := c.route.master(int(g)); addr != "" {
+		if addr := c.route.master(int(g)); addr != "" && c.connNow(addr) != nil {
 			batches[addr] = append(batches[addr], it)
 			continue
 		}
+		// The master is unknown, failing or not connected yet: ask every
+		// node (connected ones answer now, the others from the next round).
 		for _, addr := range c.route.all() {
 			batches[addr] = append(batches[addr], it)
 		}

@@ -8,10 +8,6 @@ import (
 	"github.com/lockd/lockd/internal/wire"
 )
 
-// downFor is how long a node that failed to connect or broke its connection
-// is avoided when any node will do.
-const downFor = time.Second
-
 // route is where the client believes a group's master is.
 type route struct {
 	node  uint32
@@ -29,8 +25,12 @@ type router struct {
 	addrs     []string          // every known address, sorted
 	masters   []route           // by group
 	changed   []chan struct{}   // by group: closed when masters[g] changes
-	down      map[string]time.Time
-	rr        int
+	// down holds the nodes whose last connection failed (dial or broken),
+	// with when; a successful connection clears it. Requests avoid them
+	// while another node will do, and a probe dial learns when they are
+	// back, so a redirect naming a crashed master costs no dial timeout.
+	down map[string]time.Time
+	rr   int
 }
 
 func newRouter(endpoints []string) *router {
@@ -135,14 +135,28 @@ func (r *router) setLocked(g int, rt route) {
 	}
 }
 
-// master returns g's master's address, or "" when unknown.
+// master returns g's master's address, or "" when unknown or down (a
+// redirect from a node that has not yet noticed a crash still names the
+// crashed master).
 func (r *router) master(g int) string {
+	a, down := r.masterState(g)
+	if down {
+		return ""
+	}
+	return a
+}
+
+// masterState returns g's master's address, if known, and whether it is
+// down.
+func (r *router) masterState(g int) (addr string, down bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if g < 0 || g >= len(r.masters) {
-		return ""
+		return "", false
 	}
-	return r.masters[g].addr
+	a := r.masters[g].addr
+	_, down = r.down[a]
+	return a, down
 }
 
 // changes returns a channel closed at the next change of g's master.
@@ -153,14 +167,14 @@ func (r *router) changes(g int) <-chan struct{} {
 }
 
 // pick returns where to send a request for group g (-1: any node): its
-// master when known and not failing, otherwise the next node in turn that
-// is neither avoid nor recently failed.
+// master when known and up, otherwise the next node in turn that is up and
+// not avoid; when every node is down, the one that failed longest ago.
 func (r *router) pick(g int, avoid string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
 	if g >= 0 && g < len(r.masters) {
-		if a := r.masters[g].addr; a != "" && now.After(r.down[a]) {
+		a := r.masters[g].addr
+		if _, down := r.down[a]; a != "" && !down {
 			return a
 		}
 	}
@@ -170,11 +184,12 @@ func (r *router) pick(g int, avoid string) string {
 		if a == avoid {
 			continue
 		}
-		if now.After(r.down[a]) {
+		since, down := r.down[a]
+		if !down {
 			r.rr = (r.rr + i + 1) % len(r.addrs)
 			return a
 		}
-		if fallback == "" || r.down[a].Before(r.down[fallback]) {
+		if fallback == "" || since.Before(r.down[fallback]) {
 			fallback = a
 		}
 	}
@@ -184,11 +199,12 @@ func (r *router) pick(g int, avoid string) string {
 	return fallback
 }
 
-// markDown avoids addr for a while, and forgets it as master of any group.
+// markDown avoids addr until a connection to it succeeds, and forgets it as
+// master of any group.
 func (r *router) markDown(addr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.down[addr] = time.Now().Add(downFor)
+	r.down[addr] = time.Now()
 	for g := range r.masters {
 		if r.masters[g].addr == addr {
 			r.setLocked(g, route{epoch: r.masters[g].epoch})
