@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lockd/lockd/client"
 	"github.com/lockd/lockd/internal/pki"
 	"github.com/lockd/lockd/internal/server"
 	"github.com/lockd/lockd/paxos"
@@ -56,14 +56,6 @@ func devCommand() *cli.Command {
 		},
 		Action: runDev,
 	}
-}
-
-// clientConfig is the lockctl config file (LOCKD_CONFIG, lockctl --config).
-type clientConfig struct {
-	Endpoints []string `json:"endpoints"`
-	CA        string   `json:"ca"`
-	Cert      string   `json:"cert"`
-	Key       string   `json:"key"`
 }
 
 // devNode is one node of the dev cluster.
@@ -313,21 +305,17 @@ func devCerts(dir string, peers map[paxos.NodeID]string) (cfgPath string, tlsByN
 	if err := pki.WriteKeyPair(certDir, clientCertBase("lockctl"), certPEM, keyPEM); err != nil {
 		return "", nil, setupErrorf("dev: %v", err)
 	}
-	cfg := clientConfig{
-		CA:   filepath.Join(certDir, pki.CACertFile),
-		Cert: filepath.Join(certDir, clientCertBase("lockctl")+".crt"),
-		Key:  filepath.Join(certDir, clientCertBase("lockctl")+".key"),
+	cfg := client.Config{
+		CAFile:   filepath.Join(certDir, pki.CACertFile),
+		CertFile: filepath.Join(certDir, clientCertBase("lockctl")+".crt"),
+		KeyFile:  filepath.Join(certDir, clientCertBase("lockctl")+".key"),
 	}
 	for i := 1; i <= len(peers); i++ {
 		cfg.Endpoints = append(cfg.Endpoints, peers[paxos.NodeID(i)])
 	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return "", nil, setupErrorf("dev: %v", err)
-	}
 	cfgPath = filepath.Join(dir, "lockctl.json")
-	if err := os.WriteFile(cfgPath, append(b, '\n'), 0o600); err != nil {
-		return "", nil, setupErrorf("dev: write %s: %v", cfgPath, err)
+	if err := client.WriteConfigFile(cfgPath, cfg); err != nil {
+		return "", nil, setupErrorf("dev: %v", err)
 	}
 	return cfgPath, tlsByNode, nil
 }

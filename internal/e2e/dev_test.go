@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,8 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockd/lockd/internal/pki"
-	"github.com/lockd/lockd/internal/wire"
+	"github.com/lockd/lockd/client"
 )
 
 // devPorts picks a base port from which n UDP ports are free right now,
@@ -115,13 +113,9 @@ func TestDevClusterServesLocks(t *testing.T) {
 		t.Fatalf("%s is incomplete: %s", cfgPath, b)
 	}
 
-	// A lock through the printed config: with the wire protocol, and with
+	// A lock through the printed config: with the Go client, and with
 	// lockctl as the printed instructions do.
-	tlsConf, err := pki.LoadClientTLSConfig(cfg.CA, cfg.Cert, cfg.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wireAcquireRelease(t, cfg.Endpoints, tlsConf, "dev-demo", 16)
+	clientAcquireRelease(t, cfgPath, "dev-demo")
 	if fileExists("../../cmd/lockctl") {
 		lockctl := build(t, "lockctl")
 		env := []string{"LOCKD_CONFIG=" + cfgPath}
@@ -153,53 +147,35 @@ func TestDevClusterServesLocks(t *testing.T) {
 	}
 }
 
-// wireAcquireRelease opens a session, acquires and releases name with the
-// wire protocol, following redirects to the group's master.
-func wireAcquireRelease(t *testing.T, endpoints []string, tc *tls.Config, name string, groups int) {
+// clientAcquireRelease acquires and releases name with the Go client,
+// configured from the config file lockd dev wrote.
+func clientAcquireRelease(t *testing.T, cfgPath, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	g := wire.GroupOf(name, groups)
-	client := rand.Uint64()>>1 | 1
-	var seq uint64
-	addr := endpoints[0]
-	do := func(req wire.Msg) wire.Msg {
-		t.Helper()
-		seq++
-		req.Client, req.Seq, req.Group = client, seq, g
-		for ctx.Err() == nil {
-			p, err := dialProbe(ctx, addr, tc)
-			if err != nil {
-				t.Fatalf("dial %s: %v", addr, err)
-			}
-			resp, err := p.call(ctx, req)
-			p.close()
-			if err != nil {
-				t.Fatalf("%s to %s: %v", req.Type, addr, err)
-			}
-			switch {
-			case resp.Code == wire.CodeNotMaster && resp.HintAddr != "":
-				addr = resp.HintAddr
-			case resp.Code.Retryable():
-				time.Sleep(50 * time.Millisecond)
-			default:
-				return resp
-			}
-		}
-		t.Fatalf("%s: no answer within the bound", req.Type)
-		return wire.Msg{}
+	cfg, err := client.LoadConfigFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	open := do(wire.Msg{Type: wire.TypeOpenSession, TTL: 5 * time.Second})
-	if open.Code != wire.CodeOK || open.Session == 0 {
-		t.Fatalf("open session: %+v", open)
+	cl, err := client.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("client.New with %s: %v", cfgPath, err)
 	}
-	acq := do(wire.Msg{Type: wire.TypeAcquire, Session: open.Session, Name: name})
-	if acq.Code != wire.CodeOK || acq.Token == 0 {
-		t.Fatalf("acquire %s: %+v", name, acq)
+	defer cl.Close()
+	sess, err := cl.NewSession(ctx, client.SessionOptions{TTL: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("new session: %v", err)
 	}
-	rel := do(wire.Msg{Type: wire.TypeRelease, Session: open.Session, Name: name, Token: acq.Token})
-	if rel.Code != wire.CodeOK {
-		t.Fatalf("release %s: %+v", name, rel)
+	defer sess.Close(ctx)
+	lock, err := sess.Acquire(ctx, name, client.LockOptions{})
+	if err != nil {
+		t.Fatalf("acquire %s: %v", name, err)
 	}
-	t.Logf("acquired and released %s with token %d through node %s", name, acq.Token, addr)
+	if lock.Token() == 0 {
+		t.Errorf("acquire %s: fencing token 0", name)
+	}
+	if err := lock.Release(ctx); err != nil {
+		t.Fatalf("release %s: %v", name, err)
+	}
+	t.Logf("acquired and released %s with token %d through the Go client", name, lock.Token())
 }
