@@ -281,3 +281,60 @@ func TestIntegrationWaiterFollowsFailover(t *testing.T) {
 		t.Fatal("the waiter was not granted after the failover")
 	}
 }
+
+func TestIntegrationWatchAndWatchMasters(t *testing.T) {
+	tc := startCluster(t, 3, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := tc.client()
+	events, err := c.Watch(ctx, "watched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, events); ev.Kind != EventSync || len(ev.Holders) != 0 {
+		t.Fatalf("first event %+v, want a sync of a free lock", ev)
+	}
+	masters, err := c.WatchMasters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := map[uint32]MasterEvent{}
+	for len(current) < 2 {
+		ev := nextEvent(t, masters)
+		current[ev.Group] = ev
+	}
+	s, _ := c.NewSession(ctx, SessionOptions{TTL: 5 * time.Second})
+	l, err := s.Acquire(ctx, "watched", LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, events); ev.Kind != EventGranted || ev.Token != l.Token() || ev.Session != l.SessionID() {
+		t.Fatalf("got %+v, want the grant of token %d", ev, l.Token())
+	}
+	l.Release(ctx)
+	if ev := nextEvent(t, events); ev.Kind != EventReleased || ev.Token != l.Token() {
+		t.Fatalf("got %+v, want the release of token %d", ev, l.Token())
+	}
+
+	// Stop the master of group 0: its master changes, in epoch order.
+	old := current[0]
+	if old.Node == 0 {
+		t.Fatalf("group 0 has no master: %+v", old)
+	}
+	tc.stop(int(old.Node) - 1)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-masters:
+			if ev.Epoch <= current[ev.Group].Epoch {
+				t.Fatalf("event %+v does not follow epoch %d", ev, current[ev.Group].Epoch)
+			}
+			current[ev.Group] = ev
+			if ev.Group == 0 && ev.Node != 0 && ev.Node != old.Node {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no new master for group 0 within 10s; last %+v", current[0])
+		}
+	}
+}
