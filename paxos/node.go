@@ -50,8 +50,11 @@ type Dropped struct {
 //  1. Messages may be sent at once.
 //  2. Persist must be written atomically and durably (one synced batch).
 //  3. Only then may AfterSync be sent. Messages in it addressed to this node
-//     are given back to Step.
-//  4. Committed is applied in order, then Dropped is reported, then Advance.
+//     are given back to Step (after Advance).
+//  4. Committed is applied in order and Dropped is reported, at any point
+//     after Ready returns: every committed slot is chosen, that is durably
+//     accepted by a majority, so it needs nothing from this Ready's write.
+//  5. Advance, once all of the above is done.
 type Ready struct {
 	Messages []Message
 	Persist  []GroupWrite

@@ -206,6 +206,16 @@ func (r *Replica) handleReady() error {
 		for _, err := range rd.StorageErrors {
 			r.cfg.Logger.Error("paxos core", "err", err)
 		}
+		// Chosen slots are applied, and their callers answered, before this
+		// step's write: a chosen slot is durably accepted by a majority
+		// already, and waiting for an unrelated fsync here would put one
+		// more fsync on every command's path.
+		for i := range rd.Committed {
+			r.apply(&rd.Committed[i])
+		}
+		for _, d := range rd.Dropped {
+			r.resolve(d.ID, outcome{err: d.Err})
+		}
 		if len(rd.Persist) > 0 {
 			var err error
 			if u, ok := r.cfg.Store.(UnsyncedSaver); ok && !rd.MustSync {
@@ -229,12 +239,6 @@ func (r *Replica) handleReady() error {
 		}
 		if len(remote) > 0 {
 			r.cfg.Transport.Send(remote)
-		}
-		for i := range rd.Committed {
-			r.apply(&rd.Committed[i])
-		}
-		for _, d := range rd.Dropped {
-			r.resolve(d.ID, outcome{err: d.Err})
 		}
 		r.core.Advance(rd)
 		for _, m := range r.local {
