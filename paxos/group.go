@@ -63,6 +63,7 @@ type group struct {
 	mine         map[uint64]Value // slots holding our own new commands, until known chosen
 	pending      []Command
 	pendingBytes int
+	queueTicks   int // ticks the queue has waited for a slot
 	valueSeq     uint64
 
 	// Failure detection.

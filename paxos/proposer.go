@@ -192,7 +192,7 @@ func (g *group) stepDown(hint NodeID) {
 // fill puts queued commands into new slots while the window has room.
 func (g *group) fill() {
 	c := &g.n.cfg
-	for g.role == master && len(g.pending) > 0 && g.next-g.commit < uint64(c.Window) {
+	for g.role == master && len(g.pending) > 0 && g.next-g.commit < uint64(c.Window) && g.batchReady() {
 		n, bytes := 0, 0
 		for n < len(g.pending) && n < c.MaxBatchCommands {
 			sz := g.pending[n].size()
@@ -213,7 +213,20 @@ func (g *group) fill() {
 	}
 	if len(g.pending) == 0 {
 		g.pending = nil
+		g.queueTicks = 0
 	}
+}
+
+// batchReady reports whether queued commands should go into a new slot now.
+// A slot opens at once when none is in flight, when the queue fills a
+// quarter of a batch, or when the queue has waited a tick (a slow link, F9).
+// Otherwise the commands wait for the slot in flight to be chosen, so that
+// they share the next slot and its fsyncs instead of each paying for its
+// own: under light load this is as fast, and under load it batches (F3).
+func (g *group) batchReady() bool {
+	c := &g.n.cfg
+	return len(g.inflight) == 0 || g.queueTicks > 0 ||
+		len(g.pending) >= max(1, c.MaxBatchCommands/4) || g.pendingBytes >= c.MaxBatchBytes/4
 }
 
 // tick drives the group's timers.
@@ -221,6 +234,10 @@ func (g *group) tick() {
 	c := &g.n.cfg
 	switch g.role {
 	case master:
+		if len(g.pending) > 0 {
+			g.queueTicks++
+			g.touch()
+		}
 		g.heartbeatElapsed++
 		if g.heartbeatElapsed >= c.HeartbeatTicks {
 			g.heartbeatElapsed = 0
