@@ -125,14 +125,15 @@ func New(cfg Config) (*Elector, error) {
 	return e, nil
 }
 
-// newIncarnation draws a random, nonzero 32-bit incarnation.
+// newIncarnation draws a random, nonzero 32-bit incarnation. It does not
+// loop on Rand, so a degenerate source (say one that always returns 0) only
+// makes incarnations repeat.
 func (e *Elector) newIncarnation() uint32 {
-	for {
-		v := uint32(e.cfg.Rand(1<<16))<<16 | uint32(e.cfg.Rand(1<<16))
-		if v != 0 {
-			return v
-		}
+	v := uint32(e.cfg.Rand(1<<16))<<16 | uint32(e.cfg.Rand(1<<16))
+	if v == 0 {
+		v = 1
 	}
+	return v
 }
 
 // nextNonce returns a fresh nonce of this incarnation for g.
