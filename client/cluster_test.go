@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 
 	"github.com/lockd/lockd/internal/pki"
@@ -17,10 +16,19 @@ import (
 	"github.com/lockd/lockd/paxos"
 )
 
+// clusterTB is what startCluster needs of a test; examples pass their own.
+type clusterTB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
+
 // testCluster is real lockd nodes (internal/server) on 127.0.0.1 in this
 // process, with a throw-away CA in t.TempDir().
 type testCluster struct {
-	t     testing.TB
+	t     clusterTB
 	ca    *pki.CA
 	addrs []string
 	nodes []*testNode
@@ -42,7 +50,7 @@ func testLogger() *slog.Logger {
 
 // startCluster starts n nodes with groups groups and stops them when the
 // test ends.
-func startCluster(t testing.TB, n, groups int) *testCluster {
+func startCluster(t clusterTB, n, groups int) *testCluster {
 	t.Helper()
 	ca, err := pki.NewCA("lockd client test CA", time.Hour)
 	if err != nil {
@@ -74,31 +82,36 @@ func startCluster(t testing.TB, n, groups int) *testCluster {
 		nd := &testNode{cfg: server.Config{ID: id, Peers: peers, Groups: groups, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			TLS: tlsConf, Lease: time.Second, ExpiryInterval: 20 * time.Millisecond, Logger: testLogger().With("node", id)}}
 		tc.nodes = append(tc.nodes, nd)
-		tc.start(i, pcs[i])
+	}
+	// Make every node before running any: a node's endpoint listens from
+	// within server.New, and a peer message arriving before New has
+	// finished races with it (a server bug, reported).
+	servers := make([]*server.Server, n)
+	for i, nd := range tc.nodes {
+		cfg := nd.cfg
+		cfg.PacketConn = pcs[i]
+		if servers[i], err = server.New(cfg); err != nil {
+			tc.stopAll()
+			t.Fatalf("node %d: %v", cfg.ID, err)
+		}
+		nd.pc = pcs[i]
+	}
+	for i, nd := range tc.nodes {
+		ctx, cancel := context.WithCancel(context.Background())
+		nd.cancel, nd.done = cancel, make(chan error, 1)
+		go func() { nd.done <- servers[i].Run(ctx) }()
 	}
 	t.Cleanup(tc.stopAll)
 	return tc
-}
-
-func (tc *testCluster) start(i int, pc net.PacketConn) {
-	tc.t.Helper()
-	nd := tc.nodes[i]
-	cfg := nd.cfg
-	cfg.PacketConn = pc
-	s, err := server.New(cfg)
-	if err != nil {
-		pc.Close()
-		tc.t.Fatalf("node %d: %v", cfg.ID, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	nd.pc, nd.cancel, nd.done = pc, cancel, make(chan error, 1)
-	go func() { nd.done <- s.Run(ctx) }()
 }
 
 // stop stops node i at once, as a crash looks to the others.
 func (tc *testCluster) stop(i int) {
 	nd := tc.nodes[i]
 	if nd.cancel == nil {
+		if nd.pc != nil {
+			nd.pc.Close()
+		}
 		return
 	}
 	nd.cancel()

@@ -50,6 +50,8 @@ type conn struct {
 	mu     sync.Mutex // guards the fields below
 	calls  map[uint64]*call
 	closed bool
+	// onReady runs once the dial has ended, either way (see notify).
+	onReady []func()
 	// endErr says why the connection ended; written before done closes.
 	endErr error
 }
@@ -113,6 +115,33 @@ func (c *Client) connNow(addr string) *conn {
 	return nil
 }
 
+// notify runs f once cn's dial has ended (at once if it has). f must not
+// block: it runs on the connection's goroutine.
+func (cn *conn) notify(f func()) {
+	cn.mu.Lock()
+	select {
+	case <-cn.ready:
+		cn.mu.Unlock()
+		f()
+		return
+	default:
+	}
+	cn.onReady = append(cn.onReady, f)
+	cn.mu.Unlock()
+}
+
+// dialEnded closes ready and runs the notify callbacks.
+func (cn *conn) dialEnded() {
+	cn.mu.Lock()
+	close(cn.ready)
+	fs := cn.onReady
+	cn.onReady = nil
+	cn.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
 // runConn is the connection's goroutine: it dials, then reads until the
 // connection ends, then fails every pending call and forgets the conn.
 func (c *Client) runConn(cn *conn) {
@@ -137,14 +166,14 @@ func (c *Client) runConn(cn *conn) {
 		cn.dialErr = fmt.Errorf("connect to %s: %w", cn.addr, err)
 		c.route.markDown(cn.addr)
 		cn.shut(cn.dialErr)
-		close(cn.ready)
+		cn.dialEnded()
 		close(cn.done)
 		c.log.Debug("lockd: connect failed", "node", cn.addr, "err", err)
 		return
 	}
 	cn.qc, cn.st = qc, st
 	c.route.markUp(cn.addr)
-	close(cn.ready)
+	cn.dialEnded()
 	stop := context.AfterFunc(c.ctx, func() { qc.Close() })
 	defer stop()
 	err = cn.readLoop(c)

@@ -17,7 +17,9 @@ import (
 func TestMain(m *testing.M) {
 	// quic-go warns when the kernel caps UDP buffers; harmless on loopback.
 	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
-	os.Exit(m.Run())
+	code := m.Run()
+	stopExampleCluster()
+	os.Exit(code)
 }
 
 // fakeCluster is a few in-process quicnet listeners speaking internal/wire,

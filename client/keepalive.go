@@ -51,13 +51,21 @@ type kaRound struct {
 	expires time.Time
 	ch      chan reply // one reply per call, so sends never block
 	calls   map[uint64]*kaCall
-	groups  map[uint32]uint64 // group -> session ID, as the round started
-	ok      map[uint32]bool
+	// unsent holds the batches for nodes still being dialed; they are
+	// sent when the dial ends, within the round.
+	unsent map[string]*kaBatch
+	groups map[uint32]uint64 // group -> session ID, as the round started
+	ok     map[uint32]bool
 }
 
 type kaCall struct {
 	cn   *conn
 	addr string
+}
+
+type kaBatch struct {
+	cn    *conn
+	items []wire.KeepAliveItem
 }
 
 // run is the session's keep-alive goroutine: a round every TTL/3, sooner
@@ -129,7 +137,10 @@ func (s *Session) run() {
 			s.absorb(rnd, rep)
 		}
 		t.Stop()
-		if rnd != nil && (len(rnd.calls) == 0 || !clk.Now().Before(rnd.expires)) {
+		if rnd != nil {
+			s.sendReady(rnd)
+		}
+		if rnd != nil && ((len(rnd.calls) == 0 && len(rnd.unsent) == 0) || !clk.Now().Before(rnd.expires)) {
 			err := s.endRound(rnd)
 			if serr := s.Err(); serr != nil {
 				if errors.Is(serr, ErrLockLost) {
@@ -171,35 +182,54 @@ func (s *Session) startRound(now time.Time, timeout time.Duration) *kaRound {
 	batches := map[string][]wire.KeepAliveItem{}
 	for g, id := range groups {
 		it := wire.KeepAliveItem{Group: g, Session: id}
-		if addr := c.route.master(int(g)); addr != "" && c.connNow(addr) != nil {
+		if addr := c.route.master(int(g)); addr != "" {
 			batches[addr] = append(batches[addr], it)
 			continue
 		}
-		// The master is unknown, failing or not connected yet: ask every
-		// node (connected ones answer now, the others from the next round).
+		// The master is unknown or down: ask every node.
 		for _, addr := range c.route.all() {
 			batches[addr] = append(batches[addr], it)
 		}
 	}
 	rnd := &kaRound{sent: now, expires: now.Add(timeout), ch: make(chan reply, len(batches)),
-		calls: map[uint64]*kaCall{}, groups: groups, ok: map[uint32]bool{}}
+		calls: map[uint64]*kaCall{}, unsent: map[string]*kaBatch{}, groups: groups, ok: map[uint32]bool{}}
 	for addr, items := range batches {
-		cn := c.connNow(addr)
-		if cn == nil {
+		slices.SortFunc(items, func(a, b wire.KeepAliveItem) int { return int(a.Group) - int(b.Group) })
+		cn, err := c.connect(addr)
+		if err != nil {
+			continue
+		}
+		rnd.unsent[addr] = &kaBatch{cn: cn, items: items}
+		cn.notify(s.poke)
+	}
+	s.sendReady(rnd)
+	return rnd
+}
+
+// sendReady sends the round's batches whose connection is ready, and drops
+// those whose dial failed.
+func (s *Session) sendReady(rnd *kaRound) {
+	c := s.c
+	for addr, b := range rnd.unsent {
+		select {
+		case <-b.cn.ready:
+		default:
+			continue // still dialing; the dial's end pokes the loop
+		}
+		delete(rnd.unsent, addr)
+		if b.cn.dialErr != nil {
 			continue
 		}
 		reqID := c.reqID.Add(1)
-		if _, err := cn.register(reqID, rnd.ch, 0, false); err != nil {
+		if _, err := b.cn.register(reqID, rnd.ch, 0, false); err != nil {
 			continue
 		}
-		slices.SortFunc(items, func(a, b wire.KeepAliveItem) int { return int(a.Group) - int(b.Group) })
-		if err := cn.send(&wire.Msg{Type: wire.TypeKeepAlive, ReqID: reqID, KeepAlives: items}); err != nil {
-			cn.unregister(reqID)
+		if err := b.cn.send(&wire.Msg{Type: wire.TypeKeepAlive, ReqID: reqID, KeepAlives: b.items}); err != nil {
+			b.cn.unregister(reqID)
 			continue
 		}
-		rnd.calls[reqID] = &kaCall{cn: cn, addr: addr}
+		rnd.calls[reqID] = &kaCall{cn: b.cn, addr: addr}
 	}
-	return rnd
 }
 
 // absorb takes in one answer of the round.

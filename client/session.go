@@ -177,17 +177,15 @@ func (s *Session) fail(err error) bool {
 		return false
 	}
 	s.err = err
-	var locks []*Lock
+	// Every Lost closes before Done, so that whoever sees Done sees the
+	// locks lost too.
 	for _, l := range s.names {
 		if l != nil {
-			locks = append(locks, l)
+			l.lose()
 		}
 	}
 	close(s.done)
 	s.mu.Unlock()
-	for _, l := range locks {
-		l.lose()
-	}
 	s.c.mu.Lock()
 	delete(s.c.sessions, s)
 	s.c.mu.Unlock()
