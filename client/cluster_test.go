@@ -79,27 +79,27 @@ func startCluster(t clusterTB, n, groups int) *testCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nd := &testNode{cfg: server.Config{ID: id, Peers: peers, Groups: groups, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", id)),
+		node := &testNode{cfg: server.Config{ID: id, Peers: peers, Groups: groups, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			TLS: tlsConf, Lease: time.Second, ExpiryInterval: 20 * time.Millisecond, Logger: testLogger().With("node", id)}}
-		tc.nodes = append(tc.nodes, nd)
+		tc.nodes = append(tc.nodes, node)
 	}
 	// Make every node before running any: a node's endpoint listens from
 	// within server.New, and a peer message arriving before New has
 	// finished races with it (a server bug, reported).
 	servers := make([]*server.Server, n)
-	for i, nd := range tc.nodes {
-		cfg := nd.cfg
+	for i, node := range tc.nodes {
+		cfg := node.cfg
 		cfg.PacketConn = pcs[i]
 		if servers[i], err = server.New(cfg); err != nil {
 			tc.stopAll()
 			t.Fatalf("node %d: %v", cfg.ID, err)
 		}
-		nd.pc = pcs[i]
+		node.pc = pcs[i]
 	}
-	for i, nd := range tc.nodes {
+	for i, node := range tc.nodes {
 		ctx, cancel := context.WithCancel(context.Background())
-		nd.cancel, nd.done = cancel, make(chan error, 1)
-		go func() { nd.done <- servers[i].Run(ctx) }()
+		node.cancel, node.done = cancel, make(chan error, 1)
+		go func() { node.done <- servers[i].Run(ctx) }()
 	}
 	t.Cleanup(tc.stopAll)
 	return tc
@@ -107,17 +107,17 @@ func startCluster(t clusterTB, n, groups int) *testCluster {
 
 // stop stops node i at once, as a crash looks to the others.
 func (tc *testCluster) stop(i int) {
-	nd := tc.nodes[i]
-	if nd.cancel == nil {
-		if nd.pc != nil {
-			nd.pc.Close()
+	node := tc.nodes[i]
+	if node.cancel == nil {
+		if node.pc != nil {
+			node.pc.Close()
 		}
 		return
 	}
-	nd.cancel()
-	<-nd.done
-	nd.pc.Close()
-	nd.cancel = nil
+	node.cancel()
+	<-node.done
+	node.pc.Close()
+	node.cancel = nil
 }
 
 func (tc *testCluster) stopAll() {

@@ -98,23 +98,6 @@ func (c *Client) conn(ctx context.Context, addr string) (*conn, error) {
 	}
 }
 
-// connNow returns a ready connection to addr, or nil when it is not ready
-// yet (a dial is started then). It never waits.
-func (c *Client) connNow(addr string) *conn {
-	cn, err := c.connect(addr)
-	if err != nil {
-		return nil
-	}
-	select {
-	case <-cn.ready:
-		if cn.dialErr == nil {
-			return cn
-		}
-	default:
-	}
-	return nil
-}
-
 // notify runs f once cn's dial has ended (at once if it has). f must not
 // block: it runs on the connection's goroutine.
 func (cn *conn) notify(f func()) {

@@ -240,14 +240,14 @@ func TestIntegrationWaiterFollowsFailover(t *testing.T) {
 	a, b := tc.client(), tc.client()
 	sa, _ := a.NewSession(ctx, SessionOptions{TTL: 5 * time.Second})
 	sb, _ := b.NewSession(ctx, SessionOptions{TTL: 5 * time.Second})
-	la, err := sa.Acquire(ctx, "fo", LockOptions{})
+	la, err := sa.Acquire(ctx, "failover", LockOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan *Lock, 1)
 	var waitErr atomic.Value
 	go func() {
-		l, err := sb.Acquire(ctx, "fo", LockOptions{})
+		l, err := sb.Acquire(ctx, "failover", LockOptions{})
 		if err != nil {
 			waitErr.Store(err)
 		}
