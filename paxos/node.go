@@ -54,7 +54,7 @@ type Dropped struct {
 //  4. Committed is applied in order and Dropped is reported, at any point
 //     after Ready returns: every committed slot is chosen, that is durably
 //     accepted by a majority, so it needs nothing from this Ready's write.
-//  5. Advance, once all of the above is done.
+//  5. Advance, once all of the above is done (possibly after later Readys).
 type Ready struct {
 	Messages []Message
 	Persist  []GroupWrite
@@ -254,8 +254,8 @@ func (n *Node) HasReady() bool {
 }
 
 // Ready collects the work of every group that changed since the last call.
-// The caller must finish it (see Ready) and call Advance before the next
-// Ready.
+// The caller must finish it (see Ready) and call Advance for it, in order;
+// it may take the next Ready before that.
 func (n *Node) Ready() Ready {
 	var r Ready
 	var again []*group
@@ -327,19 +327,23 @@ func countGroup(as []Apply, g GroupID) int {
 	return c
 }
 
-// Advance tells the core that the last Ready was persisted, sent and
-// applied. Applied entries beyond a margin leave memory (they are durable).
+// Advance tells the core that r's Persist is durable and its Committed is
+// applied. A runtime that persists in the background may call it after
+// later Readys, but must call it for every Ready, in order. Entries applied
+// in r leave memory beyond a margin: they are durable now, so reading them
+// back from storage (to answer a Fetch or a Prepare) is safe.
 func (n *Node) Advance(r Ready) {
 	for _, a := range r.Committed {
+		if a.Slot+1 <= n.keepInMemory {
+			continue
+		}
 		g := n.groups[a.Group]
-		if g.applied > n.keepInMemory {
-			floor := g.applied - n.keepInMemory
-			for s := g.memFloor; s < floor; s++ {
-				delete(g.log, s)
-			}
-			if floor > g.memFloor {
-				g.memFloor = floor
-			}
+		floor := a.Slot + 1 - n.keepInMemory
+		for s := g.memFloor; s < floor; s++ {
+			delete(g.log, s)
+		}
+		if floor > g.memFloor {
+			g.memFloor = floor
 		}
 	}
 }

@@ -28,19 +28,29 @@ type rawClient struct {
 
 func dial(t *testing.T, addr string, tlsConf *tls.Config) *rawClient {
 	t.Helper()
+	c := dialTB(t, t, addr, tlsConf)
+	return c
+}
+
+func dialB(b *testing.B, t *testing.T, addr string, tc *testcluster.Cluster) *rawClient {
+	return dialTB(b, t, addr, tc.ClientTLS())
+}
+
+func dialTB(tb testing.TB, t *testing.T, addr string, tlsConf *tls.Config) *rawClient {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := quicnet.Dial(ctx, addr, tlsConf)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		tb.Fatalf("dial %s: %v", addr, err)
 	}
 	st, err := conn.OpenStream(ctx)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	c := &rawClient{t: t, conn: conn, st: st, calls: map[uint64]chan wire.Msg{}, events: make(chan wire.Msg, 1024)}
 	go c.readLoop()
-	t.Cleanup(func() { conn.Close() })
+	tb.Cleanup(func() { conn.Close() })
 	return c
 }
 

@@ -30,6 +30,8 @@ func New(cfg Config) (*Replica, error) {
 		queries:   make(chan func(*paxos.Node), 16),
 		stopped:   make(chan struct{}),
 		waiters:   map[paxos.CommandID][]waiter{},
+		persist:   make(chan paxos.Ready, 64),
+		durable:   make(chan []paxos.Ready, 64),
 	}
 	r.appliers = make([]*paxos.Applier, core.Groups())
 	for i := range r.appliers {
@@ -133,7 +135,21 @@ func (r *Replica) Done() <-chan struct{} { return r.stopped }
 // stops the node: it can no longer keep the promises Paxos needs.
 func (r *Replica) Run(ctx context.Context) error {
 	defer close(r.stopped)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	perr := make(chan error, 1)
+	go func() {
+		err := r.persistLoop(ctx)
+		if err != nil {
+			cancel()
+		}
+		perr <- err
+	}()
 	r.err = r.run(ctx)
+	cancel()
+	if err := <-perr; err != nil {
+		r.err = err
+	}
 	r.failWaiters()
 	return r.err
 }
@@ -160,9 +176,11 @@ func (r *Replica) run(ctx context.Context) error {
 			if r.ticks++; r.ticks%100 == 0 {
 				r.expireWaiters(now)
 			}
+		case jobs := <-r.durable:
+			r.persisted(jobs)
 		}
 		r.drain()
-		if err := r.handleReady(); err != nil {
+		if err := r.handleReady(ctx); err != nil {
 			return err
 		}
 	}
@@ -176,6 +194,8 @@ func (r *Replica) drain() {
 			r.step(m)
 		case p := <-r.proposals:
 			r.propose(p)
+		case jobs := <-r.durable:
+			r.persisted(jobs)
 		default:
 			return
 		}
@@ -197,7 +217,10 @@ func (r *Replica) propose(p proposal) {
 }
 
 // handleReady works off the core's output in the order paxos.Ready demands.
-func (r *Replica) handleReady() error {
+// Writing is left to the persister goroutine, so that this loop keeps
+// stepping messages while an fsync runs; the writes that pile up meanwhile
+// go into the persister's next batch, with one fsync for all of them.
+func (r *Replica) handleReady(ctx context.Context) error {
 	for i := 0; i < 64 && r.core.HasReady(); i++ {
 		rd := r.core.Ready()
 		if len(rd.Messages) > 0 {
@@ -216,36 +239,85 @@ func (r *Replica) handleReady() error {
 		for _, d := range rd.Dropped {
 			r.resolve(d.ID, outcome{err: d.Err})
 		}
-		if len(rd.Persist) > 0 {
+		select {
+		case r.persist <- rd:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// persisted finishes Readys whose writes are durable: replies to this node
+// are stepped, and the core may drop applied entries from memory.
+func (r *Replica) persisted(jobs []paxos.Ready) {
+	for _, rd := range jobs {
+		r.core.Advance(rd)
+		for _, m := range rd.AfterSync {
+			if m.To == r.cfg.Core.ID {
+				r.step(m)
+			}
+		}
+	}
+}
+
+// persistLoop writes Readys in order. It takes every Ready that is waiting
+// and writes them as one batch with one fsync (or none, when none of them
+// needs it), then sends their replies, which vouch for what was written, and
+// hands them back to the loop.
+func (r *Replica) persistLoop(ctx context.Context) error {
+	var writes []paxos.GroupWrite
+	var remote []paxos.Message
+	for {
+		var jobs []paxos.Ready
+		select {
+		case rd := <-r.persist:
+			jobs = append(jobs, rd)
+		case <-ctx.Done():
+			return nil
+		}
+	more:
+		for len(jobs) < cap(r.persist) {
+			select {
+			case rd := <-r.persist:
+				jobs = append(jobs, rd)
+			default:
+				break more
+			}
+		}
+		writes, remote = writes[:0], remote[:0]
+		mustSync := false
+		for _, rd := range jobs {
+			writes = append(writes, rd.Persist...)
+			mustSync = mustSync || rd.MustSync
+			for _, m := range rd.AfterSync {
+				if m.To != r.cfg.Core.ID {
+					remote = append(remote, m)
+				}
+			}
+		}
+		if len(writes) > 0 {
 			var err error
-			if u, ok := r.cfg.Store.(UnsyncedSaver); ok && !rd.MustSync {
-				err = u.SaveUnsynced(rd.Persist)
+			if u, ok := r.cfg.Store.(UnsyncedSaver); ok && !mustSync {
+				err = u.SaveUnsynced(writes)
 			} else {
 				// Durability point: nothing in AfterSync may leave before this.
-				err = r.cfg.Store.Save(rd.Persist)
+				err = r.cfg.Store.Save(writes)
 			}
 			if err != nil {
 				return fmt.Errorf("replica: persist paxos state: %w", err)
 			}
 		}
-		r.local = r.local[:0]
-		remote := rd.AfterSync[:0:0]
-		for _, m := range rd.AfterSync {
-			if m.To == r.cfg.Core.ID {
-				r.local = append(r.local, m)
-			} else {
-				remote = append(remote, m)
-			}
-		}
 		if len(remote) > 0 {
 			r.cfg.Transport.Send(remote)
+			remote = nil // the transport keeps the slice
 		}
-		r.core.Advance(rd)
-		for _, m := range r.local {
-			r.step(m)
+		select {
+		case r.durable <- jobs:
+		case <-ctx.Done():
+			return nil
 		}
 	}
-	return nil
 }
 
 func (r *Replica) apply(a *paxos.Apply) {

@@ -151,9 +151,14 @@ type Replica struct {
 	stopped   chan struct{}
 	err       error // why Run stopped; read after stopped is closed
 
+	// persist carries Readys to the persister goroutine, in order; durable
+	// brings them back once written. At most cap(persist) Readys wait, so
+	// the loop stalls rather than run ahead of the disk without bound.
+	persist chan paxos.Ready
+	durable chan []paxos.Ready
+
 	// Owned by the Run goroutine.
 	appliers []*paxos.Applier
 	waiters  map[paxos.CommandID][]waiter
-	local    []paxos.Message
 	ticks    int
 }
