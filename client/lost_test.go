@@ -50,7 +50,7 @@ func isClosed(ch <-chan struct{}) bool {
 func settle() { time.Sleep(30 * time.Millisecond) }
 
 func TestLostClosesAtTTLMinusMarginAfterLastOK(t *testing.T) {
-	if m := defaultMargin(10 * time.Second); m != 1100*time.Millisecond {
+	if m := DefaultLostMargin(10 * time.Second); m != 1100*time.Millisecond {
 		t.Fatalf("default margin of a 10s TTL is %v, want 1.1s", m)
 	}
 	clk, s, l, _ := lostSetup(t, func(*wire.Msg) *wire.Msg { return nil }) // keep-alives vanish
@@ -58,14 +58,19 @@ func TestLostClosesAtTTLMinusMarginAfterLastOK(t *testing.T) {
 	if d, ok := s.deadline(); !ok || !d.Equal(t0.Add(8900*time.Millisecond)) {
 		t.Fatalf("deadline %v (%v), want t0+8.9s", d.Sub(t0), ok)
 	}
-	for clk.Now().Sub(t0) < 8899*time.Millisecond {
-		clk.Advance(100 * time.Millisecond)
+	for clk.Now().Sub(t0) < 8600*time.Millisecond {
+		clk.Advance(300 * time.Millisecond)
 		settle()
 		if clk.Now().Sub(t0) < 8900*time.Millisecond && isClosed(l.Lost()) {
 			t.Fatalf("Lost closed at t0+%v, before the deadline", clk.Now().Sub(t0))
 		}
 	}
-	clk.Advance(8900*time.Millisecond - clk.Now().Sub(t0))
+	clk.Advance(8899*time.Millisecond - clk.Now().Sub(t0))
+	settle()
+	if isClosed(l.Lost()) {
+		t.Fatal("Lost closed 1ms before the deadline")
+	}
+	clk.Advance(time.Millisecond)
 	waitFor(t, 2*time.Second, "Lost to close at the deadline", func() bool { return isClosed(l.Lost()) })
 	if err := s.Err(); !errors.Is(err, ErrSessionExpired) || !errors.Is(err, ErrLockLost) {
 		t.Fatalf("session error %v, want ErrSessionExpired and ErrLockLost", err)
@@ -108,10 +113,12 @@ func TestLostCountsFromSendTimeNotArrival(t *testing.T) {
 	if want := sent.Add(8900 * time.Millisecond); !d.Equal(want) {
 		t.Fatalf("deadline t0+%v, want t0+%v: it must count from the send time", d.Sub(t0), want.Sub(t0))
 	}
-	for clk.Now().Before(d.Add(-100 * time.Millisecond)) {
-		clk.Advance(100 * time.Millisecond)
+	for clk.Now().Before(d.Add(-300 * time.Millisecond)) {
+		clk.Advance(300 * time.Millisecond)
 		settle()
 	}
+	clk.Advance(d.Sub(clk.Now()) - time.Millisecond)
+	settle()
 	if isClosed(l.Lost()) {
 		t.Fatalf("Lost closed at t0+%v, before its deadline t0+%v", clk.Now().Sub(t0), d.Sub(t0))
 	}
@@ -124,7 +131,7 @@ func TestSessionOptionsMargin(t *testing.T) {
 		t.Fatal("a margin over TTL/2 was accepted")
 	}
 	o, err := SessionOptions{}.build()
-	if err != nil || o.TTL != DefaultTTL || o.LostMargin != defaultMargin(DefaultTTL) {
+	if err != nil || o.TTL != DefaultTTL || o.LostMargin != DefaultLostMargin(DefaultTTL) {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
 }

@@ -32,7 +32,7 @@ func (o SessionOptions) build() (SessionOptions, error) {
 		return o, fmt.Errorf("session options: TTL %v is too short (the cluster's minimum is 1s by default)", o.TTL)
 	}
 	if o.LostMargin == 0 {
-		o.LostMargin = defaultMargin(o.TTL)
+		o.LostMargin = DefaultLostMargin(o.TTL)
 	}
 	if o.LostMargin < 0 || o.LostMargin > o.TTL/2 {
 		return o, fmt.Errorf("session options: LostMargin %v must be between 0 and TTL/2 (%v): raise the TTL", o.LostMargin, o.TTL/2)
@@ -40,9 +40,10 @@ func (o SessionOptions) build() (SessionOptions, error) {
 	return o, nil
 }
 
-// defaultMargin is the default LostMargin: 10% of the TTL for clock-rate
-// differences between client and master, plus 100ms for scheduling delays.
-func defaultMargin(ttl time.Duration) time.Duration { return ttl/10 + 100*time.Millisecond }
+// DefaultLostMargin is the LostMargin of a session with this TTL when none
+// is given: 10% of the TTL for clock-rate differences between client and
+// master, plus 100ms for scheduling delays.
+func DefaultLostMargin(ttl time.Duration) time.Duration { return ttl/10 + 100*time.Millisecond }
 
 // Session is a client's lease on the cluster: its locks stay held while
 // the session lives. A background goroutine keeps it alive every TTL/3. The
