@@ -50,7 +50,7 @@ func (s *Server) watchMasters(ctx context.Context, cs *clientStream, req *wire.M
 		for {
 			select {
 			case ev, ok := <-events:
-				if !ok {
+				if !ok || ev.Err != nil {
 					cs.push(&wire.Msg{Type: wire.TypeEvent, ReqID: req.ReqID, Kind: wire.EventMaster, Code: wire.CodeResync,
 						Err: "the master-change stream fell behind; subscribe again"})
 					return
