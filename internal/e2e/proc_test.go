@@ -32,6 +32,9 @@ type buildResult struct {
 }
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(helperRoleEnv); role != "" {
+		os.Exit(helperMain(role))
+	}
 	dir, err := os.MkdirTemp("", "lockd-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
