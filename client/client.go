@@ -119,29 +119,29 @@ func (c *Client) groupOf(name string) uint32 { return wire.GroupOf(name, c.group
 
 // Member is one node of the cluster.
 type Member struct {
-	ID   uint32
-	Addr string
+	ID   uint32 `json:"id"`
+	Addr string `json:"addr"`
 	// Up says whether the answering node has a live connection to it.
-	Up bool
+	Up bool `json:"up"`
 }
 
 // Master is one group's master as a node knows it.
 type Master struct {
-	Group uint32
+	Group uint32 `json:"group"`
 	// Epoch orders the master changes of a group.
-	Epoch uint64
+	Epoch uint64 `json:"epoch"`
 	// Node is the master's ID, 0 when the group has no master.
-	Node uint32
-	Addr string
+	Node uint32 `json:"node"`
+	Addr string `json:"addr,omitempty"`
 }
 
 // Status is the cluster as one node sees it.
 type Status struct {
 	// Node is the node that answered.
-	Node    uint32
-	Groups  int
-	Members []Member
-	Masters []Master
+	Node    uint32   `json:"node"`
+	Groups  int      `json:"groups"`
+	Members []Member `json:"members"`
+	Masters []Master `json:"masters"`
 }
 
 // ClusterStatus asks any node for the members and the group masters.

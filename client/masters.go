@@ -9,13 +9,13 @@ import (
 
 // MasterEvent is a change of a group's master.
 type MasterEvent struct {
-	Group uint32
+	Group uint32 `json:"group"`
 	// Epoch orders the changes of one group; it only grows.
-	Epoch uint64
+	Epoch uint64 `json:"epoch"`
 	// Node is the new master's ID, 0 for "no master" (its lease ran out
 	// and no one took over yet).
-	Node uint32
-	Addr string
+	Node uint32 `json:"node"`
+	Addr string `json:"addr,omitempty"`
 }
 
 // masterBuf is the room for master events between the connection's reader

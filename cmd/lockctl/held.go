@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lockd/lockd/client"
+)
+
+// runHeld acquires the lock, runs the command while it is held, and
+// releases the lock when the command exits.
+//
+// Safety: the session gives the lock up LostMargin before its TTL counted
+// from the last keep-alive it sent (see client.SessionOptions), and the
+// cluster cannot grant the lock to anyone else before TTL counted from the
+// receipt of that keep-alive. lockctl widens LostMargin by --kill-grace,
+// so that from Lost closing, SIGTERM at once and SIGKILL --kill-grace
+// later both happen before the old margin begins, while the cluster still
+// counts this session as the holder. The price is that a longer grace
+// means the lock is given up sooner after keep-alives start failing; the
+// margin may be at most half the TTL, so a grace that does not fit asks
+// for a longer --ttl.
+func runHeld(c *cli.Context, o holdOpts) error {
+	if o.killGrace < 0 {
+		return usageErrorf("--kill-grace %v is negative", o.killGrace)
+	}
+	margin := client.DefaultLostMargin(o.ttl) + o.killGrace
+	if margin > o.ttl/2 {
+		return usageErrorf("--kill-grace %v does not fit the --ttl %v: the session must give the lock up %v before the cluster could (more than half the TTL); raise --ttl to at least %v or lower --kill-grace",
+			o.killGrace, o.ttl, margin, minTTLFor(o.killGrace))
+	}
+	ctx, cancel := opContext(c)
+	defer cancel()
+	cl, err := connect(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	s, err := cl.NewSession(ctx, client.SessionOptions{TTL: o.ttl, LostMargin: margin})
+	if err != nil {
+		return &exitErr{code: exitUsage, err: err}
+	}
+	l, err := acquire(c, s, o)
+	if err != nil {
+		s.Close(ctx)
+		return err
+	}
+	p := newPrinter(c)
+	p.w = c.App.ErrWriter // stdout belongs to CMD
+	report := func(event string, err error) {
+		if p.json {
+			j := lockJSON{Event: event, Name: l.Name(), Token: l.Token(), Session: l.SessionID()}
+			if err != nil {
+				j.Error = err.Error()
+			}
+			p.object(j)
+			return
+		}
+		if err != nil {
+			p.linef("lockctl: %s %s (token %d): %v", event, l.Name(), l.Token(), err)
+			return
+		}
+		p.linef("lockctl: %s %s (token %d)", event, l.Name(), l.Token())
+	}
+	report("acquired", nil)
+
+	cmd := exec.Command(o.argv[0], o.argv[1:]...)
+	cmd.Env = append(os.Environ(), "LOCKD_NAME="+o.name, "LOCKD_FENCING_TOKEN="+u64(l.Token()), "LOCKD_SESSION="+u64(l.SessionID()))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.App.Writer, c.App.ErrWriter
+	ownProcessGroup(cmd)
+	if err := cmd.Start(); err != nil {
+		releaseAndClose(s, l)
+		return &exitErr{code: exitError, err: fmt.Errorf("start %q: %w", o.argv[0], err)}
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	// The session's loss closes Lost. A release by someone acting for the
+	// session (lockctl release with its session and token) does not: the
+	// lock's own events tell that.
+	wctx, stopWatch := context.WithCancel(c.Context)
+	defer stopWatch()
+	events, err := cl.Watch(wctx, o.name)
+	if err != nil {
+		events = nil // best effort: Lost still covers the session
+	}
+
+	lost, done := l.Lost(), c.Context.Done()
+	var kill <-chan time.Time
+	wasLost := false
+	for {
+		select {
+		case <-exited:
+			if wasLost {
+				return &exitErr{code: exitLockLost, err: fmt.Errorf("lock %q lost; %s was stopped", o.name, o.argv[0])}
+			}
+			code := exitStatus(cmd.ProcessState)
+			err = releaseAndClose(s, l)
+			report("released", err)
+			return &exitErr{code: code}
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			gone := ev.Token == l.Token() && (ev.Kind == client.EventReleased || ev.Kind == client.EventExpired)
+			if ev.Kind == client.EventSync {
+				gone = !holds(ev.Holders, l)
+			}
+			if gone && !wasLost {
+				lost, wasLost, events = nil, true, nil
+				report("lost", fmt.Errorf("the lock was released or expired on the cluster"))
+				signalGroup(cmd, syscall.SIGTERM)
+				kill = time.After(o.killGrace)
+			}
+		case <-lost:
+			lost, wasLost = nil, true
+			report("lost", s.Err())
+			signalGroup(cmd, syscall.SIGTERM)
+			kill = time.After(o.killGrace)
+		case <-kill:
+			kill = nil
+			signalGroup(cmd, syscall.SIGKILL)
+		case sig := <-sigs:
+			signalGroup(cmd, sig) // CMD decides; lockctl goes on until it exits
+		case <-done:
+			done = nil
+			signalGroup(cmd, syscall.SIGTERM)
+		}
+	}
+}
+
+// holds reports whether holders include l's grant.
+func holds(holders []client.Holder, l *client.Lock) bool {
+	for _, h := range holders {
+		if h.Token == l.Token() && h.Session == l.SessionID() {
+			return true
+		}
+	}
+	return false
+}
+
+// minTTLFor is the shortest TTL whose margin fits a kill grace.
+func minTTLFor(grace time.Duration) time.Duration {
+	// TTL/10 + 100ms + grace <= TTL/2  <=>  TTL >= 2.5 (grace + 100ms)
+	return (grace + 100*time.Millisecond) * 5 / 2
+}
+
+// releaseAndClose releases the lock and closes the session, within a
+// bounded time.
+func releaseAndClose(s *client.Session, l *client.Lock) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := l.Release(ctx)
+	if cerr := s.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// exitStatus is CMD's exit code: its own, or 128+N when signal N ended it,
+// as shells report it.
+func exitStatus(ps *os.ProcessState) int {
+	if ps == nil {
+		return exitError
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	if code := ps.ExitCode(); code >= 0 {
+		return code
+	}
+	return exitError
+}

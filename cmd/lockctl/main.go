@@ -1,0 +1,220 @@
+// Command lockctl is the command line of lockd: acquire, renew and release
+// locks, run a command while holding one or while leading, watch locks and
+// masters, and show the cluster. Run `lockctl --help` for the commands and
+// the exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lockd/lockd/client"
+)
+
+// Exit codes; the app's Description documents them.
+const (
+	exitOK          = 0
+	exitError       = 1 // the cluster refused, or anything else went wrong
+	exitUsage       = 2
+	exitUnreachable = 3
+	exitTimeout     = 4 // timed out waiting for the lock, or it is held (--wait=false)
+	exitLockLost    = 5
+)
+
+const exitCodesHelp = `EXIT CODES
+   0  success (validate: the token is the current holder's)
+   1  any other failure: the cluster refused the request (the message says why)
+   2  bad usage: flags, arguments or client configuration
+   3  cannot reach the cluster, or the lock's group has no master
+   4  timed out waiting for the lock (--timeout), or it is held (--wait=false)
+   5  the lock was lost (with CMD: CMD was stopped); renew, release and
+      validate: the lock is not held under that session and token
+   N  with CMD: CMD's own exit code, when it ran and exited by itself`
+
+const description = `lockctl talks to a lockd cluster: it acquires, renews and releases locks
+with fencing tokens, runs a command while holding a lock or while leading,
+watches locks and group masters, and shows the cluster.
+
+Say where the cluster is with --endpoints and the certificate flags, or with
+--config (the client config file that ` + "`lockd dev`" + ` writes). Flags after a
+command's arguments are fine: lockctl acquire NAME --ttl 30s -- CMD ARGS.
+
+` + exitCodesHelp
+
+// Keys of app.Metadata: the command to run after "--", and whether "--"
+// was given.
+const (
+	metaCmd      = "cmd"
+	metaDashDash = "dashdash"
+)
+
+// commandArgs returns what followed "--", and whether "--" was given.
+func commandArgs(c *cli.Context) ([]string, bool) {
+	cmd, _ := c.App.Metadata[metaCmd].([]string)
+	dd, _ := c.App.Metadata[metaDashDash].(bool)
+	return cmd, dd
+}
+
+// exitErr carries an exit code, and the error to print (nil: print nothing).
+type exitErr struct {
+	code int
+	err  error
+}
+
+func (e *exitErr) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitErr) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &exitErr{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// exitCode maps an error to the documented exit code.
+func exitCode(err error) int {
+	var ee *exitErr
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, client.ErrLockLost), errors.Is(err, client.ErrSessionExpired):
+		return exitLockLost
+	case errors.Is(err, client.ErrLockHeld):
+		return exitTimeout
+	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrNoMaster), errors.Is(err, context.DeadlineExceeded):
+		return exitUnreachable
+	}
+	return exitError
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
+}
+
+// run runs lockctl with args (args[0] is the program name) and returns the
+// exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	args, cmd, dashdash := splitArgs(app, args)
+	app.Metadata = map[string]any{metaCmd: cmd, metaDashDash: dashdash}
+	err := app.RunContext(ctx, args)
+	if err != nil && strings.HasPrefix(err.Error(), "Required flag") {
+		err = &exitErr{code: exitUsage, err: err} // cli has no type for it
+	}
+	code := exitCode(err)
+	var ee *exitErr
+	if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
+		fmt.Fprintf(stderr, "lockctl: %v\n", err)
+		if code == exitUsage {
+			fmt.Fprintln(stderr, "run lockctl --help (or lockctl COMMAND --help) for usage")
+		}
+	}
+	return code
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:                 "lockctl",
+		Usage:                "locks, leaders and status of a lockd cluster",
+		Description:          description,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		Flags:                globalFlags(),
+		Commands:             commands(),
+		EnableBashCompletion: true,
+		// run prints errors and picks the exit code; cli must do neither.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return &exitErr{code: exitUsage, err: err}
+		},
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = app.OnUsageError
+	}
+	return app
+}
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "endpoints", Usage: "nodes of the cluster as host:port, comma-separated", EnvVars: []string{"LOCKD_ENDPOINTS"}},
+		&cli.StringFlag{Name: "ca", Usage: "the cluster CA certificate (PEM)", EnvVars: []string{"LOCKD_CA"}},
+		&cli.StringFlag{Name: "cert", Usage: "this client's certificate (PEM), issued by the cluster CA", EnvVars: []string{"LOCKD_CERT"}},
+		&cli.StringFlag{Name: "key", Usage: "this client's private key (PEM)", EnvVars: []string{"LOCKD_KEY"}},
+		&cli.StringFlag{Name: "config", Usage: "a client config file (JSON: endpoints, ca, cert, key), as \"lockd dev\" writes; the flags above override it", EnvVars: []string{"LOCKD_CONFIG"}},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line, for scripts", EnvVars: []string{"LOCKD_JSON"}},
+		&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: wait for a lock as long as it takes; other commands 30s)", EnvVars: []string{"LOCKD_TIMEOUT"}},
+	}
+}
+
+// clientConfig builds the client configuration from --config and the
+// flags (flags win).
+func clientConfig(c *cli.Context) (client.Config, error) {
+	var cfg client.Config
+	if path := c.String("config"); path != "" {
+		var err error
+		if cfg, err = client.LoadConfigFile(path); err != nil {
+			return cfg, &exitErr{code: exitUsage, err: err}
+		}
+	}
+	if c.IsSet("endpoints") {
+		cfg.Endpoints = nil
+		for _, e := range c.StringSlice("endpoints") {
+			for _, part := range strings.Split(e, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					cfg.Endpoints = append(cfg.Endpoints, part)
+				}
+			}
+		}
+	}
+	for flag, field := range map[string]*string{"ca": &cfg.CAFile, "cert": &cfg.CertFile, "key": &cfg.KeyFile} {
+		if c.IsSet(flag) {
+			*field = c.String(flag)
+		}
+	}
+	if len(cfg.Endpoints) == 0 && cfg.CAFile == "" {
+		return cfg, usageErrorf("no cluster given: set --endpoints and --ca, --cert, --key (LOCKD_ENDPOINTS, LOCKD_CA, LOCKD_CERT, LOCKD_KEY), or --config (LOCKD_CONFIG) as \"lockd dev\" prints")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, &exitErr{code: exitUsage, err: err}
+	}
+	return cfg, nil
+}
+
+// connect builds the configuration and connects.
+func connect(ctx context.Context, c *cli.Context) (*client.Client, error) {
+	cfg, err := clientConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client.New(ctx, cfg)
+	if err != nil {
+		if !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, &exitErr{code: exitUsage, err: err} // certificates that do not load
+		}
+		return nil, err
+	}
+	return cl, nil
+}
+
+// defaultTimeout bounds commands that do not wait for a lock.
+const defaultTimeout = 30e9
+
+// opContext returns the context of a command that does not wait for a lock.
+func opContext(c *cli.Context) (context.Context, context.CancelFunc) {
+	d := c.Duration("timeout")
+	if d <= 0 {
+		d = defaultTimeout
+	}
+	return context.WithTimeout(c.Context, d)
+}
