@@ -315,3 +315,23 @@ func TestProposeRefusesCommandLargerThanASlot(t *testing.T) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
 }
+
+// TestCampaignWithoutAutoCampaignGivesUp: a campaign that finds no quorum
+// ends, instead of retrying with ever higher ballots that would outbid a
+// live master once the node is reachable again.
+func TestCampaignWithoutAutoCampaignGivesUp(t *testing.T) {
+	n, st := newTestNode(t, 1, nil)
+	if err := n.Campaign(0); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, n, st)
+	first, _ := n.Status(0)
+	for i := 0; i < 200; i++ {
+		n.Tick()
+		drain(t, n, st)
+	}
+	got, _ := n.Status(0)
+	if got.Role != "follower" || got.Promise != first.Promise {
+		t.Fatalf("after 200 ticks without a quorum: %+v (started at %+v)", got, first)
+	}
+}

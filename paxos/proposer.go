@@ -271,8 +271,15 @@ func (g *group) tick() {
 		}
 		g.electionElapsed++
 		if g.electionElapsed >= g.electionTimeout {
-			g.role = follower
-			g.campaign()
+			if c.AutoCampaign {
+				g.role = follower
+				g.campaign()
+			} else {
+				// Whoever asked for this campaign decides whether to try
+				// again; retrying here with ever higher ballots would only
+				// disrupt a live master once we are reachable again.
+				g.stepDown(0)
+			}
 		}
 	case follower:
 		g.electionElapsed++
