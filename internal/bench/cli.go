@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +73,7 @@ Examples:
 			&cli.StringFlag{Name: "out", Usage: "write the latency histograms to this CSV file"},
 			&cli.BoolFlag{Name: "progress", Usage: "draw a progress bar on stderr even when it is not a terminal"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the whole process (clients and, with --local, nodes) to this file"},
+			&cli.StringFlag{Name: "trace", Usage: "write an execution trace of the whole process to this file (go tool trace -pprof=sync FILE shows where goroutines wait)"},
 			&cli.BoolFlag{Name: "verbose", Usage: "log the nodes' and clients' warnings to stderr"},
 		},
 		Action: action,
@@ -175,6 +177,17 @@ func action(cc *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if f := cc.String("trace"); f != "" {
+		tf, err := os.Create(f)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+		}
+		defer tf.Close()
+		if err := trace.Start(tf); err != nil {
+			return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+		}
+		defer trace.Stop()
 	}
 	ctx, stop := signal.NotifyContext(cc.Context, os.Interrupt)
 	defer stop()

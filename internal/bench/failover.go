@@ -51,36 +51,29 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	// group g succeeded after the crash; 0 until then.
 	var crashAt atomic.Int64 // unix ns; 0 before the crash
 	firstOK := make([]atomic.Int64, groups)
+	lives := make([]*liveSession, o.Clients)
+	defer func() {
+		var lost uint64
+		for _, ls := range lives {
+			if ls != nil {
+				lost += ls.lost
+			}
+		}
+		r.Extra["load_sessions_lost"] = float64(lost)
+	}()
 	workers, err := startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
-		cl, s, err := newSessionClient(ctx, o)
+		ls, err := newLiveSession(ctx, o)
 		if err != nil {
 			return nil, err
 		}
-		meta := metadata(o)
-		var names []string
-		for j := w; j < o.Names; j += o.Clients {
-			names = append(names, lockName(j))
-		}
-		if len(names) == 0 {
-			names = []string{lockName(w % o.Names)}
-		}
-		i := 0
-		op := func(ctx context.Context) error {
-			name := names[i%len(names)]
-			i++
-			l, err := s.Acquire(ctx, name, client.LockOptions{Metadata: meta})
-			if err == nil {
-				err = l.Release(ctx)
+		lives[w] = ls
+		op := pairOp(o, w, ls, func(name string) {
+			if t0 := crashAt.Load(); t0 != 0 {
+				g := wire.GroupOf(name, groups)
+				firstOK[g].CompareAndSwap(0, max(time.Now().UnixNano()-t0, 1))
 			}
-			if err == nil {
-				if t0 := crashAt.Load(); t0 != 0 {
-					g := wire.GroupOf(name, groups)
-					firstOK[g].CompareAndSwap(0, max(time.Now().UnixNano()-t0, 1))
-				}
-			}
-			return err
-		}
-		return &worker{op: op, close: func() { closeSessionClient(cl, s) }}, nil
+		})
+		return &worker{op: op, close: ls.close}, nil
 	})
 	if err != nil {
 		return err

@@ -241,3 +241,38 @@ func closeSessionClient(c *client.Client, s *client.Session) {
 	}
 	c.Close()
 }
+
+// liveSession is a worker's session, opened again when it ends, as a real
+// user does after ErrSessionExpired or ErrLockLost.
+type liveSession struct {
+	o    *Options
+	c    *client.Client
+	s    *client.Session
+	lost uint64 // sessions that ended under the worker
+}
+
+// get returns the session, opening a new one if it ended.
+func (ls *liveSession) get(ctx context.Context) (*client.Session, error) {
+	select {
+	case <-ls.s.Done():
+		ls.lost++
+		s, err := ls.c.NewSession(ctx, client.SessionOptions{TTL: ls.o.TTL})
+		if err != nil {
+			return nil, err
+		}
+		ls.s = s
+	default:
+	}
+	return ls.s, nil
+}
+
+// newLiveSession makes a client and a session that get reopens.
+func newLiveSession(ctx context.Context, o *Options) (*liveSession, error) {
+	c, s, err := newSessionClient(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return &liveSession{o: o, c: c, s: s}, nil
+}
+
+func (ls *liveSession) close() { closeSessionClient(ls.c, ls.s) }

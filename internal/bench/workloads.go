@@ -29,7 +29,8 @@ func metadata(o *Options) []byte {
 // at least as many names as clients, worker w owns the names w, w+C, w+2C…
 // and nobody else touches them, so TryAcquire never finds them held. With
 // fewer names, clients share names and wait for each other.
-func pairOp(o *Options, w int, sess *client.Session) func(ctx context.Context) error {
+// onOK, when set, is told the name of every pair that succeeded.
+func pairOp(o *Options, w int, ls *liveSession, onOK func(name string)) func(ctx context.Context) error {
 	meta := metadata(o)
 	var names []string
 	shared := o.Names < o.Clients
@@ -44,8 +45,11 @@ func pairOp(o *Options, w int, sess *client.Session) func(ctx context.Context) e
 	return func(ctx context.Context) error {
 		name := names[i%len(names)]
 		i++
+		sess, err := ls.get(ctx)
+		if err != nil {
+			return err
+		}
 		var l *client.Lock
-		var err error
 		if shared {
 			l, err = sess.Acquire(ctx, name, client.LockOptions{Metadata: meta})
 		} else {
@@ -54,17 +58,23 @@ func pairOp(o *Options, w int, sess *client.Session) func(ctx context.Context) e
 		if err != nil {
 			return err
 		}
-		return l.Release(ctx)
+		if err := l.Release(ctx); err != nil {
+			return err
+		}
+		if onOK != nil {
+			onOK(name)
+		}
+		return nil
 	}
 }
 
 func runUncontended(ctx context.Context, o *Options, r *Result) error {
 	workers, err := startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
-		c, s, err := newSessionClient(ctx, o)
+		ls, err := newLiveSession(ctx, o)
 		if err != nil {
 			return nil, err
 		}
-		return &worker{op: pairOp(o, w, s), close: func() { closeSessionClient(c, s) }}, nil
+		return &worker{op: pairOp(o, w, ls, nil), close: ls.close}, nil
 	})
 	if err != nil {
 		return err
