@@ -1,0 +1,160 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests run lockctl against three real nodes.
+
+func decodeLine(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(s)), &m); err != nil {
+		t.Fatalf("not one JSON object: %q: %v", s, err)
+	}
+	return m
+}
+
+func num(m map[string]any, k string) uint64 {
+	f, _ := m[k].(float64)
+	return uint64(f)
+}
+
+func TestCLIDetachedLockRenewReleaseValidate(t *testing.T) {
+	cfg := startCluster(t)
+	code, out, errOut := lockctl(t, "--config", cfg, "--json", "acquire", "job", "--ttl", "30s", "--metadata", "nightly")
+	if code != exitOK {
+		t.Fatalf("acquire: exit %d: %s", code, errOut)
+	}
+	got := decodeLine(t, out)
+	token, session := num(got, "token"), num(got, "session")
+	if got["event"] != "acquired" || token == 0 || session == 0 {
+		t.Fatalf("acquire printed %v", got)
+	}
+	tok, sess := strconv.FormatUint(token, 10), strconv.FormatUint(session, 10)
+
+	// The lock outlives the CLI.
+	code, out, errOut = lockctl(t, "--config", cfg, "--json", "status", "job")
+	st := decodeLine(t, out)
+	if code != exitOK || st["held"] != true || !strings.Contains(out, `"metadata":"nightly"`) {
+		t.Fatalf("status: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "acquire", "job", "--wait=false"); code != exitTimeout {
+		t.Fatalf("acquire of a held lock without waiting: exit %d, want %d", code, exitTimeout)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "--timeout", "300ms", "acquire", "job"); code != exitTimeout {
+		t.Fatalf("acquire timing out: exit %d, want %d", code, exitTimeout)
+	}
+	if code, out, errOut = lockctl(t, "--config", cfg, "renew", "job", "--session", sess, "--token", tok, "--ttl", "30s"); code != exitOK {
+		t.Fatalf("renew: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "validate", "job", tok); code != exitOK {
+		t.Fatalf("validate of the holder's token: exit %d", code)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "validate", "job", strconv.FormatUint(token+1000, 10)); code != exitLockLost {
+		t.Fatalf("validate of another token: exit %d, want %d", code, exitLockLost)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "renew", "job", "--session", sess, "--token", strconv.FormatUint(token+1, 10)); code != exitLockLost {
+		t.Fatalf("renew with a wrong token: exit %d, want %d", code, exitLockLost)
+	}
+	if code, out, errOut = lockctl(t, "--config", cfg, "release", "job", "--session", sess, "--token", tok); code != exitOK {
+		t.Fatalf("release: exit %d %s %s", code, out, errOut)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "release", "job", "--session", sess, "--token", tok); code != exitLockLost {
+		t.Fatalf("second release: exit %d, want %d", code, exitLockLost)
+	}
+	code, out, _ = lockctl(t, "--config", cfg, "status", "job")
+	if code != exitOK || !strings.Contains(out, "free") {
+		t.Fatalf("status after release: %d %q", code, out)
+	}
+}
+
+func TestCLIRunsCommandWhileHolding(t *testing.T) {
+	cfg := startCluster(t)
+	code, out, errOut := lockctl(t, "--config", cfg, "acquire", "job2", "--", "sh", "-c", `echo "$LOCKD_NAME $LOCKD_FENCING_TOKEN"; exit 7`)
+	if code != 7 {
+		t.Fatalf("exit %d, want CMD's 7; stderr %s", code, errOut)
+	}
+	fields := strings.Fields(out)
+	if len(fields) != 2 || fields[0] != "job2" || fields[1] == "0" {
+		t.Fatalf("CMD saw %q, want the name and a token", out)
+	}
+	if !strings.Contains(errOut, "acquired job2") || !strings.Contains(errOut, "released job2") {
+		t.Fatalf("stderr %q", errOut)
+	}
+	_, out, _ = lockctl(t, "--config", cfg, "validate", "job2", fields[1])
+	if !strings.Contains(out, "does not hold") {
+		t.Fatalf("the lock is still held after CMD exited: %s", out)
+	}
+	if code, _, _ = lockctl(t, "--config", cfg, "elect", "lead", "--", "true"); code != exitOK {
+		t.Fatalf("elect: exit %d", code)
+	}
+}
+
+// Releasing the lock under lockctl's feet stops CMD: SIGTERM, exit 5.
+func TestCLIStopsCommandWhenLockIsLost(t *testing.T) {
+	cfg := startCluster(t)
+	dir := t.TempDir()
+	ids := filepath.Join(dir, "ids")
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		code, out, errOut := lockctl(t, "--config", cfg, "acquire", "held", "--kill-grace", "500ms", "--",
+			"sh", "-c", `echo "$LOCKD_SESSION $LOCKD_FENCING_TOKEN" > `+ids+`; trap 'echo got-term; exit 0' TERM; while :; do sleep 0.05; done`)
+		done <- result{code, out, errOut}
+	}()
+	var f []string
+	for time.Since(start) < 10*time.Second {
+		b, _ := os.ReadFile(ids)
+		if f = strings.Fields(string(b)); len(f) == 2 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(f) != 2 {
+		t.Fatal("CMD did not start")
+	}
+	if code, _, errOut := lockctl(t, "--config", cfg, "release", "held", "--session", f[0], "--token", f[1], "--ttl", "10s"); code != exitOK {
+		t.Fatalf("release from outside: exit %d %s", code, errOut)
+	}
+	released := time.Now()
+	select {
+	case r := <-done:
+		if r.code != exitLockLost || !strings.Contains(r.out, "got-term") || !strings.Contains(r.err, "lost") {
+			t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d after SIGTERM", r.code, r.out, r.err, exitLockLost)
+		}
+		t.Logf("CMD stopped %v after the release", time.Since(released))
+	case <-time.After(10 * time.Second):
+		t.Fatal("lockctl did not stop CMD after the lock was released")
+	}
+}
+
+func TestCLIStatusMembersAndWatch(t *testing.T) {
+	cfg := startCluster(t)
+	code, out, errOut := lockctl(t, "--config", cfg, "status")
+	if code != exitOK || !strings.Contains(out, "NODE") || !strings.Contains(out, "GROUP") {
+		t.Fatalf("status: %d %s %s", code, out, errOut)
+	}
+	code, out, _ = lockctl(t, "--config", cfg, "--json", "members")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != exitOK || len(lines) != 3 {
+		t.Fatalf("members: %d %q", code, out)
+	}
+	code, out, _ = lockctl(t, "--config", cfg, "--json", "--timeout", "1s", "watch", "masters")
+	if code != exitOK || len(strings.Split(strings.TrimSpace(out), "\n")) < 4 {
+		t.Fatalf("watch masters: %d %q", code, out)
+	}
+	code, out, _ = lockctl(t, "--config", cfg, "--json", "--timeout", "500ms", "watch", "w")
+	if m := decodeLine(t, strings.Split(out, "\n")[0]); code != exitOK || m["kind"] != "sync" {
+		t.Fatalf("watch: %d %q", code, out)
+	}
+}
