@@ -105,6 +105,7 @@ func main() {
 // run runs lockctl with args (args[0] is the program name) and returns the
 // exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	stdout, stderr = lockedWriter(stdout), lockedWriter(stderr)
 	app := newApp(stdout, stderr)
 	args, cmd, dashdash := splitArgs(app, args)
 	app.Metadata = map[string]any{metaCmd: cmd, metaDashDash: dashdash}

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -42,4 +44,25 @@ func (p printer) table(header []string, rows [][]string) error {
 // linef writes one line for people.
 func (p printer) linef(format string, args ...any) {
 	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+// lockedWriter makes w safe for lockctl and CMD to write at once: CMD's
+// output is copied by a goroutine of os/exec unless w is a file, which CMD
+// then writes directly.
+func lockedWriter(w io.Writer) io.Writer {
+	if _, ok := w.(*os.File); ok {
+		return w
+	}
+	return &syncWriter{w: w}
+}
+
+type syncWriter struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
