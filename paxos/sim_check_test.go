@@ -43,12 +43,17 @@ func newChecker(s *sim) *checker {
 
 // unsyncedOnlyCommits checks the core's claim that a Ready without
 // MustSync changes nothing a reply may vouch for: no entry, no promise.
-func (c *checker) unsyncedOnlyCommits(sn *simNode, ws []GroupWrite) {
+// before holds promises written by earlier Readys of the same batch.
+func (c *checker) unsyncedOnlyCommits(sn *simNode, ws []GroupWrite, before map[GroupID]Ballot) {
 	for _, w := range ws {
-		hs, _ := sn.store.HardState(w.Group)
-		if len(w.Entries) > 0 || (w.Hard != nil && w.Hard.Promised != hs.Promised) {
-			c.s.fail("node %d group %d: a Ready without MustSync writes %d entries and promise %v (durable %s)",
-				sn.id, w.Group, len(w.Entries), w.Hard, hs.Promised)
+		prev, ok := before[w.Group]
+		if !ok {
+			hs, _ := sn.store.HardState(w.Group)
+			prev = hs.Promised
+		}
+		if len(w.Entries) > 0 || (w.Hard != nil && w.Hard.Promised != prev) {
+			c.s.fail("node %d group %d: a Ready without MustSync writes %d entries and promise %v (before: %s)",
+				sn.id, w.Group, len(w.Entries), w.Hard, prev)
 		}
 	}
 }

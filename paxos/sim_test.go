@@ -112,6 +112,10 @@ type simNode struct {
 	next    map[GroupID]uint64 // next slot to apply, per group
 	waiters map[CommandID]*simClient
 	upAt    int64 // restart time while crashed
+	// pipelined nodes persist in the background like paxos/replica: queue
+	// holds Readys handed out but not yet written.
+	pipelined bool
+	queue     []Ready
 }
 
 type simClient struct {
@@ -153,7 +157,7 @@ func newSim(seed int64, cfg simConfig) *sim {
 		s.ids = append(s.ids, NodeID(i+1))
 	}
 	for i := range s.ids {
-		sn := &simNode{id: s.ids[i], store: NewMemoryStorage(), rng: rand.New(rand.NewSource(seed*131 + int64(i)))}
+		sn := &simNode{id: s.ids[i], store: NewMemoryStorage(), rng: rand.New(rand.NewSource(seed*131 + int64(i))), pipelined: rng.Intn(2) == 0}
 		s.nodes = append(s.nodes, sn)
 		s.start(sn)
 	}
@@ -192,6 +196,7 @@ func (s *sim) start(sn *simNode) {
 
 func (s *sim) crash(sn *simNode) {
 	sn.core = nil
+	sn.queue = nil
 	sn.store.Crash()
 	sn.upAt = s.now + int64(20+s.rng.Intn(400))
 	for _, cl := range s.clients {
@@ -236,8 +241,11 @@ func (s *sim) enqueue(m Message) {
 	heap.Push(&s.net, simMsg{at: s.now + 1 + s.rng.Int63n(s.cfg.maxDelay), seq: s.msgSeq, m: m})
 }
 
-// process runs a node's Ready loop, with a chance to crash between sending
-// and syncing (losing everything not yet durable).
+// process runs a node's Ready loop the way paxos/replica does: messages go
+// out and chosen slots are applied at once, and writes queue for a persister.
+// A node that persists in the background (pipelined) writes its queue only
+// now and then, in one batch, as the replica's persister does; the others
+// write every Ready at once. A crash may strike before a write is synced.
 func (s *sim) process(sn *simNode) {
 	for i := 0; i < 1000 && sn.core != nil && sn.core.HasReady() && s.err == nil; i++ {
 		r := sn.core.Ready()
@@ -255,32 +263,8 @@ func (s *sim) process(sn *simNode) {
 		for _, m := range r.Messages {
 			s.send(m)
 		}
-		if s.faulty() && s.rng.Float64() < s.cfg.crashMid {
-			s.tracef("n%d CRASH before sync", sn.id)
-			s.crash(sn)
-			return
-		}
 		for _, e := range r.StorageErrors {
 			s.fail("node %d: %v", sn.id, e)
-		}
-		save := sn.store.Save
-		if !r.MustSync {
-			s.check.unsyncedOnlyCommits(sn, r.Persist)
-			save = sn.store.SaveUnsynced
-		}
-		if err := save(r.Persist); err != nil {
-			s.fail("node %d: save: %v", sn.id, err)
-		}
-		if r.MustSync {
-			s.check.persisted(sn, r.Persist)
-		}
-		var local []Message
-		for _, m := range r.AfterSync {
-			if m.To == sn.id {
-				local = append(local, m)
-			} else {
-				s.send(m)
-			}
 		}
 		for _, a := range r.Committed {
 			s.apply(sn, a)
@@ -293,13 +277,67 @@ func (s *sim) process(sn *simNode) {
 				}
 			}
 		}
-		sn.core.Advance(r)
-		for _, m := range local {
-			if err := sn.core.Step(m); err != nil {
-				s.fail("node %d: step own %s: %v", sn.id, m.String(), err)
-			}
+		sn.queue = append(sn.queue, r)
+		if !sn.pipelined || s.rng.Intn(3) == 0 {
+			s.flush(sn)
 		}
 		s.check.afterStep()
+	}
+}
+
+// flush writes a node's queued Readys as one batch, then sends their
+// replies and hands them back to the core.
+func (s *sim) flush(sn *simNode) {
+	if sn.core == nil || len(sn.queue) == 0 || s.err != nil {
+		return
+	}
+	if s.faulty() && s.rng.Float64() < s.cfg.crashMid {
+		s.tracef("n%d CRASH before sync (%d Readys unwritten)", sn.id, len(sn.queue))
+		s.crash(sn)
+		return
+	}
+	var writes []GroupWrite
+	mustSync := false
+	promised := map[GroupID]Ballot{} // as of the Readys before, in this batch
+	for _, r := range sn.queue {
+		if !r.MustSync {
+			s.check.unsyncedOnlyCommits(sn, r.Persist, promised)
+		}
+		for _, w := range r.Persist {
+			if w.Hard != nil {
+				promised[w.Group] = w.Hard.Promised
+			}
+		}
+		writes = append(writes, r.Persist...)
+		mustSync = mustSync || r.MustSync
+	}
+	save := sn.store.Save
+	if !mustSync {
+		save = sn.store.SaveUnsynced
+	}
+	if err := save(writes); err != nil {
+		s.fail("node %d: save: %v", sn.id, err)
+	}
+	if mustSync {
+		s.check.persisted(sn, writes)
+	}
+	queue := sn.queue
+	sn.queue = nil
+	var local []Message
+	for _, r := range queue {
+		for _, m := range r.AfterSync {
+			if m.To == sn.id {
+				local = append(local, m)
+			} else {
+				s.send(m)
+			}
+		}
+		sn.core.Advance(r)
+	}
+	for _, m := range local {
+		if err := sn.core.Step(m); err != nil {
+			s.fail("node %d: step own %s: %v", sn.id, m.String(), err)
+		}
 	}
 }
 
@@ -440,6 +478,10 @@ func (s *sim) run() error {
 			if s.faulty() && s.rng.Float64() < s.cfg.crash {
 				s.tracef("n%d CRASH", sn.id)
 				s.crash(sn)
+				continue
+			}
+			s.flush(sn)
+			if sn.core == nil {
 				continue
 			}
 			sn.core.Tick()
