@@ -290,3 +290,34 @@ func (c *cluster) waitWaiters(name string, n int, timeout time.Duration) {
 	}
 	c.t.Fatalf("lock %s has no %d waiters within %v: last status %+v", name, n, timeout, last)
 }
+
+// waitLockctlMasters waits until `lockctl --json status` shows a master for
+// every group.
+func (c *cluster) waitLockctlMasters(l *lockctlRunner, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		out, errOut, code := l.run(10*time.Second, "--json", "status")
+		last = out + errOut
+		var st struct {
+			Masters []struct {
+				Group int `json:"group"`
+				Node  int `json:"node"`
+			} `json:"masters"`
+		}
+		if code == 0 && json.Unmarshal([]byte(out), &st) == nil {
+			have := map[int]bool{}
+			for _, m := range st.Masters {
+				if m.Node != 0 {
+					have[m.Group] = true
+				}
+			}
+			if len(have) == c.groups {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("lockctl status shows no master for every group within %v:\n%s", timeout, last)
+}

@@ -172,6 +172,9 @@ func startProc(t *testing.T, name, bin string, env []string, args ...string) *pr
 	p.cmd.Env = append(append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=true"), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A grandchild in another process group (lockctl starts its command in
+	// one) may keep the output pipes open after the process died.
+	p.cmd.WaitDelay = 2 * time.Second
 	p.start = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
