@@ -91,6 +91,7 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 
 	// Set the scene a second before the crash.
 	crashTime := win.start.Add(o.Duration / 4)
+	r.Extra["crash_at_window_s"] = crashTime.Sub(win.start).Seconds()
 	if err := sleepUntil(ctx, crashTime.Add(-time.Second)); err != nil {
 		return err
 	}
@@ -116,13 +117,17 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	}
 	defer closeSessionClient(wc, ws)
 	granted := make(chan time.Time, 1)
-	waitErr := make(chan error, 1)
+	type failure struct {
+		err error
+		at  time.Time
+	}
+	waitErr := make(chan failure, 1)
 	go func() {
 		actx, cancel := context.WithTimeout(ctx, o.TTL+time.Minute)
 		defer cancel()
 		l, err := ws.Acquire(actx, held, client.LockOptions{})
 		if err != nil {
-			waitErr <- err
+			waitErr <- failure{err, time.Now()}
 			return
 		}
 		granted <- time.Now()
@@ -187,7 +192,8 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 			before = 1
 		}
 		r.Extra["granted_before_ttl"] = before
-	case err := <-waitErr:
+	case f := <-waitErr:
+		err := f.err
 		// The waiter's own session ended (its keep-alives went unanswered
 		// through the failover): a finding, not a failure of the run.
 		r.Errors["waiter-"+ErrorKind(err)]++
@@ -195,7 +201,7 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 			r.ErrorSamples = map[string]string{}
 		}
 		r.ErrorSamples["waiter-"+ErrorKind(err)] = err.Error()
-		r.Extra["waiter_failed_s"] = time.Since(t0).Seconds()
+		r.Extra["waiter_failed_s"] = f.at.Sub(t0).Seconds()
 	case <-ctx.Done():
 		return ctx.Err()
 	}

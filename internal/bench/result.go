@@ -49,6 +49,9 @@ type Result struct {
 	// Extra holds the workload's own figures (failover times, sessions
 	// kept alive, CPU and memory), by name; units are in the names.
 	Extra map[string]float64 `json:"extra,omitempty"`
+	// Timeline counts the ops completed in each second of the window
+	// (failover only, to show the dip and the recovery).
+	Timeline []uint64 `json:"timeline_ops_per_s,omitempty"`
 	// Hist is the latency histogram; WriteCSV writes it.
 	Hist Histogram `json:"-"`
 }
@@ -115,6 +118,19 @@ func Median(runs []*Result) *Result {
 			keys[k] = true
 		}
 	}
+	out.Timeline = nil
+	if n := len(runs[0].Timeline); n > 0 {
+		out.Timeline = make([]uint64, n)
+		for i := range out.Timeline {
+			v := make([]float64, 0, len(runs))
+			for _, r := range runs {
+				if i < len(r.Timeline) {
+					v = append(v, float64(r.Timeline[i]))
+				}
+			}
+			out.Timeline[i] = uint64(median(v))
+		}
+	}
 	for k := range keys {
 		var v []float64
 		for _, r := range runs {
@@ -158,7 +174,7 @@ func WriteTable(w io.Writer, results []*Result) error {
 		return err
 	}
 	for _, r := range results {
-		if len(r.Errors) == 0 && len(r.Extra) == 0 {
+		if len(r.Errors) == 0 && len(r.Extra) == 0 && len(r.Timeline) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s %s:\n", r.Workload, orDash(r.Label))
@@ -171,6 +187,9 @@ func WriteTable(w io.Writer, results []*Result) error {
 		}
 		for _, k := range slices.Sorted(maps.Keys(r.Extra)) {
 			fmt.Fprintf(w, "  %-30s %s\n", k, strconv.FormatFloat(r.Extra[k], 'f', -1, 64))
+		}
+		if len(r.Timeline) > 0 {
+			fmt.Fprintf(w, "  %-30s %v\n", "ops per second of the window", r.Timeline)
 		}
 	}
 	return nil

@@ -146,11 +146,21 @@ func closeWorkers(workers []*worker) {
 type window struct {
 	start, end time.Time
 	ops        atomic.Uint64 // completed in the window, for the progress bar
+	// perSecond counts the ops completed in each second of the window.
+	perSecond []atomic.Uint64
 }
 
 func newWindow(o *Options) *window {
 	now := time.Now()
-	return &window{start: now.Add(o.Warmup), end: now.Add(o.Warmup + o.Duration)}
+	return &window{start: now.Add(o.Warmup), end: now.Add(o.Warmup + o.Duration),
+		perSecond: make([]atomic.Uint64, int(o.Duration/time.Second)+1)}
+}
+
+func (w *window) count(t time.Time) {
+	w.ops.Add(1)
+	if i := int(t.Sub(w.start) / time.Second); i >= 0 && i < len(w.perSecond) {
+		w.perSecond[i].Add(1)
+	}
 }
 
 // loop runs the workers' ops until the window ends (or ctx does), and
@@ -191,13 +201,19 @@ func loop(ctx context.Context, o *Options, workers []*worker, win *window, r *Re
 				}
 				rec.hist.Record(t1.Sub(t0))
 				rec.ops++
-				win.ops.Add(1)
+				win.count(t1)
 			}
 		}()
 	}
 	wg.Wait()
 	for _, rec := range recs {
 		rec.mergeInto(r)
+	}
+	if r.Workload == Failover {
+		r.Timeline = make([]uint64, int(o.Duration/time.Second))
+		for i := range r.Timeline {
+			r.Timeline[i] = win.perSecond[i].Load()
+		}
 	}
 	r.Seconds = o.Duration.Seconds()
 }
