@@ -35,6 +35,18 @@ func (a *acquisition) run(ctx context.Context) (uint64, error) {
 	resent := false
 	for {
 		x, err := c.invoke(ctx, &a.req, callOpts{group: int(a.g), keep: wait, buf: eventRoom})
+		if err != nil && wait && ctx.Err() == nil && a.s.Err() == nil &&
+			(errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoMaster)) {
+			// A waiting Acquire waits for as long as its context allows,
+			// through a long election too: the session's keep-alives,
+			// not this loop, decide when the session is gone.
+			c.log.Debug("lockd: acquire: cluster unavailable, still waiting", "lock", a.req.Name, "err", err)
+			if serr := sleep(ctx, backoffMax); serr == nil {
+				resent = true
+				continue
+			}
+			err = ctx.Err()
+		}
 		if err != nil {
 			return 0, a.abandon(queued, err)
 		}
