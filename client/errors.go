@@ -41,21 +41,22 @@ var errSessionClosed = fmt.Errorf("%w (it was closed)", ErrSessionExpired)
 // Code says why a node refused a request; it is the Code of an *Error.
 type Code uint16
 
-// Codes a node answers with. They keep the protocol's numbers.
+// Codes a node answers with. They keep the protocol's numbers, so that a
+// Code from a newer node still compares equal.
 const (
-	CodeWouldBlock     = Code(wire.CodeWouldBlock)     // the lock is held; matches ErrLockHeld
-	CodeNotFound       = Code(wire.CodeNotFound)       // the session neither holds nor waits for the lock
-	CodeBadToken       = Code(wire.CodeBadToken)       // the session holds the lock under another token
-	CodeSessionUnknown = Code(wire.CodeSessionUnknown) // the session is gone; matches ErrSessionExpired
-	CodeLimit          = Code(wire.CodeLimit)          // a limit (name length, metadata size, counts) was exceeded
-	CodeInvalid        = Code(wire.CodeInvalid)        // a malformed argument (empty name, negative duration)
-	CodeModeConflict   = Code(wire.CodeModeConflict)   // held or awaited in the other mode (shared/exclusive)
-	CodeNotMaster      = Code(wire.CodeNotMaster)      // no node serves the group; matches ErrNoMaster
-	CodeOverloaded     = Code(wire.CodeOverloaded)     // the node stayed overloaded; matches ErrUnavailable
-	CodeOutcomeUnknown = Code(wire.CodeOutcomeUnknown) // the cluster did not decide in time; matches ErrUnavailable
-	CodeBadRequest     = Code(wire.CodeBadRequest)     // the node could not parse the request (a version mismatch?)
-	CodeUnavailable    = Code(wire.CodeUnavailable)    // the node is starting or stopping; matches ErrUnavailable
-	CodeInternal       = Code(wire.CodeInternal)       // a bug or a storage failure on the node
+	CodeWouldBlock     Code = 2   // the lock is held; matches ErrLockHeld
+	CodeNotFound       Code = 3   // the session neither holds nor waits for the lock
+	CodeBadToken       Code = 4   // the session holds the lock under another token
+	CodeSessionUnknown Code = 5   // the session is gone; matches ErrSessionExpired
+	CodeLimit          Code = 6   // a limit (name length, metadata size, counts) was exceeded
+	CodeInvalid        Code = 7   // a malformed argument (empty name, negative duration)
+	CodeModeConflict   Code = 8   // held or awaited in the other mode (shared/exclusive)
+	CodeNotMaster      Code = 100 // no node serves the group; matches ErrNoMaster
+	CodeOverloaded     Code = 101 // the node stayed overloaded; matches ErrUnavailable
+	CodeOutcomeUnknown Code = 102 // the cluster did not decide in time; matches ErrUnavailable
+	CodeBadRequest     Code = 103 // the node could not parse the request (a version mismatch?)
+	CodeUnavailable    Code = 104 // the node is starting or stopping; matches ErrUnavailable
+	CodeInternal       Code = 106 // a bug or a storage failure on the node
 )
 
 var codeNames = map[Code]string{

@@ -182,3 +182,25 @@ func TestNewFailsWithUnavailableWhenNoEndpointAnswers(t *testing.T) {
 		t.Fatalf("New: %v, want ErrUnavailable naming the endpoint", err)
 	}
 }
+
+func TestExportedNumbersAreTheProtocols(t *testing.T) {
+	codes := map[Code]wire.Code{
+		CodeWouldBlock: wire.CodeWouldBlock, CodeNotFound: wire.CodeNotFound, CodeBadToken: wire.CodeBadToken,
+		CodeSessionUnknown: wire.CodeSessionUnknown, CodeLimit: wire.CodeLimit, CodeInvalid: wire.CodeInvalid,
+		CodeModeConflict: wire.CodeModeConflict, CodeNotMaster: wire.CodeNotMaster, CodeOverloaded: wire.CodeOverloaded,
+		CodeOutcomeUnknown: wire.CodeOutcomeUnknown, CodeBadRequest: wire.CodeBadRequest, CodeUnavailable: wire.CodeUnavailable,
+		CodeInternal: wire.CodeInternal,
+	}
+	for c, w := range codes {
+		if uint16(c) != uint16(w) {
+			t.Errorf("Code %v is %d, the protocol's is %d", c, c, w)
+		}
+	}
+	kinds := map[EventKind]wire.EventKind{EventGranted: wire.EventGranted, EventReleased: wire.EventReleased,
+		EventExpired: wire.EventExpired, EventCanceled: wire.EventCanceled}
+	for k, w := range kinds {
+		if uint8(k) != uint8(w) {
+			t.Errorf("EventKind %v is %d, the protocol's is %d", k, k, w)
+		}
+	}
+}

@@ -15,13 +15,13 @@ type EventKind uint8
 // Event kinds. The first four are changes, with the protocol's numbers.
 const (
 	// EventGranted: Session was granted the lock with Token.
-	EventGranted = EventKind(wire.EventGranted)
+	EventGranted EventKind = 1
 	// EventReleased: Session released Token (or closed its session).
-	EventReleased = EventKind(wire.EventReleased)
+	EventReleased EventKind = 2
 	// EventExpired: Session expired and lost Token; the lock-delay applies.
-	EventExpired = EventKind(wire.EventExpired)
+	EventExpired EventKind = 3
 	// EventCanceled: Session stopped waiting for the lock.
-	EventCanceled = EventKind(wire.EventCanceled)
+	EventCanceled EventKind = 4
 	// EventSync: the lock's state (Holders, Waiters) at one moment. It
 	// comes first, and again after any gap (a reconnect, or a reader too
 	// slow to keep up), since changes during a gap are not replayed.
