@@ -25,7 +25,9 @@ func failoverHeldName(g uint32, groups int) string {
 // runFailover runs uncontended load and, a quarter into the measured
 // window, stops the master of group 0 the way SIGKILL would. A holder
 // connected only to that node holds a lock of group 0 with TTL, and a
-// waiter (an ordinary client) queues for it. It reports:
+// waiter (an ordinary client) queues for it. The waiter and the load keep
+// their sessions with at least the client's default TTL (10s), so that
+// they can outlive the failover. It reports:
 //
 //   - served_again_s: from the stop until every group the dead node
 //     mastered has a serving master again (the nodes' view);
@@ -62,7 +64,9 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 		r.Extra["load_sessions_lost"] = float64(lost)
 	}()
 	workers, err := startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
-		ls, err := newLiveSession(ctx, o)
+		lo := *o
+		lo.TTL = max(o.TTL, client.DefaultTTL)
+		ls, err := newLiveSession(ctx, &lo)
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +115,12 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	if err := holder.hold(hctx, held, o.TTL); err != nil {
 		return err
 	}
-	wc, ws, err := newSessionClient(ctx, o)
+	// The waiter (and the load) keep their sessions with at least the
+	// client's default TTL, so that they outlive the failover itself: the
+	// figure is about the holder's TTL.
+	wo := *o
+	wo.TTL = max(o.TTL, client.DefaultTTL)
+	wc, ws, err := newSessionClient(ctx, &wo)
 	if err != nil {
 		return fmt.Errorf("bench: waiter: %w", err)
 	}
