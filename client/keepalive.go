@@ -55,6 +55,7 @@ type kaRound struct {
 	// sent when the dial ends, within the round.
 	unsent map[string]*kaBatch
 	groups map[uint32]uint64 // group -> session ID, as the round started
+	via    map[uint32]string // group -> the master it was sent to (none: to every node)
 	ok     map[uint32]bool
 }
 
@@ -180,10 +181,12 @@ func (s *Session) startRound(now time.Time, timeout time.Duration) *kaRound {
 	}
 	c := s.c
 	batches := map[string][]wire.KeepAliveItem{}
+	via := map[uint32]string{}
 	for g, id := range groups {
 		it := wire.KeepAliveItem{Group: g, Session: id}
 		if addr := c.route.master(int(g)); addr != "" {
 			batches[addr] = append(batches[addr], it)
+			via[g] = addr
 			continue
 		}
 		// The master is unknown or down: ask every node.
@@ -192,7 +195,7 @@ func (s *Session) startRound(now time.Time, timeout time.Duration) *kaRound {
 		}
 	}
 	rnd := &kaRound{sent: now, expires: now.Add(timeout), ch: make(chan reply, len(batches)),
-		calls: map[uint64]*kaCall{}, unsent: map[string]*kaBatch{}, groups: groups, ok: map[uint32]bool{}}
+		calls: map[uint64]*kaCall{}, unsent: map[string]*kaBatch{}, groups: groups, via: via, ok: map[uint32]bool{}}
 	for addr, items := range batches {
 		slices.SortFunc(items, func(a, b wire.KeepAliveItem) int { return int(a.Group) - int(b.Group) })
 		cn, err := c.connect(addr)
@@ -274,6 +277,9 @@ func (s *Session) endRound(rnd *kaRound) error {
 		gs := s.groups[g]
 		if !rnd.ok[g] {
 			missing = append(missing, g)
+			// A master that does not answer may be cut off while the others
+			// elect a new one: the next round asks every node.
+			s.c.route.forget(int(g), rnd.via[g])
 			continue
 		}
 		if gs != nil && gs.id == id && rnd.sent.After(gs.lastOK) {
