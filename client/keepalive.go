@@ -142,7 +142,8 @@ func (s *Session) run() {
 			s.sendReady(rnd)
 		}
 		if rnd != nil && ((len(rnd.calls) == 0 && len(rnd.unsent) == 0) || !clk.Now().Before(rnd.expires)) {
-			err := s.endRound(rnd)
+			err, sent := s.endRound(rnd), rnd.sent
+			rnd = nil
 			if serr := s.Err(); serr != nil {
 				if errors.Is(serr, ErrLockLost) {
 					s.closeRemote() // a master said the session is unknown: close the rest
@@ -154,19 +155,18 @@ func (s *Session) run() {
 			}
 			riding = nil
 			if err == nil {
-				next = rnd.sent.Add(interval)
+				next = sent.Add(interval)
 			} else {
 				next = clk.Now().Add(retry)
 				s.c.log.Debug("lockd: keep-alive failed, retrying", "err", err, "in", retry)
 			}
-			rnd = nil
 		}
 	}
 }
 
 // startRound sends one round of keep-alives, or returns nil when the
-// session has no group to keep alive. Nodes not connected yet are dialed
-// in the background and miss this round; they are in the next.
+// session has no group to keep alive. Batches for nodes not connected yet
+// are sent when their dial ends, within the round (see sendReady).
 func (s *Session) startRound(now time.Time, timeout time.Duration) *kaRound {
 	s.mu.Lock()
 	groups := map[uint32]uint64{}
