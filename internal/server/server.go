@@ -120,10 +120,14 @@ type Server struct {
 	hub     *hub
 	metrics *metrics
 
-	sessions    *sessionClock
-	ownClient   uint64 // command ids of commands this node proposes itself
-	ownSeq      atomic.Uint64
-	ownInFlight limiter
+	sessions *sessionClock
+	// Commands this node proposes itself (expiry, ticks, leases) use their
+	// own command ids: lock-table commands under ownIDs, lease commands
+	// under electionClient.
+	ownIDs         *commandIDs
+	electionClient uint64
+	electionSeq    atomic.Uint64
+	ownInFlight    limiter
 
 	wg      sync.WaitGroup
 	started time.Time // set by New, read-only after
@@ -140,7 +144,9 @@ func New(cfg Config) (*Server, error) {
 	if _, err := rand.Read(rb[:]); err != nil {
 		return nil, fmt.Errorf("node %d: random command id: %w", cfg.ID, err)
 	}
-	s.ownClient = binary.LittleEndian.Uint64(rb[:]) | 1<<63
+	own := binary.LittleEndian.Uint64(rb[:]) | 1<<63
+	s.ownIDs = newCommandIDs(own)
+	s.electionClient = own ^ 1
 
 	st, err := pebblestore.Open(cfg.DataDir, pebblestore.Options{})
 	if err != nil {
@@ -186,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.qnode, err = quicnet.New(quicnet.Config{
 		ID: quicnet.NodeID(cfg.ID), ListenAddr: cfg.Listen, PacketConn: cfg.PacketConn, Peers: peers,
-		TLS: cfg.TLS, Handler: s.onPeerMessage, Logger: s.log,
+		TLS: cfg.TLS, Handler: s.onPeerMessage, Logger: cfg.Logger, // quicnet adds the node id itself
 	})
 	if err != nil {
 		st.Close()
@@ -259,8 +265,11 @@ func (s *Server) Run(ctx context.Context) error {
 // electionCommand wraps an election lease command into a Paxos command under
 // the node's own command ids.
 func (s *Server) electionCommand(g paxos.GroupID, lc election.LeaseCmd) paxos.Command {
-	seq := s.ownSeq.Add(1)
-	return paxos.Command{ID: paxos.CommandID{Client: s.ownClient, Seq: seq}, Ack: seq, Data: append([]byte{tagElection}, lc.Encode()...)}
+	// The election driver does not say when a proposal ends, so these ids
+	// never acknowledge anything (Ack 0); the Applier keeps the last 1024
+	// outcomes, far more than the lease proposals ever in flight.
+	seq := s.electionSeq.Add(1)
+	return paxos.Command{ID: paxos.CommandID{Client: s.electionClient, Seq: seq}, Data: append([]byte{tagElection}, lc.Encode()...)}
 }
 
 // peerUp tells whether the mesh has a live connection to node n.

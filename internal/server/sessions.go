@@ -112,13 +112,14 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 // it is lost, the next round of the loop proposes it again.
 func (s *Server) proposeOwn(ctx context.Context, g paxos.GroupID, lc lease.Command) {
 	lc.Now = time.Now().UnixNano()
-	seq := s.ownSeq.Add(1)
-	cmd := paxos.Command{ID: paxos.CommandID{Client: s.ownClient, Seq: seq}, Ack: seq, Data: lockCommand(lc)}
 	if !s.ownInFlight.TryAcquire() {
 		return
 	}
+	seq, ack := s.ownIDs.next()
+	cmd := paxos.Command{ID: paxos.CommandID{Client: s.ownIDs.client, Seq: seq}, Ack: ack, Data: lockCommand(lc)}
 	go func() {
 		defer s.ownInFlight.Release()
+		defer s.ownIDs.done(seq)
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
 		defer cancel()
 		if _, err := s.replica.Propose(cctx, g, cmd); err != nil {
@@ -142,3 +143,36 @@ func (l *limiter) TryAcquire() bool {
 }
 
 func (l *limiter) Release() { l.n.Add(-1) }
+
+// commandIDs hands out sequence numbers for one client id and computes its
+// Ack: the lowest sequence number still in flight. Acknowledging a number
+// that is still in flight would make the Applier drop that command as an
+// old duplicate when it arrives after a later one.
+type commandIDs struct {
+	client   uint64
+	mu       sync.Mutex
+	last     uint64
+	inFlight map[uint64]struct{}
+}
+
+func newCommandIDs(client uint64) *commandIDs {
+	return &commandIDs{client: client, inFlight: map[uint64]struct{}{}}
+}
+
+func (c *commandIDs) next() (seq, ack uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last++
+	seq, ack = c.last, c.last
+	for s := range c.inFlight {
+		ack = min(ack, s)
+	}
+	c.inFlight[seq] = struct{}{}
+	return seq, ack
+}
+
+func (c *commandIDs) done(seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.inFlight, seq)
+}
