@@ -12,12 +12,15 @@ import (
 	"github.com/lockd/lockd/internal/wire"
 )
 
-// failoverHeldName returns a lock name of group g.
-func failoverHeldName(g uint32, groups int) string {
+// failoverHeldName returns the k-th lock name of group g (k from 0).
+func failoverHeldName(g uint32, groups, k int) string {
 	for i := 0; ; i++ {
 		n := fmt.Sprintf("bench/held-%d", i)
 		if wire.GroupOf(n, groups) == g {
-			return n
+			if k == 0 {
+				return n
+			}
+			k--
 		}
 	}
 }
@@ -104,7 +107,8 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	if victim < 0 {
 		return errors.New("bench: group 0 has no master right before the crash")
 	}
-	held := failoverHeldName(0, groups)
+	held := failoverHeldName(0, groups, 0)
+	held2 := failoverHeldName(0, groups, 1) // the raw waiter's
 	hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer hcancel()
 	holder, err := dialHolder(hctx, c.Node(victim).Addr, o.TLS, 0)
@@ -113,6 +117,9 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	}
 	defer holder.close()
 	if err := holder.hold(hctx, held, o.TTL); err != nil {
+		return err
+	}
+	if _, err := holder.command(hctx, &wire.Msg{Type: wire.TypeAcquire, Session: holder.session, Name: held2}); err != nil {
 		return err
 	}
 	// The waiter (and the load) keep their sessions with at least the
@@ -144,6 +151,22 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	}()
 	if err := waitQueued(ctx, wc, held); err != nil {
 		return err
+	}
+	// A second waiter speaks the wire protocol and fails over the way a
+	// client should (to the new master, the same command id), so the
+	// cluster's side of the hand-over is measured even if the client's
+	// failover is slow.
+	rw, err := dialHolder(hctx, c.Node(victim).Addr, o.TLS, 0)
+	if err != nil {
+		return fmt.Errorf("bench: raw waiter: %w", err)
+	}
+	defer rw.close()
+	if err := rw.open(hctx, wo.TTL); err != nil {
+		return fmt.Errorf("bench: raw waiter: %w", err)
+	}
+	rwSeq, err := rw.queue(hctx, held2, 0)
+	if err != nil {
+		return fmt.Errorf("bench: raw waiter: %w", err)
 	}
 
 	// The crash: the holder's last keep-alive is answered, then its node
@@ -191,7 +214,38 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 
-	// The waiter's grant.
+	// The raw waiter moves to the new master and re-sends its acquire.
+	rawGranted := make(chan time.Time, 1)
+	go func() {
+		m := c.Masters(ctx)[0]
+		if m < 0 {
+			return
+		}
+		gctx, cancel := context.WithDeadline(ctx, t0.Add(o.TTL+30*time.Second))
+		defer cancel()
+		if err := rw.redial(gctx, c.Node(m).Addr, o.TLS); err != nil {
+			return
+		}
+		if _, err := rw.queue(gctx, held2, rwSeq); err != nil {
+			return
+		}
+		if tg, err := rw.awaitGrant(gctx); err == nil {
+			rawGranted <- tg
+		}
+	}()
+	select {
+	case tg := <-rawGranted:
+		r.Extra["raw_waiter_granted_s"] = tg.Sub(t0).Seconds()
+		before := 0.0
+		if tg.Sub(kaSent) < o.TTL {
+			before = 1
+		}
+		r.Extra["raw_granted_before_ttl"] = before
+	case <-time.After(time.Until(t0.Add(o.TTL + 30*time.Second))):
+		r.Errors["raw-waiter-not-granted"]++
+	}
+
+	// The client waiter's grant.
 	select {
 	case tg := <-granted:
 		r.Extra["waiter_granted_s"] = tg.Sub(t0).Seconds()

@@ -24,6 +24,10 @@ type rawHolder struct {
 	reqID   uint64
 	group   uint32
 	session uint64
+	// waitReq is the ReqID of a queued acquire; granted when it was
+	// granted (zero until then).
+	waitReq uint64
+	granted time.Time
 }
 
 func dialHolder(ctx context.Context, addr string, tc *tls.Config, group uint32) (*rawHolder, error) {
@@ -76,14 +80,22 @@ func (h *rawHolder) command(ctx context.Context, m *wire.Msg) (*wire.Msg, error)
 	return h.call(ctx, m)
 }
 
-// hold opens a session with ttl and acquires name with it.
-func (h *rawHolder) hold(ctx context.Context, name string, ttl time.Duration) error {
+// open opens the holder's session with ttl.
+func (h *rawHolder) open(ctx context.Context, ttl time.Duration) error {
 	resp, err := h.command(ctx, &wire.Msg{Type: wire.TypeOpenSession, TTL: ttl})
 	if err != nil {
 		return err
 	}
 	h.session = resp.Session
-	_, err = h.command(ctx, &wire.Msg{Type: wire.TypeAcquire, Session: h.session, Name: name})
+	return nil
+}
+
+// hold opens a session with ttl and acquires name with it.
+func (h *rawHolder) hold(ctx context.Context, name string, ttl time.Duration) error {
+	if err := h.open(ctx, ttl); err != nil {
+		return err
+	}
+	_, err := h.command(ctx, &wire.Msg{Type: wire.TypeAcquire, Session: h.session, Name: name})
 	return err
 }
 
@@ -100,3 +112,101 @@ func (h *rawHolder) keepAlive(ctx context.Context) error {
 }
 
 func (h *rawHolder) close() { h.qc.Close() }
+
+// redial moves the holder to the node at addr, keeping its client id,
+// sequence numbers and session: what a client does after a failover.
+func (h *rawHolder) redial(ctx context.Context, addr string, tc *tls.Config) error {
+	h.qc.Close()
+	nh, err := dialHolder(ctx, addr, tc, h.group)
+	if err != nil {
+		return err
+	}
+	h.qc, h.st = nh.qc, nh.st
+	return nil
+}
+
+// queue asks for name with FlagWait under sequence number seq (0: the next
+// one) and returns the sequence number used; the response must be Queued.
+func (h *rawHolder) queue(ctx context.Context, name string, seq uint64) (uint64, error) {
+	if seq == 0 {
+		h.seq++
+		seq = h.seq
+	}
+	m := &wire.Msg{Type: wire.TypeAcquire, Client: h.client, Seq: seq, Ack: seq, Group: h.group,
+		Session: h.session, Name: name, Flags: wire.FlagWait}
+	h.reqID++
+	m.ReqID = h.reqID
+	h.waitReq = m.ReqID
+	if err := h.st.WriteFrame(wire.Append(nil, m)); err != nil {
+		return seq, err
+	}
+	for range 1000 {
+		if dl, ok := ctx.Deadline(); ok {
+			h.st.SetDeadline(dl)
+		}
+		b, err := h.st.ReadFrame()
+		if err != nil {
+			return seq, err
+		}
+		resp, err := wire.Decode(b)
+		if err != nil {
+			return seq, err
+		}
+		if resp.ReqID != m.ReqID {
+			continue
+		}
+		if resp.Type == wire.TypeEvent && resp.Kind == wire.EventGranted {
+			h.granted = time.Now()
+			continue
+		}
+		if resp.Type == wire.TypeResponse {
+			h.st.SetDeadline(time.Time{})
+			if resp.Code == wire.CodeOK {
+				h.granted = time.Now()
+				return seq, nil
+			}
+			if resp.Code != wire.CodeQueued {
+				return seq, fmt.Errorf("waiter: acquire %s refused: code %d: %s", name, resp.Code, resp.Err)
+			}
+			return seq, nil
+		}
+	}
+	return seq, fmt.Errorf("waiter: no response to acquire among 1000 frames")
+}
+
+// awaitGrant waits for the grant of the queued acquire, sending a
+// keep-alive every second meanwhile, until ctx ends.
+func (h *rawHolder) awaitGrant(ctx context.Context) (time.Time, error) {
+	ka := &wire.Msg{Type: wire.TypeKeepAlive, KeepAlives: []wire.KeepAliveItem{{Group: h.group, Session: h.session}}}
+	for h.granted.IsZero() {
+		if err := ctx.Err(); err != nil {
+			return time.Time{}, err
+		}
+		h.reqID++
+		ka.ReqID = h.reqID
+		if err := h.st.WriteFrame(wire.Append(nil, ka)); err != nil {
+			return time.Time{}, err
+		}
+		next := time.Now().Add(time.Second)
+		h.st.SetDeadline(next)
+		for time.Now().Before(next) {
+			b, err := h.st.ReadFrame()
+			if err != nil {
+				break // the deadline: keep alive again
+			}
+			m, err := wire.Decode(b)
+			if err != nil {
+				return time.Time{}, err
+			}
+			if m.Type == wire.TypeEvent && m.ReqID == h.waitReq && m.Kind == wire.EventGranted {
+				h.granted = time.Now()
+				break
+			}
+			if m.Type == wire.TypeEvent && m.ReqID == h.waitReq && m.Kind != wire.EventGranted {
+				return time.Time{}, fmt.Errorf("waiter: event %d instead of a grant: %s", m.Kind, m.Err)
+			}
+		}
+	}
+	h.st.SetDeadline(time.Time{})
+	return h.granted, nil
+}
