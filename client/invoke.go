@@ -93,11 +93,14 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 				return nil, err
 			}
 			lastErr, lastResp = err, nil
-			c.route.forget(o.group, addr)
+			// The node failed or did not answer in time: avoid it, for
+			// every group, until it answers again.
+			c.route.markDown(addr)
 			avoid = addr
 			c.log.Debug("lockd: request failed, retrying", "req", req.Type, "node", addr, "attempt", n, "err", err)
 			continue
 		}
+		c.route.markUp(addr)
 		m := &x.resp
 		switch m.Code {
 		case wire.CodeNotMaster:

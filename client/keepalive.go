@@ -245,6 +245,7 @@ func (s *Session) absorb(rnd *kaRound, rep reply) {
 	if rep.err != nil {
 		return
 	}
+	s.c.route.markUp(kc.addr)
 	for _, it := range rep.msg.KeepAlives {
 		id, ok := rnd.groups[it.Group]
 		if !ok || id != it.Session {
@@ -270,6 +271,11 @@ func (s *Session) absorb(rnd *kaRound, rep reply) {
 func (s *Session) endRound(rnd *kaRound) error {
 	for reqID, kc := range rnd.calls {
 		kc.cn.unregister(reqID)
+		// No answer within the round: the node may be dead with its
+		// connection still open (a SIGKILLed or cut-off node is noticed by
+		// QUIC only after its idle timeout). Requests avoid it from now
+		// on, until it answers again.
+		s.c.route.markDown(kc.addr)
 	}
 	var missing []uint32
 	s.mu.Lock()

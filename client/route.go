@@ -25,8 +25,9 @@ type router struct {
 	addrs     []string          // every known address, sorted
 	masters   []route           // by group
 	changed   []chan struct{}   // by group: closed when masters[g] changes
-	// down holds the nodes whose last connection failed (dial or broken),
-	// with when; a successful connection clears it. Requests avoid them
+	// down holds the nodes whose connection failed (dial or broken) or
+	// that left a request or keep-alive unanswered, with when; a
+	// connection or an answer clears it. Requests avoid them
 	// while another node will do, and a probe dial learns when they are
 	// back, so a redirect naming a crashed master costs no dial timeout.
 	down map[string]time.Time
@@ -212,11 +213,13 @@ func (r *router) markDown(addr string) {
 	}
 }
 
-// markUp clears addr's failure record after a successful connection.
+// markUp clears addr's failure record: it connected or answered.
 func (r *router) markUp(addr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.down, addr)
+	if len(r.down) > 0 {
+		delete(r.down, addr)
+	}
 }
 
 // all returns every known address.
