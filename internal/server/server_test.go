@@ -297,3 +297,58 @@ func TestRestartedNodeRebuildsItsTables(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDeadHolderOnDeadMasterIsFreedAfterTTL kills the master of a lock's
+// group while the lock's holder is silent too (it died with the master):
+// the new master gives the session a full TTL of grace from when it starts
+// serving, then expires it, so the lock is free again after about
+// failover + TTL, never before the TTL.
+func TestDeadHolderOnDeadMasterIsFreedAfterTTL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes several seconds")
+	}
+	c := start(t, 2, 0)
+	masters := c.WaitForMasters(10 * time.Second)
+	name := "dead-holder"
+	g := wire.GroupOf(name, c.groups)
+	const ttl = 3 * time.Second
+	holder := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: ttl}).Session
+	waiter := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 60 * time.Second}).Session
+	held := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: holder, Name: name})
+	if held.Code != wire.CodeOK {
+		t.Fatalf("acquire: %+v", held)
+	}
+	victim := masters[g]
+	c.StopNode(victim)
+	killed := time.Now()
+	var alive []*rawClient
+	for i, cl := range c.clients {
+		if i != victim {
+			alive = append(alive, cl)
+		}
+	}
+	seq := uint64(0)
+	for {
+		for _, cl := range alive {
+			seq++
+			// Keep the waiter's session alive on whoever serves now.
+			cl.call(wire.Msg{Type: wire.TypeKeepAlive, KeepAlives: []wire.KeepAliveItem{{Group: g, Session: waiter}}})
+			r := cl.call(wire.Msg{Type: wire.TypeAcquire, Group: g, Session: waiter, Name: name, Client: 99, Seq: seq, Ack: seq})
+			if r.Code == wire.CodeOK {
+				el := time.Since(killed)
+				t.Logf("lock of the dead holder free %v after its master died (TTL %v)", el, ttl)
+				if el < ttl {
+					t.Fatalf("granted after %v, before the holder's TTL %v ran out", el, ttl)
+				}
+				if el > ttl+4*time.Second {
+					t.Errorf("granted after %v, want about failover (~2.5s) + TTL (%v)", el, ttl)
+				}
+				return
+			}
+		}
+		if time.Since(killed) > 20*time.Second {
+			t.Fatal("the dead holder's lock was not freed within 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
