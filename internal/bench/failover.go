@@ -216,22 +216,29 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 
 	// The raw waiter moves to the new master and re-sends its acquire.
 	rawGranted := make(chan time.Time, 1)
+	rawErr := make(chan error, 1)
 	go func() {
-		m := c.Masters(ctx)[0]
-		if m < 0 {
-			return
-		}
 		gctx, cancel := context.WithDeadline(ctx, t0.Add(o.TTL+30*time.Second))
 		defer cancel()
+		m := c.Masters(gctx)[0]
+		if m < 0 {
+			rawErr <- errors.New("group 0 has no master")
+			return
+		}
 		if err := rw.redial(gctx, c.Node(m).Addr, o.TLS); err != nil {
+			rawErr <- err
 			return
 		}
 		if _, err := rw.queue(gctx, held2, rwSeq); err != nil {
+			rawErr <- err
 			return
 		}
-		if tg, err := rw.awaitGrant(gctx); err == nil {
-			rawGranted <- tg
+		tg, err := rw.awaitGrant(gctx)
+		if err != nil {
+			rawErr <- err
+			return
 		}
+		rawGranted <- tg
 	}()
 	select {
 	case tg := <-rawGranted:
@@ -241,8 +248,12 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 			before = 1
 		}
 		r.Extra["raw_granted_before_ttl"] = before
-	case <-time.After(time.Until(t0.Add(o.TTL + 30*time.Second))):
-		r.Errors["raw-waiter-not-granted"]++
+	case err := <-rawErr:
+		r.Errors["raw-waiter-failed"]++
+		if r.ErrorSamples == nil {
+			r.ErrorSamples = map[string]string{}
+		}
+		r.ErrorSamples["raw-waiter-failed"] = err.Error()
 	}
 
 	// The client waiter's grant.

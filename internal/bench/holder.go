@@ -184,6 +184,7 @@ func (h *rawHolder) awaitGrant(ctx context.Context) (time.Time, error) {
 		}
 		h.reqID++
 		ka.ReqID = h.reqID
+		h.st.SetDeadline(time.Time{}) // the read deadline below applies to writes too
 		if err := h.st.WriteFrame(wire.Append(nil, ka)); err != nil {
 			return time.Time{}, err
 		}
