@@ -42,20 +42,41 @@ type Client struct {
 	watches  map[string]*nameWatch
 }
 
-// New validates cfg, connects to one of its endpoints and learns the
-// cluster from it: the group count, the nodes and each group's master. It
-// tries the endpoints in random order and fails, with an error matching
-// ErrUnavailable, when none answers within ctx and DialTimeout.
+// New validates cfg, connects to its endpoints and learns the cluster from
+// the first that answers: the group count, the nodes and each group's
+// master. It dials every endpoint at once, so a dead one costs nothing while
+// another answers, and fails, with an error matching ErrUnavailable, when
+// none answers within ctx and DialTimeout.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	cfg, err := cfg.build()
 	if err != nil {
 		return nil, err
 	}
 	c := newClient(cfg)
+	ready := make(chan *conn, len(cfg.Endpoints)) // room for every dial's end
+	for _, ep := range cfg.Endpoints {
+		cn, err := c.connect(ep)
+		if err != nil {
+			return nil, err
+		}
+		cn.notify(func() { ready <- cn })
+	}
 	var errs []error
-	for _, i := range rand.Perm(len(cfg.Endpoints)) {
-		ep := cfg.Endpoints[i]
-		x, err := c.invoke(ctx, &wire.Msg{Type: wire.TypeHello}, callOpts{group: -1, addr: ep})
+	for range cfg.Endpoints {
+		var cn *conn
+		select {
+		case cn = <-ready:
+		case <-ctx.Done():
+			errs = append(errs, ctx.Err())
+		}
+		if cn == nil {
+			break
+		}
+		if cn.dialErr != nil {
+			errs = append(errs, cn.dialErr)
+			continue
+		}
+		x, err := c.invoke(ctx, &wire.Msg{Type: wire.TypeHello}, callOpts{group: -1, addr: cn.addr})
 		if err == nil && x.resp.Code == wire.CodeOK && x.resp.Groups > 0 {
 			c.groups = int(x.resp.Groups)
 			c.route.setGroups(c.groups)
@@ -65,10 +86,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if err == nil {
 			err = errorFor(&x.resp, nil)
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
-		if ctx.Err() != nil {
-			break
-		}
+		errs = append(errs, fmt.Errorf("%s: %w", cn.addr, err))
 	}
 	c.Close()
 	return nil, fmt.Errorf("lockd: no endpoint answered: %w: %w", ErrUnavailable, errors.Join(errs...))
