@@ -13,12 +13,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lockd/lockd/client"
 	"github.com/lockd/lockd/internal/localcluster"
 	"github.com/lockd/lockd/internal/pki"
 	"github.com/urfave/cli/v2"
 )
 
-// Command returns the `bench` command of lockctl.
+// ClusterFlags are the flags that say where a cluster is, as lockctl
+// defines them globally (bench reads them from its parent command); a
+// program that runs Command alone adds them to its app.
+func ClusterFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "endpoints", Usage: "nodes of the cluster as host:port, comma-separated", EnvVars: []string{"LOCKD_ENDPOINTS"}},
+		&cli.StringFlag{Name: "ca", Usage: "the cluster CA certificate (PEM)", EnvVars: []string{"LOCKD_CA"}},
+		&cli.StringFlag{Name: "cert", Usage: "the client certificate (PEM)", EnvVars: []string{"LOCKD_CERT"}},
+		&cli.StringFlag{Name: "key", Usage: "the client private key (PEM)", EnvVars: []string{"LOCKD_KEY"}},
+		&cli.StringFlag{Name: "config", Usage: "a client config file (JSON: endpoints, ca, cert, key), as \"lockd dev\" writes", EnvVars: []string{"LOCKD_CONFIG"}},
+	}
+}
+
+// Command returns the `bench` command of lockctl. Without --local it
+// reads the cluster flags (ClusterFlags) from its parent.
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:      "bench",
@@ -63,11 +78,6 @@ Examples:
 			&cli.StringFlag{Name: "delay", Value: "0", Usage: "one-way delay between --delay-node and each peer, both ways (list: 0,30ms)"},
 			&cli.IntSliceFlag{Name: "stop", Usage: "node (1-based) to stop before the run (repeatable)"},
 			&cli.StringFlag{Name: "stop-mode", Value: "crash", Usage: "how --stop stops a node: crash (the process stops) or isolate (cut off from its peers both ways, still running)"},
-
-			&cli.StringFlag{Name: "endpoints", EnvVars: []string{"LOCKD_ENDPOINTS"}, Usage: "cluster nodes, host:port,... (without --local)"},
-			&cli.StringFlag{Name: "ca", EnvVars: []string{"LOCKD_CA"}, Usage: "cluster CA certificate (PEM)"},
-			&cli.StringFlag{Name: "cert", EnvVars: []string{"LOCKD_CERT"}, Usage: "client certificate (PEM)"},
-			&cli.StringFlag{Name: "key", EnvVars: []string{"LOCKD_KEY"}, Usage: "client key (PEM)"},
 
 			&cli.BoolFlag{Name: "json", Usage: "print results as JSON"},
 			&cli.StringFlag{Name: "out", Usage: "write the latency histograms to this CSV file"},
@@ -135,15 +145,19 @@ func action(cc *cli.Context) error {
 		if cc.IsSet("groups") || cc.IsSet("window") || cc.IsSet("delay") || cc.IsSet("stop") {
 			return cli.Exit("bench: --groups, --window, --delay and --stop shape a local cluster: add --local", 2)
 		}
-		if cc.String("endpoints") == "" || cc.String("ca") == "" {
-			return cli.Exit("bench: give --endpoints and --ca (with --cert and --key), or run against a local cluster with --local", 2)
-		}
-		tc, err := pki.LoadClientTLSConfig(cc.String("ca"), cc.String("cert"), cc.String("key"))
+		cfg, err := remoteConfig(cc)
 		if err != nil {
-			return cli.Exit(fmt.Sprintf("bench: %v", err), 3)
+			return cli.Exit(fmt.Sprintf("bench: %v", err), 2)
 		}
-		base.TLS = tc
-		base.Endpoints = strings.Split(cc.String("endpoints"), ",")
+		if cfg.TLS == nil {
+			tc, err := pki.LoadClientTLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("bench: %v", err), 2)
+			}
+			cfg.TLS = tc
+		}
+		base.TLS = cfg.TLS
+		base.Endpoints = cfg.Endpoints
 	}
 
 	var plans []plan
@@ -234,7 +248,7 @@ func action(cc *cli.Context) error {
 	if out == nil {
 		out = os.Stdout
 	}
-	if cc.Bool("json") {
+	if anyBool(cc, "json") {
 		err = WriteJSON(out, results)
 	} else {
 		err = WriteTable(out, results)
@@ -338,4 +352,49 @@ func durationList(s string) ([]time.Duration, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// anyBool reports whether the flag name is set on this command or any
+// parent (lockctl has a global --json too).
+func anyBool(cc *cli.Context, name string) bool {
+	for _, c := range cc.Lineage() {
+		if c != nil && c.Bool(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteConfig builds the cluster's endpoints and TLS files from the
+// cluster flags (ClusterFlags) and --config; flags win over the file.
+func remoteConfig(cc *cli.Context) (client.Config, error) {
+	var cfg client.Config
+	if path := cc.String("config"); path != "" {
+		var err error
+		if cfg, err = client.LoadConfigFile(path); err != nil {
+			return cfg, err
+		}
+	}
+	if eps := cc.StringSlice("endpoints"); len(eps) > 0 {
+		cfg.Endpoints = nil
+		for _, e := range eps {
+			for _, p := range strings.Split(e, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					cfg.Endpoints = append(cfg.Endpoints, p)
+				}
+			}
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"ca", &cfg.CAFile}, {"cert", &cfg.CertFile}, {"key", &cfg.KeyFile}} {
+		if v := cc.String(f.name); v != "" {
+			*f.dst = v
+		}
+	}
+	if len(cfg.Endpoints) == 0 || cfg.CAFile == "" {
+		return cfg, errors.New("give the cluster with --endpoints and --ca (with --cert and --key) or --config, or run against a local cluster with --local")
+	}
+	return cfg, nil
 }

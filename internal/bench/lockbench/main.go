@@ -14,7 +14,7 @@ import (
 func main() {
 	cmd := bench.Command()
 	app := &cli.App{Name: "lockbench", Usage: cmd.Usage, ArgsUsage: cmd.ArgsUsage, Description: cmd.Description,
-		Flags: cmd.Flags, Action: cmd.Action, HideHelpCommand: true}
+		Flags: append(bench.ClusterFlags(), cmd.Flags...), Action: cmd.Action, HideHelpCommand: true}
 	if err := app.Run(workloadLast(os.Args)); err != nil {
 		if ec, ok := err.(cli.ExitCoder); ok {
 			if msg := err.Error(); msg != "" {
