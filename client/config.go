@@ -38,7 +38,8 @@ type Config struct {
 	// CAFile, CertFile and KeyFile are PEM files (as `lockd certs` writes
 	// them), used when TLS is nil. CAFile is then required.
 	CAFile, CertFile, KeyFile string
-	// DialTimeout bounds connecting to one node; default 5s.
+	// DialTimeout bounds connecting to one node; default 5s. A request
+	// waits at most a second of it before it tries another node.
 	DialTimeout time.Duration
 	// RequestTimeout bounds one attempt of one request (a waiting Acquire
 	// waits longer, for as long as its context allows); default 10s. It

@@ -9,6 +9,9 @@ import (
 	"github.com/lockd/lockd/internal/wire"
 )
 
+// attemptDialWait bounds how long one attempt waits for a connection.
+const attemptDialWait = time.Second
+
 // callOpts says where a request goes and what it expects back.
 type callOpts struct {
 	// group routes the request to that group's master; -1 sends it to any
@@ -138,8 +141,20 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 // attempt sends req to addr once and waits for its response, at most
 // RequestTimeout.
 func (c *Client) attempt(ctx context.Context, addr string, req *wire.Msg, o callOpts) (*exchange, error) {
-	cn, err := c.conn(ctx, addr)
+	// A dial to a dead node lasts DialTimeout (QUIC has no refusal to
+	// listen to); a request waits for it only a little before it tries
+	// another node. The dial goes on, and marks the node up if it works.
+	wait := min(c.cfg.DialTimeout, attemptDialWait)
+	if o.addr != "" {
+		wait = c.cfg.DialTimeout // nowhere else to go
+	}
+	dctx, cancel := context.WithTimeout(ctx, wait)
+	cn, err := c.conn(dctx, addr)
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && dctx.Err() != nil {
+			return nil, fmt.Errorf("connect to %s: not connected within %v", addr, wait)
+		}
 		return nil, err
 	}
 	reqID := c.reqID.Add(1)
