@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,4 +49,13 @@ func processRSS() (uint64, bool) {
 		return kb << 10, true
 	}
 	return 0, false
+}
+
+// heapInUse returns the bytes of heap in use after a collection: what the
+// process (every node and client of a local run) keeps live.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }

@@ -80,7 +80,7 @@ func runUncontended(ctx context.Context, o *Options, r *Result) error {
 		return err
 	}
 	defer closeWorkers(workers)
-	loop(ctx, o, workers, newWindow(o), r)
+	measureServer(o, r, func() { loop(ctx, o, workers, newWindow(o), r) })
 	return nil
 }
 
@@ -120,7 +120,7 @@ func runContended(ctx context.Context, o *Options, r *Result) error {
 		return err
 	}
 	defer closeWorkers(workers)
-	loop(ctx, o, workers, newWindow(o), r)
+	measureServer(o, r, func() { loop(ctx, o, workers, newWindow(o), r) })
 	releaseErrs.Range(func(k, v any) bool {
 		r.Errors[k.(string)] += v.(*atomic.Uint64).Load()
 		return true
@@ -162,6 +162,10 @@ func runSessions(ctx context.Context, o *Options, r *Result) error {
 	defer closeWorkers(workers)
 
 	// Open phase: every client opens sessions until Sessions are open.
+	heap0 := heapInUse()
+	if rss, ok := processRSS(); ok {
+		r.Extra["process_rss_before_mib"] = float64(rss) / (1 << 20)
+	}
 	start := time.Now()
 	win := &window{start: start, end: start.Add(o.HardCap)}
 	stop := startProgressCount(o, win, "sessions: opening", uint64(o.Sessions))
@@ -240,6 +244,12 @@ func runSessions(ctx context.Context, o *Options, r *Result) error {
 	}
 	if rss, ok := processRSS(); ok {
 		r.Extra["process_rss_mib"] = float64(rss) / (1 << 20)
+	}
+	heap1 := heapInUse()
+	r.Extra["heap_inuse_before_mib"] = float64(heap0) / (1 << 20)
+	r.Extra["heap_inuse_mib"] = float64(heap1) / (1 << 20)
+	if n := len(sessions); n > 0 && heap1 > heap0 {
+		r.Extra["heap_bytes_per_session"] = float64(heap1-heap0) / float64(n)
 	}
 	return nil
 }
