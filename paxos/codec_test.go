@@ -313,15 +313,22 @@ func TestDecodeAllocatesInProportionToInput(t *testing.T) {
 	cmds := AppendMessage(nil, &Message{Type: MsgAccept, Entries: []Entry{{}}})
 	cmds = append(cmds[:len(cmds)-1], 0x80, 0x80, 0x04, 1, 2, 3, 4)
 	for _, in := range [][]byte{claim, cmds} {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		_, err := DecodeMessage(in, Limits{})
-		runtime.ReadMemStats(&after)
+		// MemStats counts every goroutine's allocations; the least of a few
+		// tries is the decoder's own.
+		least := ^uint64(0)
+		var err error
+		for try := 0; try < 5; try++ {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err = DecodeMessage(in, Limits{})
+			runtime.ReadMemStats(&after)
+			least = min(least, after.TotalAlloc-before.TotalAlloc)
+		}
 		if !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v, want ErrCorrupt", err)
 		}
-		if n := after.TotalAlloc - before.TotalAlloc; n > 4096 {
-			t.Fatalf("decoding %d bytes allocated %d bytes before failing (%v)", len(in), n, err)
+		if least > 4096 {
+			t.Fatalf("decoding %d bytes allocated %d bytes before failing (%v)", len(in), least, err)
 		}
 	}
 }
