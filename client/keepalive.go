@@ -101,7 +101,7 @@ func (s *Session) run() {
 			return
 		}
 		if rnd == nil && (len(waiting) > 0 || !now.Before(next)) {
-			rnd = s.startRound(now, min(interval, max(s.ttl/10, 250*time.Millisecond), s.c.cfg.RequestTimeout))
+			rnd = s.startRound(now, min(interval, max(s.ttl/20, 250*time.Millisecond), s.c.cfg.RequestTimeout))
 			if rnd == nil { // nothing to keep alive yet
 				for _, r := range waiting {
 					r <- nil

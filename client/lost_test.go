@@ -102,7 +102,7 @@ func TestLostCountsFromSendTimeNotArrival(t *testing.T) {
 	}
 	sent := clk.Now()
 	silent.Store(true)
-	clk.Advance(900 * time.Millisecond) // the answer takes 0.9s (the round waits 1s)
+	clk.Advance(400 * time.Millisecond) // the answer takes 0.4s (the round waits 0.5s)
 	settle()
 	answer <- true
 	waitFor(t, 2*time.Second, "the late answer to count", func() bool {

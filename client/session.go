@@ -15,6 +15,13 @@ type SessionOptions struct {
 	// TTL is how long the cluster keeps the session (and its locks) after
 	// the last keep-alive it received. Default 10s; the cluster refuses
 	// less than its minimum (1s by default).
+	//
+	// A session outlives the failover of a group's master only if the new
+	// master answers a keep-alive before the client gives up: within
+	// TTL - TTL/3 - LostMargin of the last answered keep-alive, and a
+	// failover takes a little more than the master lease (about 2.5s with
+	// the default 2s lease). So keep TTL at 6s or more where failovers
+	// must not cost sessions.
 	TTL time.Duration
 	// LostMargin is how much sooner than the cluster the client gives the
 	// session up: Lost closes when no keep-alive sent in the last
