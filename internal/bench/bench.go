@@ -175,6 +175,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r.Names = o.Names
 		err = runFailover(ctx, &o, r)
 	}
+	if la, ok := loadAverage(); ok {
+		r.Extra["loadavg_1m_at_end"] = la
+	}
 	r.finish()
 	if err == nil && ctx.Err() != nil {
 		err = fmt.Errorf("bench: the run hit its hard cap of %v: %w", o.HardCap, ctx.Err())
