@@ -46,7 +46,7 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 		return fmt.Errorf("bench: failover needs a duration of at least TTL + 6s (%v) to see the waiter granted; got %v", need, o.Duration)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	masters, err := c.WaitForMasters(wctx)
+	_, err := c.WaitForMasters(wctx)
 	wcancel()
 	if err != nil {
 		return err
@@ -102,7 +102,7 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 	if err := sleepUntil(ctx, crashTime.Add(-time.Second)); err != nil {
 		return err
 	}
-	masters = c.Masters(ctx)
+	masters := c.Masters(ctx)
 	victim := masters[0]
 	if victim < 0 {
 		return errors.New("bench: group 0 has no master right before the crash")

@@ -160,7 +160,8 @@ func median(v []float64) float64 {
 // then the errors and extra figures of each, when it has any.
 func WriteTable(w io.Writer, results []*Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tconfig\truns\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\t")
+	header := []string{"workload", "config", "runs", "clients", "ops", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors"}
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
 	for _, r := range results {
 		var errs uint64
 		for _, v := range r.Errors {
