@@ -133,6 +133,8 @@ func (s *Server) propose(ctx context.Context, req *wire.Msg, lc lease.Command) (
 		switch {
 		case errors.Is(err, paxos.ErrOverloaded):
 			return appliedResult{}, res, fail(wire.CodeOverloaded, "node %d is overloaded: %v; retry after a short pause", s.cfg.ID, err)
+		case errors.Is(err, replica.ErrForgotten):
+			return appliedResult{}, res, fail(wire.CodeStale, "group %d: %v", g, err)
 		case errors.Is(err, replica.ErrOutcomeUnknown):
 			return appliedResult{}, res, fail(wire.CodeOutcomeUnknown, "group %d did not decide within %v; retry with the same client id and sequence to learn the outcome", g, s.cfg.ProposeTimeout)
 		}
@@ -189,6 +191,20 @@ func (s *Server) acquire(ctx context.Context, cs *clientStream, req *wire.Msg) *
 	if bad != nil {
 		s.hub.removeWaiter(k, cs)
 		return bad
+	}
+	if ar.code == wire.CodeQueued && res.Duplicate {
+		// A retried acquire gets the first outcome, "queued"; the lock may
+		// have been granted since, with the grant pushed to a connection
+		// that is gone. Answer with the grant, if there is one.
+		gs := s.groups[k.g]
+		gs.mu.Lock()
+		info, ok := gs.table.Lock(req.Name)
+		gs.mu.Unlock()
+		for _, h := range info.Holders {
+			if ok && h.Session == req.Session {
+				ar.code, ar.token = wire.CodeOK, h.Token
+			}
+		}
 	}
 	if ar.code != wire.CodeQueued {
 		s.hub.removeWaiter(k, cs)

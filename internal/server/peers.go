@@ -39,7 +39,7 @@ func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
 		s.log.Warn("dropped a peer message with wrong addresses", "peer", from, "from", m.From, "to", m.To)
 		return
 	}
-	if r := s.replica; r != nil && !r.Deliver(m) {
+	if r := s.ready.Load(); r != nil && !r.Deliver(m) {
 		s.metrics.inboxDrops.Inc()
 	}
 }

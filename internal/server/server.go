@@ -115,6 +115,8 @@ type Server struct {
 	store   *pebblestore.Store
 	qnode   *quicnet.Node
 	replica *replica.Replica
+	// ready is the replica once New has made it: peers may send before.
+	ready   atomic.Pointer[replica.Replica]
 	elector *election.Elector
 	groups  []*groupState
 	hub     *hub
@@ -212,6 +214,7 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.ready.Store(s.replica)
 	return s, nil
 }
 

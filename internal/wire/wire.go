@@ -2,7 +2,10 @@
 // node exchange over a QUIC stream (ALPN lockd-client/1), and their binary
 // encoding.
 //
-// Every frame carries one Msg. A request names a fresh ReqID; the node answers
+// Every frame carries one Msg. Requests on one stream are worked on
+// concurrently, so their responses may come in any order, and an event may
+// arrive before the response to the request that opened it: match by ReqID.
+// A request names a fresh ReqID; the node answers
 // with exactly one TypeResponse with the same ReqID, and, for requests that
 // open a stream (Watch, WatchMasters, a waiting Acquire), with any number of
 // TypeEvent frames with that ReqID. The encoding is a list of (tag, value)

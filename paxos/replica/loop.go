@@ -84,27 +84,29 @@ func (r *Replica) Propose(ctx context.Context, g paxos.GroupID, cmd paxos.Comman
 
 // Status returns the status of group g, read on the replica's goroutine.
 func (r *Replica) Status(ctx context.Context, g paxos.GroupID) (paxos.GroupStatus, error) {
-	var st paxos.GroupStatus
-	var err error
-	done := make(chan struct{})
+	type answer struct {
+		st  paxos.GroupStatus
+		err error
+	}
+	done := make(chan answer, 1) // buffered: the loop never waits for us
 	q := func(n *paxos.Node) {
-		st, err = n.Status(g)
-		close(done)
+		st, err := n.Status(g)
+		done <- answer{st, err}
 	}
 	select {
 	case r.queries <- q:
 	case <-r.stopped:
-		return st, ErrStopped
+		return paxos.GroupStatus{}, ErrStopped
 	case <-ctx.Done():
-		return st, ctx.Err()
+		return paxos.GroupStatus{}, ctx.Err()
 	}
 	select {
-	case <-done:
-		return st, err
+	case a := <-done:
+		return a.st, a.err
 	case <-r.stopped:
-		return st, ErrStopped
+		return paxos.GroupStatus{}, ErrStopped
 	case <-ctx.Done():
-		return st, ctx.Err()
+		return paxos.GroupStatus{}, ctx.Err()
 	}
 }
 
@@ -328,7 +330,7 @@ func (r *Replica) apply(a *paxos.Apply) {
 			return
 		}
 		if o.Forgotten {
-			r.resolve(cmd.ID, outcome{err: fmt.Errorf("%w: command %v was acknowledged long ago and its result is forgotten", ErrOutcomeUnknown, cmd.ID)})
+			r.resolve(cmd.ID, outcome{err: fmt.Errorf("%w: command %v", ErrForgotten, cmd.ID)})
 			return
 		}
 		r.resolve(cmd.ID, outcome{res: Result{Group: a.Group, Slot: o.Slot, Index: o.Index, Value: o.Result, Duplicate: o.Duplicate}})

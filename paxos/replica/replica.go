@@ -53,6 +53,12 @@ type StateMachine interface {
 // again with the same id is safe and tells the outcome.
 var ErrOutcomeUnknown = errors.New("replica: context ended before the command was chosen; its outcome is unknown, retry with the same command id")
 
+// ErrForgotten is returned for a command whose id its client had already
+// acknowledged (Command.Ack went past it): it took effect, or was given up,
+// long ago, and its outcome is no longer kept. It is final: retrying the
+// same id cannot tell more; a new command needs a new sequence number.
+var ErrForgotten = errors.New("replica: the command's id was acknowledged earlier and its outcome is forgotten; send new commands with new sequence numbers")
+
 // ErrStopped is returned once the replica has stopped.
 var ErrStopped = errors.New("replica: stopped")
 
