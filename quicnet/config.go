@@ -28,13 +28,15 @@ const (
 
 // Defaults applied by New for zero Config fields.
 const (
-	DefaultLanes             = 4
-	DefaultQueueLen          = 1024
-	DefaultClientBacklog     = 128
-	DefaultReconnectMin      = 50 * time.Millisecond
-	DefaultReconnectMax      = 5 * time.Second
-	DefaultDialTimeout       = 3 * time.Second
-	DefaultIdleTimeout       = 15 * time.Second
+	DefaultLanes         = 4
+	DefaultQueueLen      = 1024
+	DefaultClientBacklog = 128
+	DefaultReconnectMin  = 50 * time.Millisecond
+	DefaultReconnectMax  = 5 * time.Second
+	DefaultDialTimeout   = 3 * time.Second
+	DefaultIdleTimeout   = 15 * time.Second
+	// ClientIdleTimeout is the idle timeout of connections made by Dial.
+	ClientIdleTimeout        = 5 * time.Second
 	DefaultMaxStreamsPerConn = 100
 )
 

@@ -124,8 +124,11 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config) (*Conn, error) 
 		udp.Close()
 	}
 	qc, err := tr.Dial(ctx, raddr, tc, &quic.Config{
-		MaxIdleTimeout:        DefaultIdleTimeout,
-		KeepAlivePeriod:       DefaultIdleTimeout / 3,
+		// A client notices a dead or stopped node within ClientIdleTimeout
+		// (its watches and waits then move to another node); keep-alive
+		// packets every second cost next to nothing.
+		MaxIdleTimeout:        ClientIdleTimeout,
+		KeepAlivePeriod:       ClientIdleTimeout / 5,
 		MaxIncomingUniStreams: -1,
 	})
 	if err != nil {
