@@ -50,11 +50,11 @@ comma-separated lists: every combination runs on a fresh local cluster,
 figure. The failover workload needs --local.
 
 Examples:
-   lockctl bench --local uncontended --clients 16 --names 1000
-   lockctl bench --local contended --clients 16
-   lockctl bench --local --groups 1,2,4,8,16 --window 1,64 --runs 3
-   lockctl bench --local --clients 256 --stop 3 --delay-node 2 --delay 0,30ms --window 1,64
-   lockctl bench --local failover --ttl 3s --duration 20s`,
+   lockctl bench --local --clients 16 --names 1000 uncontended
+   lockctl bench --local --clients 16 contended
+   lockctl bench --local --groups 1,2,4,8,16 --window 1,64 --runs 3 uncontended
+   lockctl bench --local --clients 256 --stop 3 --delay-node 2 --delay 0,30ms --window 1,64 uncontended
+   lockctl bench --local --ttl 3s --duration 20s failover`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: Uncontended, Usage: "workload: uncontended, contended, sessions or failover (or give it as the argument)"},
 			&cli.IntFlag{Name: "clients", Aliases: []string{"c"}, Value: 16, Usage: "simulated clients, each with its own connections and session"},
