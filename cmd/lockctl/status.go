@@ -16,7 +16,7 @@ import (
 func commands() []*cli.Command {
 	return []*cli.Command{
 		acquireCommand(), renewCommand(), releaseCommand(), electCommand(),
-		statusCommand(), membersCommand(), watchCommand(), validateCommand(),
+		statusCommand(), membersCommand(), watchCommand(), validateCommand(), benchCommand(),
 	}
 }
 
