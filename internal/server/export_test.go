@@ -1,5 +1,10 @@
 package server
 
+import (
+	"io"
+	"log/slog"
+)
+
 // ProposeStats reads the propose-time histogram, for benchmarks.
 
 func (m *metrics) ProposeStats() (float64, uint64) {
@@ -12,3 +17,5 @@ func (m *metrics) ProposeStats() (float64, uint64) {
 	}
 	return 0, 0
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
