@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -262,7 +261,7 @@ func TestFailoverServesLocksAgain(t *testing.T) {
 			}
 		}
 		if time.Since(stopped) > 10*time.Second {
-			t.Fatal(fmt.Sprintf("group %d not served within 10s of its master stopping", g))
+			t.Fatalf("group %d not served within 10s of its master stopping", g)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
