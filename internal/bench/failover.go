@@ -54,6 +54,10 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 
 	// firstOK[g] is the first time, in ns since crash, a load op on
 	// group g succeeded after the crash; 0 until then.
+	// own tallies the waiters' errors; the load's loop merges its own
+	// tallies into r when the window ends, so own is merged after it.
+	own := newRecorder()
+	defer own.mergeInto(r)
 	var crashAt atomic.Int64 // unix ns; 0 before the crash
 	firstOK := make([]atomic.Int64, groups)
 	lives := make([]*liveSession, o.Clients)
@@ -249,11 +253,7 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 		}
 		r.Extra["raw_granted_before_ttl"] = before
 	case err := <-rawErr:
-		r.Errors["raw-waiter-failed"]++
-		if r.ErrorSamples == nil {
-			r.ErrorSamples = map[string]string{}
-		}
-		r.ErrorSamples["raw-waiter-failed"] = err.Error()
+		own.failAs("raw-waiter-failed", err)
 	}
 
 	// The client waiter's grant.
@@ -270,11 +270,7 @@ func runFailover(ctx context.Context, o *Options, r *Result) error {
 		err := f.err
 		// The waiter's own session ended (its keep-alives went unanswered
 		// through the failover): a finding, not a failure of the run.
-		r.Errors["waiter-"+ErrorKind(err)]++
-		if r.ErrorSamples == nil {
-			r.ErrorSamples = map[string]string{}
-		}
-		r.ErrorSamples["waiter-"+ErrorKind(err)] = err.Error()
+		own.failAs("waiter-"+ErrorKind(err), err)
 		r.Extra["waiter_failed_s"] = f.at.Sub(t0).Seconds()
 	case <-ctx.Done():
 		return ctx.Err()

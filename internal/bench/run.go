@@ -32,8 +32,9 @@ func newRecorder() *recorder {
 	return &recorder{errs: map[string]uint64{}, samples: map[string]string{}}
 }
 
-func (rec *recorder) fail(err error) {
-	k := ErrorKind(err)
+func (rec *recorder) fail(err error) { rec.failAs(ErrorKind(err), err) }
+
+func (rec *recorder) failAs(k string, err error) {
 	rec.errs[k]++
 	if _, ok := rec.samples[k]; !ok {
 		rec.samples[k] = err.Error()
