@@ -201,13 +201,15 @@ func TestExpiredSessionFreesItsLocks(t *testing.T) {
 	c := start(t, 2, 0)
 	name := "expiring"
 	g := wire.GroupOf(name, c.groups)
-	a := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: time.Second}).Session
 	b := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 30 * time.Second}).Session
+	// The holder's last sign of life is its OpenSession: it never sends a
+	// keep-alive, and the master counts the TTL from when it saw it.
+	start := time.Now()
+	a := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: time.Second}).Session
 	held := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: a, Name: name})
 	if held.Code != wire.CodeOK {
 		t.Fatalf("acquire: %+v", held)
 	}
-	start := time.Now()
 	for {
 		got := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: b, Name: name})
 		if got.Code == wire.CodeOK {
