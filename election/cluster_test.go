@@ -17,30 +17,6 @@ import (
 
 const tagLease = 'E' // the test's stand-in for the server's tag byte
 
-// lockedStore makes a MemoryStorage safe to share with the test.
-type lockedStore struct {
-	mu sync.Mutex
-	s  *paxos.MemoryStorage
-}
-
-func (l *lockedStore) HardState(g paxos.GroupID) (paxos.HardState, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.s.HardState(g)
-}
-
-func (l *lockedStore) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entry, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.s.Entries(g, from, to, max)
-}
-
-func (l *lockedStore) Save(w []paxos.GroupWrite) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.s.Save(w)
-}
-
 // leaseMachine routes applied lease commands to the Elector.
 type leaseMachine struct {
 	t testing.TB
@@ -99,7 +75,7 @@ func startCluster(t testing.TB, groups int, mod func(*Config)) *testCluster {
 		r, err := replica.New(replica.Config{
 			Core:         paxos.Config{ID: id, Nodes: c.ids, Groups: groups, ElectionTicks: 10},
 			Tick:         5 * time.Millisecond,
-			Store:        &lockedStore{s: paxos.NewMemoryStorage()},
+			Store:        paxos.NewMemoryStorage(),
 			Transport:    c.net,
 			StateMachine: &leaseMachine{t: t, e: e},
 		})

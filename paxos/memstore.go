@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 )
 
 // MemoryStorage keeps durable state in memory. It is what the simulator
-// "syncs" to: a crash loses the core but keeps the MemoryStorage.
+// "syncs" to: a crash loses the core but keeps the MemoryStorage. It is safe
+// for concurrent use, so tests may inspect it while a replica runs.
 type MemoryStorage struct {
+	mu   sync.Mutex
 	hard map[GroupID]HardState
 	logs map[GroupID]map[uint64]Entry
 	// unsynced holds writes made without a sync: visible to reads, durable
@@ -23,6 +26,8 @@ func NewMemoryStorage() *MemoryStorage {
 
 // HardState implements Storage.
 func (s *MemoryStorage) HardState(g GroupID) (HardState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	hs := s.hard[g]
 	for _, w := range s.unsynced {
 		if w.Group == g && w.Hard != nil {
@@ -34,6 +39,8 @@ func (s *MemoryStorage) HardState(g GroupID) (HardState, error) {
 
 // Entries implements Storage.
 func (s *MemoryStorage) Entries(g GroupID, from, to uint64, max int) ([]Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	log := s.logs[g]
 	var out []Entry
 	if to-from <= 4096 {
@@ -55,6 +62,8 @@ func (s *MemoryStorage) Entries(g GroupID, from, to uint64, max int) ([]Entry, e
 // SaveUnsynced records writes without making them durable. Only hard
 // states may be written this way (Ready.MustSync is false only then).
 func (s *MemoryStorage) SaveUnsynced(writes []GroupWrite) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, w := range writes {
 		if len(w.Entries) > 0 {
 			return fmt.Errorf("paxos: unsynced write of %d entries in group %d: entries must be synced", len(w.Entries), w.Group)
@@ -65,11 +74,17 @@ func (s *MemoryStorage) SaveUnsynced(writes []GroupWrite) error {
 }
 
 // Crash drops every write that was not synced.
-func (s *MemoryStorage) Crash() { s.unsynced = nil }
+func (s *MemoryStorage) Crash() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unsynced = nil
+}
 
 // Save applies earlier unsynced writes and then writes, as one atomic,
 // durable step.
 func (s *MemoryStorage) Save(writes []GroupWrite) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	pending := s.unsynced
 	s.unsynced = nil
 	s.save(pending)

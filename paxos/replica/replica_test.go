@@ -27,31 +27,6 @@ func (c *counter) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comm
 	return binary.AppendUvarint(nil, c.sums[g])
 }
 
-// lockedStore makes a MemoryStorage safe to inspect from a test while the
-// replica runs.
-type lockedStore struct {
-	mu sync.Mutex
-	s  *paxos.MemoryStorage
-}
-
-func (l *lockedStore) HardState(g paxos.GroupID) (paxos.HardState, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.s.HardState(g)
-}
-
-func (l *lockedStore) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entry, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.s.Entries(g, from, to, max)
-}
-
-func (l *lockedStore) Save(w []paxos.GroupWrite) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.s.Save(w)
-}
-
 type cluster struct {
 	net      *MemNetwork
 	replicas []*Replica
@@ -119,7 +94,7 @@ func (c *cluster) propose(ctx context.Context, g paxos.GroupID, cmd paxos.Comman
 	return Result{}, errors.New("no master found after 200 redirects")
 }
 
-func memStores(paxos.NodeID) Store { return &lockedStore{s: paxos.NewMemoryStorage()} }
+func memStores(paxos.NodeID) Store { return paxos.NewMemoryStorage() }
 
 func TestProposeSucceedsOnlyWithOwnSlot(t *testing.T) {
 	c := startCluster(t, 4, memStores)
