@@ -110,8 +110,8 @@ type cluster struct {
 func start(t *testing.T, groups int, lease time.Duration) *cluster {
 	c := &cluster{Cluster: testcluster.Start(t, testcluster.Options{Groups: groups, Lease: lease}), groups: groups}
 	c.WaitForMasters(10 * time.Second)
-	for _, n := range c.Nodes {
-		c.clients = append(c.clients, dial(t, n.Addr, c.ClientTLS()))
+	for i := 0; i < c.N(); i++ {
+		c.clients = append(c.clients, dial(t, c.Addr(i), c.ClientTLS()))
 	}
 	return c
 }
@@ -280,12 +280,12 @@ func TestRestartedNodeRebuildsItsTables(t *testing.T) {
 	sess := c.do(t, wire.Msg{Type: wire.TypeOpenSession, Group: g, TTL: 30 * time.Second}).Session
 	first := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: sess, Name: name})
 	masters := c.WaitForMasters(5 * time.Second)
-	victim := (masters[g] + 1) % len(c.Nodes) // a follower of the lock's group
+	victim := (masters[g] + 1) % c.N() // a follower of the lock's group
 	c.StopNode(victim)
 	c.do(t, wire.Msg{Type: wire.TypeRelease, Group: g, Session: sess, Name: name, Token: first.Token})
 	second := c.do(t, wire.Msg{Type: wire.TypeAcquire, Group: g, Session: sess, Name: name})
 	c.RestartNode(victim)
-	cl := dial(t, c.Nodes[victim].Addr, c.ClientTLS())
+	cl := dial(t, c.Addr(victim), c.ClientTLS())
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r := cl.call(wire.Msg{Type: wire.TypeLockStatus, Group: g, Name: name, Flags: wire.FlagStale})
