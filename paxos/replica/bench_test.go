@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,8 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 }
+
+var benchGroupCommitWait, _ = time.ParseDuration(os.Getenv("LOCKD_GROUP_COMMIT_WAIT"))
 
 // BenchmarkCommitQUIC is BenchmarkCommit with the replicas talking over real
 // QUIC peer connections (quicnet, mTLS, 127.0.0.1) instead of in memory: the
@@ -59,11 +62,12 @@ func benchCommit(b *testing.B, groups, window, clients int, overQUIC bool) {
 		}
 		defer st.Close()
 		r, err := New(Config{
-			Core:         paxos.Config{ID: id, Nodes: ids, Groups: groups, Window: window, ElectionTicks: 50},
-			Tick:         10 * time.Millisecond,
-			Store:        &countStore{Store: st, n: &counts},
-			Transport:    transportFor(net, qn, id),
-			StateMachine: &counter{},
+			Core:            paxos.Config{ID: id, Nodes: ids, Groups: groups, Window: window, ElectionTicks: 50},
+			Tick:            10 * time.Millisecond,
+			GroupCommitWait: benchGroupCommitWait,
+			Store:           &countStore{Store: st, n: &counts},
+			Transport:       transportFor(net, qn, id),
+			StateMachine:    &counter{},
 		})
 		if err != nil {
 			b.Fatal(err)

@@ -287,6 +287,19 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 				break more
 			}
 		}
+		if w := r.cfg.GroupCommitWait; w > 0 && len(jobs) < cap(r.persist) && jobs[0].MustSync {
+			timer := time.NewTimer(w)
+		wait:
+			for len(jobs) < cap(r.persist) {
+				select {
+				case rd := <-r.persist:
+					jobs = append(jobs, rd)
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
+		}
 		writes, remote = writes[:0], remote[:0]
 		mustSync := false
 		for _, rd := range jobs {

@@ -79,6 +79,13 @@ type Config struct {
 	// ProposalQueue bounds waiting proposals (default 65536); beyond it
 	// Propose returns paxos.ErrOverloaded.
 	ProposalQueue int
+	// GroupCommitWait, when set, makes the persister wait that long for
+	// more writes before a synced write, so that messages that reach this
+	// node in several deliveries share one fsync. Measured with
+	// BenchmarkCommitQUIC (LOCKD_GROUP_COMMIT_WAIT): 100µs takes 8 groups
+	// from 3.2k to 5.7k commits/s (1.9 to 0.8 syncs per commit) but one group
+	// from 17.9k to 12.9k, so it is off by default until it adapts to load.
+	GroupCommitWait time.Duration
 	// MaxClients bounds the command ids remembered for exactly-once
 	// application, per group (default 100000).
 	MaxClients int
