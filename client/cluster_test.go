@@ -2,18 +2,14 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"path/filepath"
-	"strconv"
 	"time"
 
+	"github.com/lockd/lockd/internal/localcluster"
 	"github.com/lockd/lockd/internal/pki"
 	"github.com/lockd/lockd/internal/server"
-	"github.com/lockd/lockd/paxos"
 )
 
 // clusterTB is what startCluster needs of a test; examples pass their own.
@@ -25,20 +21,13 @@ type clusterTB interface {
 	Cleanup(func())
 }
 
-// testCluster is real lockd nodes (internal/server) on 127.0.0.1 in this
-// process, with a throw-away CA in t.TempDir().
+// testCluster is real lockd nodes (internal/localcluster) on 127.0.0.1 in
+// this process, with a throw-away CA.
 type testCluster struct {
 	t     clusterTB
+	lc    *localcluster.Cluster
 	ca    *pki.CA
 	addrs []string
-	nodes []*testNode
-}
-
-type testNode struct {
-	cfg    server.Config
-	pc     net.PacketConn
-	cancel context.CancelFunc
-	done   chan error
 }
 
 func testLogger() *slog.Logger {
@@ -52,77 +41,20 @@ func testLogger() *slog.Logger {
 // test ends.
 func startCluster(t clusterTB, n, groups int) *testCluster {
 	t.Helper()
-	ca, err := pki.NewCA("lockd client test CA", time.Hour)
+	lc, err := localcluster.Start(localcluster.Options{Nodes: n, Groups: groups, Lease: time.Second, Dir: t.TempDir(),
+		Logger: testLogger(), Tune: func(c *server.Config) { c.ExpiryInterval = 20 * time.Millisecond }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &testCluster{t: t, ca: ca}
-	peers := map[paxos.NodeID]string{}
-	pcs := make([]net.PacketConn, n)
-	for i := range pcs {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcs[i] = pc
-		peers[paxos.NodeID(i+1)] = pc.LocalAddr().String()
-		tc.addrs = append(tc.addrs, pc.LocalAddr().String())
-	}
-	dir := t.TempDir()
-	for i := range pcs {
-		id := paxos.NodeID(i + 1)
-		certPEM, keyPEM, err := ca.IssueNode(strconv.Itoa(int(id)), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tlsConf, err := pki.NodeTLSConfig(ca.CertPEM(), certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		node := &testNode{cfg: server.Config{ID: id, Peers: peers, Groups: groups, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", id)),
-			TLS: tlsConf, Lease: time.Second, ExpiryInterval: 20 * time.Millisecond, Logger: testLogger().With("node", id)}}
-		tc.nodes = append(tc.nodes, node)
-	}
-	// Make every node before running any: a node's endpoint listens from
-	// within server.New, and a peer message arriving before New has
-	// finished races with it (a server bug, reported).
-	servers := make([]*server.Server, n)
-	for i, node := range tc.nodes {
-		cfg := node.cfg
-		cfg.PacketConn = pcs[i]
-		if servers[i], err = server.New(cfg); err != nil {
-			tc.stopAll()
-			t.Fatalf("node %d: %v", cfg.ID, err)
-		}
-		node.pc = pcs[i]
-	}
-	for i, node := range tc.nodes {
-		ctx, cancel := context.WithCancel(context.Background())
-		node.cancel, node.done = cancel, make(chan error, 1)
-		go func() { node.done <- servers[i].Run(ctx) }()
-	}
-	t.Cleanup(tc.stopAll)
-	return tc
+	t.Cleanup(func() { lc.Close() })
+	return &testCluster{t: t, lc: lc, ca: lc.CA(), addrs: lc.Endpoints()}
 }
 
 // stop stops node i at once, as a crash looks to the others.
 func (tc *testCluster) stop(i int) {
-	node := tc.nodes[i]
-	if node.cancel == nil {
-		if node.pc != nil {
-			node.pc.Close()
-		}
-		return
-	}
-	node.cancel()
-	<-node.done
-	node.pc.Close()
-	node.cancel = nil
-}
-
-func (tc *testCluster) stopAll() {
-	for i := range tc.nodes {
-		tc.stop(i)
+	tc.t.Helper()
+	if err := tc.lc.Stop(i); err != nil {
+		tc.t.Fatalf("stop node %d: %v", i+1, err)
 	}
 }
 
