@@ -286,7 +286,8 @@ func (n *Node) Ready() Ready {
 			r.Persist = append(r.Persist, w)
 		}
 		// Hand out chosen slots in order, a bounded number at a time.
-		for s := g.applied; s < g.commit && s-g.applied < uint64(n.maxApplyPerReady); {
+		s := g.applied
+		for s < g.commit && s-g.applied < uint64(n.maxApplyPerReady) {
 			if s < g.memFloor {
 				es := g.entries(s, min(g.commit, g.memFloor, g.applied+uint64(n.maxApplyPerReady)), n.maxApplyPerReady)
 				if len(es) == 0 {
@@ -301,7 +302,8 @@ func (n *Node) Ready() Ready {
 			r.Committed = append(r.Committed, Apply{Group: g.id, Slot: s, Value: g.log[s].Value})
 			s++
 		}
-		if g.applied+uint64(countGroup(r.Committed, g.id)) < g.commit {
+		g.applied = s // handed out: the runtime applies them
+		if g.applied < g.commit {
 			again = append(again, g) // more to do next time
 		}
 	}
@@ -312,19 +314,7 @@ func (n *Node) Ready() Ready {
 	r.AfterSync, n.after = n.after, nil
 	r.Dropped, n.dropped = n.dropped, nil
 	r.StorageErrors, n.errs = n.errs, nil
-	// Committed entries are handed out now; Advance records it.
-	for _, a := range r.Committed {
-		n.groups[a.Group].applied = a.Slot + 1
-	}
 	return r
-}
-
-func countGroup(as []Apply, g GroupID) int {
-	c := 0
-	for i := len(as) - 1; i >= 0 && as[i].Group == g; i-- {
-		c++
-	}
-	return c
 }
 
 // Advance tells the core that r's Persist is durable and its Committed is

@@ -104,5 +104,5 @@ func decodeResult(b []byte) (appliedResult, error) {
 }
 
 func lockCommand(c lease.Command) []byte {
-	return append([]byte{tagLock}, c.Encode()...)
+	return c.AppendTo([]byte{tagLock})
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,11 +173,7 @@ func New(cfg Config) (*Server, error) {
 	for i := range s.groups {
 		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits())}
 	}
-	ids := make([]paxos.NodeID, 0, len(cfg.Peers))
-	for id := range cfg.Peers {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	ids := s.nodeIDs()
 
 	s.elector, err = election.New(election.Config{Self: cfg.ID, Nodes: ids, Groups: cfg.Groups, Lease: cfg.Lease})
 	if err != nil {

@@ -54,10 +54,6 @@ func (s *Server) expireLoop(ctx context.Context) {
 	}
 }
 
-type expiry struct {
-	session uint64
-}
-
 func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time) {
 	serving := s.elector.Serving(g, now)
 	c := s.sessions
@@ -80,7 +76,7 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 		c.lastSeen[g] = last
 	}
 	live := make(map[uint64]bool, len(sessions))
-	var expire []expiry
+	var expire []uint64 // sessions to expire
 	for _, si := range sessions {
 		live[si.ID] = true
 		seen, ok := last[si.ID]
@@ -89,7 +85,7 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 			continue
 		}
 		if now.Sub(seen) > si.TTL {
-			expire = append(expire, expiry{session: si.ID})
+			expire = append(expire, si.ID)
 		}
 	}
 	for id := range last {
@@ -98,8 +94,8 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 		}
 	}
 	c.mu.Unlock()
-	for _, e := range expire {
-		s.proposeOwn(ctx, g, lease.Command{Op: lease.OpExpireSession, Session: e.session})
+	for _, id := range expire {
+		s.proposeOwn(ctx, g, lease.Command{Op: lease.OpExpireSession, Session: id})
 		s.metrics.expired.Inc()
 	}
 	if hasDeadline && now.UnixNano() >= deadline {
