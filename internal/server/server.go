@@ -199,8 +199,8 @@ func New(cfg Config) (*Server, error) {
 		Core: paxos.Config{ID: cfg.ID, Nodes: ids, Groups: cfg.Groups, Window: cfg.Window,
 			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
 		Tick:         cfg.Tick,
-		Store:        st,
-		Transport:    &peerTransport{node: s.qnode, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
+		Store:        &meteredStore{Store: st, m: s.metrics},
+		Transport:    &peerTransport{sendFrame: s.qnode.Send, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
 		StateMachine: s,
 		Logger:       s.log,
 	})
