@@ -16,6 +16,7 @@ import (
 	"github.com/lockd/lockd/client"
 	"github.com/lockd/lockd/internal/localcluster"
 	"github.com/lockd/lockd/internal/pki"
+	"github.com/lockd/lockd/internal/server"
 	"github.com/urfave/cli/v2"
 )
 
@@ -74,6 +75,7 @@ Examples:
 			&cli.StringFlag{Name: "groups", Value: "4", Usage: "Paxos groups of the local cluster (list: 1,2,4)"},
 			&cli.StringFlag{Name: "window", Value: "64", Usage: "slots in flight per group, W (list: 1,64)"},
 			&cli.DurationFlag{Name: "lease", Usage: "master lease of the local cluster (default: the server's, 2s)"},
+			&cli.StringFlag{Name: "commit-wait", Value: "default", Usage: "the local nodes' group-commit wait: default, off, or a duration such as 100us"},
 			&cli.IntFlag{Name: "delay-node", Value: 2, Usage: "node (1-based) whose links to its peers --delay slows"},
 			&cli.StringFlag{Name: "delay", Value: "0", Usage: "one-way delay between --delay-node and each peer, both ways (list: 0,30ms)"},
 			&cli.IntSliceFlag{Name: "stop", Usage: "node (1-based) to stop before the run (repeatable)"},
@@ -278,8 +280,13 @@ func runLocal(ctx context.Context, o Options, p plan, cc *cli.Context, logger *s
 			return nil, fmt.Errorf("node %d does not exist: nodes are 1 to %d", s, nodes)
 		}
 	}
+	wait, err := commitWait(cc.String("commit-wait"))
+	if err != nil {
+		return nil, err
+	}
 	c, err := localcluster.Start(localcluster.Options{Nodes: nodes, Groups: p.groups, Window: p.window,
-		Lease: cc.Duration("lease"), Faults: true, Logger: logger})
+		Lease: cc.Duration("lease"), Faults: true, Logger: logger,
+		Tune: func(cfg *server.Config) { cfg.GroupCommitWait = wait }})
 	if err != nil {
 		return nil, err
 	}
@@ -397,4 +404,19 @@ func remoteConfig(cc *cli.Context) (client.Config, error) {
 		return cfg, errors.New("give the cluster with --endpoints and --ca (with --cert and --key) or --config, or run against a local cluster with --local")
 	}
 	return cfg, nil
+}
+
+// commitWait parses --commit-wait into server.Config.GroupCommitWait.
+func commitWait(s string) (time.Duration, error) {
+	switch s {
+	case "", "default":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--commit-wait %q: want default, off, or a positive duration such as 100us", s)
+	}
+	return d, nil
 }

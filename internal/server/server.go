@@ -56,6 +56,11 @@ type Config struct {
 	// ExpiryInterval is how often a master looks for expired sessions
 	// (default 100ms).
 	ExpiryInterval time.Duration
+	// GroupCommitWait is how long a synced write may wait for the other
+	// busy groups' writes so that one fsync covers them
+	// (replica.Config.GroupCommitWait; default DefaultGroupCommitWait,
+	// negative turns it off).
+	GroupCommitWait time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -101,11 +106,19 @@ func (c *Config) Validate() error {
 	if c.ExpiryInterval == 0 {
 		c.ExpiryInterval = 100 * time.Millisecond
 	}
+	if c.GroupCommitWait == 0 {
+		c.GroupCommitWait = DefaultGroupCommitWait
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return nil
 }
+
+// DefaultGroupCommitWait is Config.GroupCommitWait's default. The wait
+// applies only while other groups are busy, so one group never pays it; see
+// docs/benchmarks.md for the measurements behind the value.
+const DefaultGroupCommitWait = 400 * time.Microsecond
 
 // Server is one running lockd node.
 type Server struct {
@@ -198,11 +211,12 @@ func New(cfg Config) (*Server, error) {
 	s.replica, err = replica.New(replica.Config{
 		Core: paxos.Config{ID: cfg.ID, Nodes: ids, Groups: cfg.Groups, Window: cfg.Window,
 			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
-		Tick:         cfg.Tick,
-		Store:        &meteredStore{Store: st, m: s.metrics},
-		Transport:    &peerTransport{sendFrame: s.qnode.Send, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
-		StateMachine: s,
-		Logger:       s.log,
+		Tick:            cfg.Tick,
+		GroupCommitWait: max(cfg.GroupCommitWait, 0),
+		Store:           &meteredStore{Store: st, m: s.metrics},
+		Transport:       &peerTransport{sendFrame: s.qnode.Send, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
+		StateMachine:    s,
+		Logger:          s.log,
 	})
 	if err != nil {
 		s.qnode.Close()

@@ -268,6 +268,7 @@ func (r *Replica) persisted(jobs []paxos.Ready) {
 // needs it), then sends their replies, which vouch for what was written, and
 // hands them back to the loop.
 func (r *Replica) persistLoop(ctx context.Context) error {
+	act := newActivity(len(r.appliers), recentWrite)
 	var writes []paxos.GroupWrite
 	var remote []paxos.Message
 	for {
@@ -287,19 +288,27 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 				break more
 			}
 		}
-		if w := r.cfg.GroupCommitWait; w > 0 && len(jobs) < cap(r.persist) && jobs[0].MustSync {
+		if w := r.cfg.GroupCommitWait; w > 0 && needsSync(jobs) && act.missing(jobs, time.Now()) > 0 {
+			// Groups that wrote a moment ago have not written yet: their
+			// next write is likely on its way (another master's accept,
+			// this node's own next slot). Wait for them, up to w, so that
+			// one fsync covers them all.
 			timer := time.NewTimer(w)
 		wait:
 			for len(jobs) < cap(r.persist) {
 				select {
 				case rd := <-r.persist:
 					jobs = append(jobs, rd)
+					if act.missing(jobs, time.Now()) == 0 {
+						break wait
+					}
 				case <-timer.C:
 					break wait
 				}
 			}
 			timer.Stop()
 		}
+		act.record(jobs, time.Now())
 		writes, remote = writes[:0], remote[:0]
 		mustSync := false
 		for _, rd := range jobs {
@@ -378,5 +387,67 @@ func (r *Replica) expireWaiters(now time.Time) {
 func (r *Replica) failWaiters() {
 	for id := range r.waiters {
 		r.resolve(id, outcome{err: fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)})
+	}
+}
+
+// recentWrite is how long ago a group's synced write counts as recent for
+// the adaptive group-commit wait: a little more than one commit round under
+// load.
+const recentWrite = 2 * time.Millisecond
+
+func needsSync(jobs []paxos.Ready) bool {
+	for i := range jobs {
+		if jobs[i].MustSync {
+			return true
+		}
+	}
+	return false
+}
+
+// activity remembers when each group last had a synced write, so that the
+// persister waits only for groups that are busy. A node serving one group,
+// or groups that take turns, never waits: its groups are all in the batch
+// or idle.
+type activity struct {
+	window time.Duration
+	last   []time.Time // per group: its last synced write
+	in     []bool      // scratch: the groups in the batch
+}
+
+func newActivity(groups int, window time.Duration) *activity {
+	return &activity{window: window, last: make([]time.Time, groups), in: make([]bool, groups)}
+}
+
+// missing counts the groups that wrote within the window but have nothing
+// in jobs.
+func (a *activity) missing(jobs []paxos.Ready, now time.Time) int {
+	clear(a.in)
+	for i := range jobs {
+		for _, w := range jobs[i].Persist {
+			if int(w.Group) < len(a.in) {
+				a.in[w.Group] = true
+			}
+		}
+	}
+	n := 0
+	for g, t := range a.last {
+		if !a.in[g] && !t.IsZero() && now.Sub(t) < a.window {
+			n++
+		}
+	}
+	return n
+}
+
+// record notes the groups of the synced writes in jobs.
+func (a *activity) record(jobs []paxos.Ready, now time.Time) {
+	for i := range jobs {
+		if !jobs[i].MustSync {
+			continue
+		}
+		for _, w := range jobs[i].Persist {
+			if int(w.Group) < len(a.last) {
+				a.last[w.Group] = now
+			}
+		}
 	}
 }

@@ -79,12 +79,16 @@ type Config struct {
 	// ProposalQueue bounds waiting proposals (default 65536); beyond it
 	// Propose returns paxos.ErrOverloaded.
 	ProposalQueue int
-	// GroupCommitWait, when set, makes the persister wait that long for
-	// more writes before a synced write, so that messages that reach this
-	// node in several deliveries share one fsync. Measured with
-	// BenchmarkCommitQUIC (LOCKD_GROUP_COMMIT_WAIT): 100µs takes 8 groups
-	// from 3.2k to 5.7k commits/s (1.9 to 0.8 syncs per commit) but one group
-	// from 17.9k to 12.9k, so it is off by default until it adapts to load.
+	// GroupCommitWait, when set, lets a synced write wait up to that long
+	// for the groups that had a synced write in the last 2ms and have
+	// nothing in this batch yet, so that groups whose masters sit on
+	// different nodes share one fsync instead of each paying for its own.
+	// It stops waiting as soon as they are all in. A node with one busy
+	// group never waits. Measured with lockctl bench (16 clients, 4 groups,
+	// 3 nodes on one disk): 400µs cuts synced writes per proposal from 0.69
+	// to 0.39, as with one group; with BenchmarkCommitQUIC (8 groups,
+	// LOCKD_GROUP_COMMIT_WAIT) 200µs takes 3.1k commits/s to 7.8k, and one
+	// group is unchanged. Zero turns it off.
 	GroupCommitWait time.Duration
 	// MaxClients bounds the command ids remembered for exactly-once
 	// application, per group (default 100000).

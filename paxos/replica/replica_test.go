@@ -176,3 +176,36 @@ func TestIsolatedMasterReportsOutcomeUnknown(t *testing.T) {
 		t.Fatalf("second command at slot %d, first at %d", res2.Slot, res.Slot)
 	}
 }
+
+// TestActivityWaitsOnlyForBusyGroups: the adaptive group-commit wait counts
+// as missing only the groups that had a synced write within the window and
+// have nothing in the batch; one busy group never waits for itself.
+func TestActivityWaitsOnlyForBusyGroups(t *testing.T) {
+	a := newActivity(4, 2*time.Millisecond)
+	t0 := time.Unix(100, 0)
+	batch := func(sync bool, groups ...paxos.GroupID) []paxos.Ready {
+		rd := paxos.Ready{MustSync: sync}
+		for _, g := range groups {
+			rd.Persist = append(rd.Persist, paxos.GroupWrite{Group: g})
+		}
+		return []paxos.Ready{rd}
+	}
+	if n := a.missing(batch(true, 0), t0); n != 0 {
+		t.Fatalf("a fresh node waits for %d groups, want 0", n)
+	}
+	a.record(batch(true, 0), t0)
+	if n := a.missing(batch(true, 0), t0.Add(time.Millisecond)); n != 0 {
+		t.Fatalf("one busy group waits for %d groups, want 0", n)
+	}
+	a.record(batch(true, 1, 2), t0.Add(time.Millisecond))
+	a.record(batch(false, 3), t0.Add(time.Millisecond)) // no sync: not busy
+	if n := a.missing(batch(true, 0), t0.Add(1500*time.Microsecond)); n != 2 {
+		t.Fatalf("group 0 alone waits for %d groups, want 2 (groups 1 and 2 wrote 0.5ms ago)", n)
+	}
+	if n := a.missing(batch(true, 0, 1, 2), t0.Add(1500*time.Microsecond)); n != 0 {
+		t.Fatalf("a batch with every busy group waits for %d, want 0", n)
+	}
+	if n := a.missing(batch(true, 0), t0.Add(4*time.Millisecond)); n != 0 {
+		t.Fatalf("groups idle for longer than the window are waited for (%d), want 0", n)
+	}
+}
