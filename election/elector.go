@@ -67,6 +67,11 @@ type group struct {
 	// freeAt is when the last lease this node knows of ends by its count
 	// (or when a release made the group masterless); zero before the first.
 	freeAt time.Time
+	// othersUntil is when, by this node's count, every other holder it
+	// learned of (an earlier incarnation of itself included) stopped
+	// serving: the end of the latest such lease, or the time it learned
+	// that holder's release. Zero while it knows of none.
+	othersUntil time.Time
 
 	// Own proposals. inc is this incarnation's half of every nonce, ctr
 	// the counter of the last one used.
@@ -210,6 +215,9 @@ func (e *Elector) applyLease(g *group, slot uint64, cmd LeaseCmd, now time.Time)
 		// Another holder's lease, or ours from an earlier incarnation whose
 		// send time we do not know: wait it out like anyone else.
 		g.hold(held{holder: cmd.Holder, inc: incarnation(cmd.Nonce), ctr: counter(cmd.Nonce), until: c.expiry()})
+		if t := c.expiry(); t.After(g.othersUntil) {
+			g.othersUntil = t
+		}
 	}
 	if g.outstanding == cmd.Nonce {
 		g.outstanding = 0
@@ -257,6 +265,11 @@ func (e *Elector) applyRelease(g *group, slot uint64, cmd LeaseCmd, now time.Tim
 		if h.until.After(g.freeAt) {
 			g.freeAt = h.until
 		}
+	}
+	if cmd.Holder != e.cfg.Self || inc != g.inc {
+		// The releaser stopped serving before it sent the release; the
+		// leases of other holders still held end as counted.
+		g.othersUntil = g.freeAt
 	}
 	if g.ev.master != 0 {
 		e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindRelease), Master: 0, Cause: CauseReleased, To: cmd.To})
@@ -322,6 +335,24 @@ func (e *Elector) Serving(g paxos.GroupID, now time.Time) bool {
 		return false
 	}
 	return e.serving(gr, now)
+}
+
+// PredecessorEnd returns when, by this node's conservative count, the
+// other holders of group g it learned of stopped serving: the end of the
+// latest lease of another node (or of an earlier incarnation of this one),
+// or when it learned that holder's release. It is zero if this node never
+// learned of another holder. Once this node serves g, no other node has
+// answered anything for g since that time, so a session's last keep-alive,
+// which only a serving master answers, came no later: a new master may
+// count sessions' TTLs from there instead of from when it started serving.
+func (e *Elector) PredecessorEnd(g paxos.GroupID) time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gr, err := e.group(g)
+	if err != nil {
+		return time.Time{}
+	}
+	return gr.othersUntil
 }
 
 // Master returns the master of group g as this node sees it at now (zero

@@ -337,3 +337,36 @@ func TestStaleReleaseIsIgnored(t *testing.T) {
 		t.Fatalf("node 2's own release did not end its lease: master %d", m)
 	}
 }
+
+// PredecessorEnd bounds when another holder last served: the end of its
+// latest lease by this node's count, or the moment its release was learned;
+// this node's own leases do not move it.
+func TestPredecessorEnd(t *testing.T) {
+	e := newTestElector(t, 2, nil)
+	if end := e.PredecessorEnd(0); !end.IsZero() {
+		t.Fatalf("PredecessorEnd before any lease = %v, want zero", end)
+	}
+	mustApply(t, e, 0, 0, foreignLease(1, 1), t0)
+	mustApply(t, e, 0, 1, foreignLease(1, 2), t0.Add(500*time.Millisecond)) // a renewal
+	if got, want := e.PredecessorEnd(0), t0.Add(500*time.Millisecond+DefaultLease); !got.Equal(want) {
+		t.Fatalf("after node 1's renewal: PredecessorEnd = %v, want %v", got.Sub(t0), want.Sub(t0))
+	}
+	// Node 1 hands over: it stopped serving before it sent the release.
+	released := t0.Add(800 * time.Millisecond)
+	mustApply(t, e, 0, 2, LeaseCmd{Holder: 1, Release: true, To: 2, Nonce: foreignLease(1, 3).Nonce}, released)
+	if got := e.PredecessorEnd(0); !got.Equal(released) {
+		t.Fatalf("after node 1's release: PredecessorEnd = %v, want %v (when the release was learned)", got.Sub(t0), released.Sub(t0))
+	}
+	// Node 2's own lease leaves it alone.
+	a, sent := tickUntil(t, e, 0, ActPropose, released, released.Add(5*time.Second), asMaster(2))
+	mustApply(t, e, 0, 3, a.Cmd, sent.Add(time.Millisecond))
+	if !e.Serving(0, sent.Add(2*time.Millisecond)) {
+		t.Fatal("node 2 does not serve its own lease")
+	}
+	if got := e.PredecessorEnd(0); !got.Equal(released) {
+		t.Fatalf("node 2's own lease moved PredecessorEnd to %v", got.Sub(t0))
+	}
+	if end := e.PredecessorEnd(99); !end.IsZero() {
+		t.Fatalf("PredecessorEnd of a group that does not exist = %v, want zero", end)
+	}
+}

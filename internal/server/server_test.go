@@ -301,9 +301,10 @@ func TestRestartedNodeRebuildsItsTables(t *testing.T) {
 
 // TestDeadHolderOnDeadMasterIsFreedAfterTTL kills the master of a lock's
 // group while the lock's holder is silent too (it died with the master):
-// the new master gives the session a full TTL of grace from when it starts
-// serving, then expires it, so the lock is free again after about
-// failover + TTL, never before the TTL.
+// the new master gives the session a full TTL of grace counted from when the
+// old master stopped serving (the end of its lease by the new master's
+// count), then expires it, so the lock is free again after about the rest
+// of the old lease + TTL, never before the TTL.
 func TestDeadHolderOnDeadMasterIsFreedAfterTTL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes several seconds")
@@ -342,7 +343,7 @@ func TestDeadHolderOnDeadMasterIsFreedAfterTTL(t *testing.T) {
 					t.Fatalf("granted after %v, before the holder's TTL %v ran out", el, ttl)
 				}
 				if el > ttl+4*time.Second {
-					t.Errorf("granted after %v, want about failover (~2.5s) + TTL (%v)", el, ttl)
+					t.Errorf("granted after %v, want about the old lease's rest (~2s) + TTL (%v)", el, ttl)
 				}
 				return
 			}

@@ -37,8 +37,10 @@ func (c *sessionClock) seen(g paxos.GroupID, session uint64, now time.Time) {
 // expireLoop is the master's side of session expiry and lock-delay: for every
 // group this node serves, it expires sessions it has not heard from for
 // their TTL, and ticks tables whose lock-delay ended. When the node starts
-// serving a group, every session gets a full TTL of grace from that moment
-// (as in Chubby), because keep-alives went to the old master until then.
+// serving a group, every session gets a full TTL of grace (as in Chubby),
+// counted from when the previous master stopped serving by this node's
+// conservative count (election.Elector.PredecessorEnd), because keep-alives
+// went to the old master until then and to nobody since.
 func (s *Server) expireLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ExpiryInterval)
 	defer t.Stop()
@@ -70,9 +72,25 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 	deadline, hasDeadline := gs.table.NextDeadline()
 	gs.mu.Unlock()
 	last := c.lastSeen[g]
+	graceFrom := now // for sessions this node has not heard from
 	if last == nil || !was {
-		// Grace: start everyone's count now.
-		last = make(map[uint64]time.Time, len(sessions))
+		// Grace: keep-alives went to the previous master until it stopped
+		// serving, so count every session's TTL from then. Nothing was
+		// answered for g after that (this node waited it out before
+		// serving), so no session's TTL can have been extended later.
+		if end := s.elector.PredecessorEnd(g); !end.IsZero() && end.Before(now) {
+			graceFrom = end
+		}
+		// Keep-alives this node answered after that (it serves from
+		// before this tick) stay: a TTL must never count from before a
+		// keep-alive that was answered.
+		fresh := make(map[uint64]time.Time, len(sessions))
+		for id, t := range last {
+			if t.After(graceFrom) {
+				fresh[id] = t
+			}
+		}
+		last = fresh
 		c.lastSeen[g] = last
 	}
 	live := make(map[uint64]bool, len(sessions))
@@ -81,7 +99,10 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 		live[si.ID] = true
 		seen, ok := last[si.ID]
 		if !ok {
-			last[si.ID] = now
+			last[si.ID] = graceFrom
+			if now.Sub(graceFrom) > si.TTL {
+				expire = append(expire, si.ID)
+			}
 			continue
 		}
 		if now.Sub(seen) > si.TTL {
