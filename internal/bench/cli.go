@@ -96,6 +96,7 @@ Examples:
 type plan struct {
 	groups, window int
 	delay          time.Duration
+	faults         bool // nodes run on quicnet.FaultConn
 	label          string
 }
 
@@ -162,11 +163,19 @@ func action(cc *cli.Context) error {
 		base.Endpoints = cfg.Endpoints
 	}
 
+	// The fault-injecting PacketConn hides the UDP socket's batch and GSO
+	// paths from quic-go, so it costs CPU per packet; the nodes get it only
+	// when a run injects faults, and then every run of the sweep gets it,
+	// so that their figures compare.
+	faults := cc.String("stop-mode") == "isolate" && len(cc.IntSlice("stop")) > 0
+	for _, d := range delays {
+		faults = faults || d > 0
+	}
 	var plans []plan
 	for _, g := range groups {
 		for _, w := range windows {
 			for _, d := range delays {
-				p := plan{groups: g, window: w, delay: d}
+				p := plan{groups: g, window: w, delay: d, faults: faults}
 				var parts []string
 				if local {
 					parts = append(parts, fmt.Sprintf("groups=%d", g), fmt.Sprintf("W=%d", w))
@@ -285,7 +294,7 @@ func runLocal(ctx context.Context, o Options, p plan, cc *cli.Context, logger *s
 		return nil, err
 	}
 	c, err := localcluster.Start(localcluster.Options{Nodes: nodes, Groups: p.groups, Window: p.window,
-		Lease: cc.Duration("lease"), Faults: true, Logger: logger,
+		Lease: cc.Duration("lease"), Faults: p.faults, Logger: logger,
 		Tune: func(cfg *server.Config) { cfg.GroupCommitWait = wait }})
 	if err != nil {
 		return nil, err
