@@ -35,8 +35,12 @@ const (
 	DefaultReconnectMax  = 5 * time.Second
 	DefaultDialTimeout   = 3 * time.Second
 	DefaultIdleTimeout   = 15 * time.Second
-	// ClientIdleTimeout is the idle timeout of connections made by Dial.
-	ClientIdleTimeout        = 5 * time.Second
+	// ClientIdleTimeout is the idle timeout of connections made by Dial:
+	// how long a request in flight to a node that died waits before the
+	// client retries it elsewhere. Measured with lockctl bench failover:
+	// at 5s the clients' first success on a dead master's groups came at
+	// 5.0s although the groups were served again at 1.3–2.3s.
+	ClientIdleTimeout        = 2 * time.Second
 	DefaultMaxStreamsPerConn = 100
 )
 

@@ -125,8 +125,8 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config) (*Conn, error) 
 	}
 	qc, err := tr.Dial(ctx, raddr, tc, &quic.Config{
 		// A client notices a dead or stopped node within ClientIdleTimeout
-		// (its watches and waits then move to another node); keep-alive
-		// packets every second cost next to nothing.
+		// (its requests, watches and waits then move to another node);
+		// keep-alive packets every ClientIdleTimeout/5 cost next to nothing.
 		MaxIdleTimeout:        ClientIdleTimeout,
 		KeepAlivePeriod:       ClientIdleTimeout / 5,
 		MaxIncomingUniStreams: -1,
