@@ -55,7 +55,7 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 		res := gs.table.Apply(lease.Position{Slot: slot, Index: uint32(index)}, lc)
 		gs.mu.Unlock()
 		if len(res.Events) > 0 {
-			s.hub.publish(g, res.Events)
+			s.hub.publish(g, slot, res.Events)
 		}
 		return encodeResult(res)
 	}

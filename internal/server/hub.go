@@ -86,9 +86,10 @@ func (h *hub) dropStream(st *clientStream) {
 	}
 }
 
-// publish pushes events to waiters and watchers. It runs on the replica's
-// goroutine and never blocks: a stream whose queue is full is closed.
-func (h *hub) publish(g paxos.GroupID, events []lease.Event) {
+// publish pushes events to waiters and watchers, with the slot whose
+// command caused them. It runs on the replica's goroutine and never blocks:
+// a stream whose queue is full is closed.
+func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
@@ -97,7 +98,7 @@ func (h *hub) publish(g paxos.GroupID, events []lease.Event) {
 			switch ev.Kind {
 			case lease.EventGranted:
 				delete(h.waiters, k)
-				w.st.push(&wire.Msg{Type: wire.TypeEvent, ReqID: w.reqID, Kind: wire.EventGranted, Group: uint32(g),
+				w.st.push(&wire.Msg{Type: wire.TypeEvent, ReqID: w.reqID, Kind: wire.EventGranted, Group: uint32(g), Slot: slot,
 					Session: ev.Session, Name: ev.Name, Token: ev.Token, Code: wire.CodeOK})
 			case lease.EventCanceled:
 				delete(h.waiters, k)
@@ -107,7 +108,7 @@ func (h *hub) publish(g paxos.GroupID, events []lease.Event) {
 			}
 		}
 		for st, reqID := range h.watchers[ev.Name] {
-			st.push(&wire.Msg{Type: wire.TypeEvent, ReqID: reqID, Kind: wire.EventKind(ev.Kind), Group: uint32(g),
+			st.push(&wire.Msg{Type: wire.TypeEvent, ReqID: reqID, Kind: wire.EventKind(ev.Kind), Group: uint32(g), Slot: slot,
 				Session: ev.Session, Name: ev.Name, Token: ev.Token, Flags: sharedFlag(ev.Shared)})
 		}
 	}

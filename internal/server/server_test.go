@@ -186,11 +186,15 @@ func TestWaiterIsGrantedByPushWhenHolderReleases(t *testing.T) {
 	if q.Code != wire.CodeQueued {
 		t.Fatalf("second acquire: %+v, want queued", q)
 	}
-	c.do(t, wire.Msg{Type: wire.TypeRelease, Group: g, Session: a, Name: name, Token: held.Token})
+	rel := c.do(t, wire.Msg{Type: wire.TypeRelease, Group: g, Session: a, Name: name, Token: held.Token})
 	select {
 	case ev := <-master.events:
 		if ev.Kind != wire.EventGranted || ev.Session != b || ev.Token <= held.Token {
 			t.Fatalf("event %+v, want a grant to session %d with a token above %d", ev, b, held.Token)
+		}
+		// The hand-over takes one commit: the release's slot grants.
+		if ev.Slot == 0 || ev.Slot != rel.Slot {
+			t.Fatalf("granted in slot %d, released in slot %d: want the grant in the releasing slot", ev.Slot, rel.Slot)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiter was not granted within 5s of the release")

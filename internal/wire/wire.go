@@ -189,7 +189,8 @@ type Msg struct {
 	HintAddr string
 	// Epoch orders master changes (WatchMasters: resume after this epoch).
 	Epoch uint64
-	// Slot is where a command took effect.
+	// Slot is where a command took effect; in an event, the slot of the
+	// command that caused it (a grant shares the releasing slot).
 	Slot uint64
 	// Node is the answering node; Groups the cluster's group count.
 	Node   uint32
