@@ -53,7 +53,17 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 		gs := s.groups[g]
 		gs.mu.Lock()
 		res := gs.table.Apply(lease.Position{Slot: slot, Index: uint32(index)}, lc)
+		var opened lease.SessionInfo
+		ended := false
+		switch lc.Op {
+		case lease.OpOpenSession:
+			opened, _ = gs.table.Session(res.Session)
+		case lease.OpCloseSession, lease.OpExpireSession:
+			_, still := gs.table.Session(lc.Session)
+			ended = !still
+		}
 		gs.mu.Unlock()
+		s.trackSessions(g, lc, opened, ended)
 		if len(res.Events) > 0 {
 			s.hub.publish(g, slot, res.Events)
 		}
@@ -105,4 +115,17 @@ func decodeResult(b []byte) (appliedResult, error) {
 
 func lockCommand(c lease.Command) []byte {
 	return c.AppendTo([]byte{tagLock})
+}
+
+// trackSessions keeps the session clock's membership in step with the
+// table: a session is added when its open is applied and forgotten once it
+// is gone (closed or expired), on every node, so that a new master knows
+// every session without scanning its table.
+func (s *Server) trackSessions(g paxos.GroupID, lc lease.Command, opened lease.SessionInfo, ended bool) {
+	switch {
+	case opened.ID != 0:
+		s.sessions.opened(g, opened.ID, opened.TTL, time.Now())
+	case ended:
+		s.sessions.ended(g, lc.Session)
+	}
 }

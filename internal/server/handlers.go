@@ -170,7 +170,14 @@ func (s *Server) openSession(ctx context.Context, req *wire.Msg) *wire.Msg {
 		return bad
 	}
 	if ar.code == wire.CodeOK {
-		s.sessions.seen(paxos.GroupID(req.Group), ar.session, time.Now())
+		g := paxos.GroupID(req.Group)
+		gs := s.groups[g]
+		gs.mu.Lock()
+		si, ok := gs.table.Session(ar.session)
+		gs.mu.Unlock()
+		if ok {
+			s.sessions.seen(g, ar.session, si.TTL, time.Now())
+		}
 	}
 	return resultMsg(ar, res)
 }
@@ -229,10 +236,10 @@ func (s *Server) keepAlive(req *wire.Msg) *wire.Msg {
 		default:
 			gs := s.groups[g]
 			gs.mu.Lock()
-			_, ok := gs.table.Session(it.Session)
+			si, ok := gs.table.Session(it.Session)
 			gs.mu.Unlock()
 			if ok {
-				s.sessions.seen(g, it.Session, now)
+				s.sessions.seen(g, it.Session, si.TTL, now)
 				item.Code = wire.CodeOK
 			} else {
 				item.Code = wire.CodeSessionUnknown

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"container/heap"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,25 +15,145 @@ import (
 // sessionClock is the master's record of when it last heard from each
 // session, on its own monotonic clock. It is not replicated: expiry is
 // decided here and replicated as an explicit OpExpireSession.
+//
+// Every node keeps an entry per open session (added and removed as the
+// commands that open and end sessions are applied), so that a node that
+// becomes master knows them all without scanning its tables. Entries wait
+// in a heap ordered by when they are due to be looked at, so that one
+// expiry round costs O(expired · log n), not a copy of every session: with
+// half a million sessions a full scan every ExpiryInterval took a third of
+// a node's CPU (docs/memory.md).
 type sessionClock struct {
-	mu       sync.Mutex
-	lastSeen map[paxos.GroupID]map[uint64]time.Time
-	serving  map[paxos.GroupID]bool
+	mu      sync.Mutex
+	groups  map[paxos.GroupID]*groupClock
+	serving map[paxos.GroupID]bool
 }
+
+// groupClock is one group's sessions. An entry's seen only grows; its due
+// time may lag behind seen+ttl (keep-alives do not touch the heap) and is
+// corrected when it comes up.
+type groupClock struct {
+	entries map[uint64]*clockEntry
+	heap    clockHeap
+}
+
+type clockEntry struct {
+	id   uint64
+	seen time.Time // last sign of life: keep-alive, open, or a master's grace
+	ttl  time.Duration
+	due  time.Time // heap key: not expired before this
+	idx  int       // position in the heap
+}
+
+// expireRetry is how long an expiry that was proposed waits before it is
+// proposed again if its session is still there (the proposal was lost).
+const expireRetry = time.Second
+
+// maxExpirePerRound bounds the sessions one round expires in one group.
+const maxExpirePerRound = 4096
 
 func newSessionClock() *sessionClock {
-	return &sessionClock{lastSeen: map[paxos.GroupID]map[uint64]time.Time{}, serving: map[paxos.GroupID]bool{}}
+	return &sessionClock{groups: map[paxos.GroupID]*groupClock{}, serving: map[paxos.GroupID]bool{}}
 }
 
-func (c *sessionClock) seen(g paxos.GroupID, session uint64, now time.Time) {
+func (c *sessionClock) group(g paxos.GroupID) *groupClock {
+	gc := c.groups[g]
+	if gc == nil {
+		gc = &groupClock{entries: map[uint64]*clockEntry{}}
+		c.groups[g] = gc
+	}
+	return gc
+}
+
+// seen records a sign of life of session at now (ttl is the session's, for
+// an entry that does not exist yet).
+func (c *sessionClock) seen(g paxos.GroupID, session uint64, ttl time.Duration, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := c.lastSeen[g]
-	if m == nil {
-		m = map[uint64]time.Time{}
-		c.lastSeen[g] = m
+	c.group(g).touch(session, ttl, now)
+}
+
+// opened adds a session whose open command was applied at now.
+func (c *sessionClock) opened(g paxos.GroupID, session uint64, ttl time.Duration, now time.Time) {
+	c.seen(g, session, ttl, now)
+}
+
+// ended forgets a session that was closed or expired.
+func (c *sessionClock) ended(g paxos.GroupID, session uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.group(g).remove(session)
+}
+
+func (gc *groupClock) remove(session uint64) {
+	if e, ok := gc.entries[session]; ok {
+		delete(gc.entries, session)
+		heap.Remove(&gc.heap, e.idx)
 	}
-	m[session] = now
+}
+
+func (gc *groupClock) touch(session uint64, ttl time.Duration, now time.Time) {
+	if e, ok := gc.entries[session]; ok {
+		if now.After(e.seen) {
+			e.seen = now
+		}
+		return
+	}
+	e := &clockEntry{id: session, seen: now, ttl: ttl, due: now.Add(ttl)}
+	gc.entries[session] = e
+	heap.Push(&gc.heap, e)
+}
+
+// grace starts every session's count at from at the latest, keeping later
+// signs of life: called when this node starts serving the group.
+func (gc *groupClock) grace(from time.Time) {
+	for _, e := range gc.entries {
+		if e.seen.Before(from) {
+			e.seen = from
+		}
+		e.due = e.seen.Add(e.ttl)
+	}
+	heap.Init(&gc.heap)
+}
+
+// expired returns sessions not heard from for longer than their TTL at now,
+// at most limit of them. Each is put back with a retry time, in case its
+// expiry is lost; ended removes it once the expiry is applied.
+func (gc *groupClock) expired(now time.Time, limit int) []uint64 {
+	var out []uint64
+	for len(gc.heap) > 0 && !gc.heap[0].due.After(now) && len(out) < limit {
+		e := gc.heap[0]
+		if end := e.seen.Add(e.ttl); !now.After(end) {
+			e.due = end.Add(time.Nanosecond) // heard from since: look again then
+		} else {
+			out = append(out, e.id)
+			e.due = now.Add(expireRetry)
+		}
+		heap.Fix(&gc.heap, 0)
+	}
+	return out
+}
+
+// clockHeap orders entries by due time (container/heap).
+type clockHeap []*clockEntry
+
+func (h clockHeap) Len() int           { return len(h) }
+func (h clockHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h clockHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *clockHeap) Push(x any) {
+	e := x.(*clockEntry)
+	e.idx = len(*h)
+	*h = append(*h, e)
+}
+func (h *clockHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
 }
 
 // expireLoop is the master's side of session expiry and lock-delay: for every
@@ -66,55 +188,51 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 		c.mu.Unlock()
 		return
 	}
-	gs := s.groups[g]
-	gs.mu.Lock()
-	sessions := gs.table.Sessions()
-	deadline, hasDeadline := gs.table.NextDeadline()
-	gs.mu.Unlock()
-	last := c.lastSeen[g]
-	graceFrom := now // for sessions this node has not heard from
-	if last == nil || !was {
+	gc := c.group(g)
+	if !was {
+		// Once per master change, make sure every session of the table
+		// is tracked (the apply hook adds them; this guards the rule that
+		// every session expires).
+		gs := s.groups[g]
+		gs.mu.Lock()
+		for _, si := range gs.table.Sessions() {
+			gc.touch(si.ID, si.TTL, time.Time{})
+		}
+		gs.mu.Unlock()
 		// Grace: keep-alives went to the previous master until it stopped
 		// serving, so count every session's TTL from then. Nothing was
 		// answered for g after that (this node waited it out before
-		// serving), so no session's TTL can have been extended later.
+		// serving), so no TTL can have been extended later; signs of life
+		// this node saw since stay, as a TTL must never count from before
+		// a keep-alive that was answered.
+		from := now
 		if end := s.elector.PredecessorEnd(g); !end.IsZero() && end.Before(now) {
-			graceFrom = end
+			from = end
 		}
-		// Keep-alives this node answered after that (it serves from
-		// before this tick) stay: a TTL must never count from before a
-		// keep-alive that was answered.
-		fresh := make(map[uint64]time.Time, len(sessions))
-		for id, t := range last {
-			if t.After(graceFrom) {
-				fresh[id] = t
-			}
-		}
-		last = fresh
-		c.lastSeen[g] = last
+		gc.grace(from)
 	}
-	live := make(map[uint64]bool, len(sessions))
-	var expire []uint64 // sessions to expire
-	for _, si := range sessions {
-		live[si.ID] = true
-		seen, ok := last[si.ID]
-		if !ok {
-			last[si.ID] = graceFrom
-			if now.Sub(graceFrom) > si.TTL {
-				expire = append(expire, si.ID)
-			}
-			continue
-		}
-		if now.Sub(seen) > si.TTL {
-			expire = append(expire, si.ID)
-		}
-	}
-	for id := range last {
-		if !live[id] {
-			delete(last, id)
-		}
-	}
+	due := gc.expired(now, maxExpirePerRound)
 	c.mu.Unlock()
+
+	gs := s.groups[g]
+	var expire []uint64
+	gs.mu.Lock()
+	for _, id := range due {
+		if _, ok := gs.table.Session(id); ok {
+			expire = append(expire, id)
+		}
+	}
+	deadline, hasDeadline := gs.table.NextDeadline()
+	gs.mu.Unlock()
+	if len(expire) < len(due) {
+		c.mu.Lock()
+		for _, id := range due {
+			if !slices.Contains(expire, id) {
+				gc.remove(id) // gone from the table already
+			}
+		}
+		c.mu.Unlock()
+	}
 	for _, id := range expire {
 		s.proposeOwn(ctx, g, lease.Command{Op: lease.OpExpireSession, Session: id})
 		s.metrics.expired.Inc()
