@@ -180,7 +180,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	r.finish()
 	if err == nil && ctx.Err() != nil {
-		err = fmt.Errorf("bench: the run hit its hard cap of %v: %w", o.HardCap, ctx.Err())
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("bench: the run hit its hard cap of %v (--hard-cap): %w", o.HardCap, ctx.Err())
+		} else {
+			err = fmt.Errorf("bench: the run was interrupted before it finished: %w", ctx.Err())
+		}
 	}
 	return r, err
 }
