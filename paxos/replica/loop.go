@@ -299,7 +299,7 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 				select {
 				case rd := <-r.persist:
 					jobs = append(jobs, rd)
-					if act.missing(jobs, time.Now()) == 0 {
+					if act.add(&jobs[len(jobs)-1]) == 0 {
 						break wait
 					}
 				case <-timer.C:
@@ -411,31 +411,47 @@ func needsSync(jobs []paxos.Ready) bool {
 type activity struct {
 	window time.Duration
 	last   []time.Time // per group: its last synced write
-	in     []bool      // scratch: the groups in the batch
+	// The batch being gathered: the groups in it, the recent groups
+	// (wrote within the window when it began), and how many recent
+	// groups it still lacks.
+	in, recent []bool
+	lacking    int
 }
 
 func newActivity(groups int, window time.Duration) *activity {
-	return &activity{window: window, last: make([]time.Time, groups), in: make([]bool, groups)}
+	return &activity{window: window, last: make([]time.Time, groups), in: make([]bool, groups), recent: make([]bool, groups)}
 }
 
-// missing counts the groups that wrote within the window but have nothing
-// in jobs.
+// missing begins a batch with jobs at now and counts the groups that wrote
+// within the window but have nothing in it.
 func (a *activity) missing(jobs []paxos.Ready, now time.Time) int {
 	clear(a.in)
+	a.lacking = 0
+	for g, t := range a.last {
+		a.recent[g] = !t.IsZero() && now.Sub(t) < a.window
+		if a.recent[g] {
+			a.lacking++
+		}
+	}
 	for i := range jobs {
-		for _, w := range jobs[i].Persist {
-			if int(w.Group) < len(a.in) {
-				a.in[w.Group] = true
+		a.add(&jobs[i])
+	}
+	return a.lacking
+}
+
+// add puts one more Ready into the batch begun by missing and returns how
+// many recent groups the batch still lacks. It costs only rd's writes, so
+// the wait for the other groups stays cheap however many Readys arrive.
+func (a *activity) add(rd *paxos.Ready) int {
+	for _, w := range rd.Persist {
+		if g := int(w.Group); g < len(a.in) && !a.in[g] {
+			a.in[g] = true
+			if a.recent[g] {
+				a.lacking--
 			}
 		}
 	}
-	n := 0
-	for g, t := range a.last {
-		if !a.in[g] && !t.IsZero() && now.Sub(t) < a.window {
-			n++
-		}
-	}
-	return n
+	return a.lacking
 }
 
 // record notes the groups of the synced writes in jobs.

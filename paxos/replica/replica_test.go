@@ -205,6 +205,14 @@ func TestActivityWaitsOnlyForBusyGroups(t *testing.T) {
 	if n := a.missing(batch(true, 0, 1, 2), t0.Add(1500*time.Microsecond)); n != 0 {
 		t.Fatalf("a batch with every busy group waits for %d, want 0", n)
 	}
+	// The same, one Ready at a time as they reach the persister.
+	a.missing(batch(true, 0), t0.Add(1500*time.Microsecond))
+	if n := a.add(&batch(true, 2)[0]); n != 1 {
+		t.Fatalf("after group 2 arrived the batch lacks %d groups, want 1 (group 1)", n)
+	}
+	if n := a.add(&batch(true, 2, 1)[0]); n != 0 {
+		t.Fatalf("after groups 2 and 1 arrived the batch lacks %d groups, want 0", n)
+	}
 	if n := a.missing(batch(true, 0), t0.Add(4*time.Millisecond)); n != 0 {
 		t.Fatalf("groups idle for longer than the window are waited for (%d), want 0", n)
 	}
