@@ -124,7 +124,7 @@ func lockCommand(c lease.Command) []byte {
 func (s *Server) trackSessions(g paxos.GroupID, lc lease.Command, opened lease.SessionInfo, ended bool) {
 	switch {
 	case opened.ID != 0:
-		s.sessions.opened(g, opened.ID, opened.TTL, time.Now())
+		s.sessions.seen(g, opened.ID, opened.TTL, time.Now()) // opening is a sign of life
 	case ended:
 		s.sessions.ended(g, lc.Session)
 	}

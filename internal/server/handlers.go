@@ -169,16 +169,8 @@ func (s *Server) openSession(ctx context.Context, req *wire.Msg) *wire.Msg {
 	if bad != nil {
 		return bad
 	}
-	if ar.code == wire.CodeOK {
-		g := paxos.GroupID(req.Group)
-		gs := s.groups[g]
-		gs.mu.Lock()
-		si, ok := gs.table.Session(ar.session)
-		gs.mu.Unlock()
-		if ok {
-			s.sessions.seen(g, ar.session, si.TTL, time.Now())
-		}
-	}
+	// The session clock learned of the session when it was applied
+	// (trackSessions), on every node.
 	return resultMsg(ar, res)
 }
 

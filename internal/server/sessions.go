@@ -3,7 +3,6 @@ package server
 import (
 	"container/heap"
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,11 +70,6 @@ func (c *sessionClock) seen(g paxos.GroupID, session uint64, ttl time.Duration, 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.group(g).touch(session, ttl, now)
-}
-
-// opened adds a session whose open command was applied at now.
-func (c *sessionClock) opened(g paxos.GroupID, session uint64, ttl time.Duration, now time.Time) {
-	c.seen(g, session, ttl, now)
 }
 
 // ended forgets a session that was closed or expired.
@@ -215,21 +209,21 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 	c.mu.Unlock()
 
 	gs := s.groups[g]
-	var expire []uint64
+	var expire, gone []uint64
 	gs.mu.Lock()
 	for _, id := range due {
 		if _, ok := gs.table.Session(id); ok {
 			expire = append(expire, id)
+		} else {
+			gone = append(gone, id)
 		}
 	}
 	deadline, hasDeadline := gs.table.NextDeadline()
 	gs.mu.Unlock()
-	if len(expire) < len(due) {
+	if len(gone) > 0 {
 		c.mu.Lock()
-		for _, id := range due {
-			if !slices.Contains(expire, id) {
-				gc.remove(id) // gone from the table already
-			}
+		for _, id := range gone {
+			gc.remove(id)
 		}
 		c.mu.Unlock()
 	}
