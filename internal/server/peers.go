@@ -49,9 +49,10 @@ func (p *peerTransport) Send(msgs []paxos.Message) {
 	}
 	frames := map[laneKey][]byte{}
 	var order []laneKey
+	var enc []byte // scratch: each message is encoded here, then copied into its frame
 	for i := range msgs {
 		m := &msgs[i]
-		enc := paxos.AppendMessage(nil, m)
+		enc = paxos.AppendMessage(enc[:0], m)
 		k := p.laneFor(m, len(enc))
 		b, ok := frames[k]
 		if !ok {

@@ -85,3 +85,19 @@ func TestSplitPeerFrameRefusesABadLength(t *testing.T) {
 		t.Fatalf("got %v after %d messages, want an error after the first message", err, n)
 	}
 }
+
+// BenchmarkPeerTransportSend: one step's messages, 8 groups to 2 peers.
+func BenchmarkPeerTransportSend(b *testing.B) {
+	p := &peerTransport{lanes: 4, sendFrame: func(quicnet.NodeID, int, []byte) error { return nil }}
+	var msgs []paxos.Message
+	for g := range 8 {
+		for _, to := range []paxos.NodeID{2, 3} {
+			msgs = append(msgs, paxos.Message{Type: paxos.MsgAccept, Group: paxos.GroupID(g), From: 1, To: to, Slot: 9,
+				Entries: []paxos.Entry{{Slot: 9, Value: paxos.Value{Cmds: []paxos.Command{{Data: make([]byte, 64)}}}}}})
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Send(msgs)
+	}
+}
