@@ -162,13 +162,11 @@ func acquire(c *cli.Context, s *client.Session, o holdOpts) (*client.Lock, error
 // acquireDetached acquires the lock and exits leaving it held: the client
 // closes without closing the session, which lives on for its TTL.
 func acquireDetached(c *cli.Context, o holdOpts) error {
-	ctx, cancel := opContext(c)
-	defer cancel()
-	cl, err := connect(ctx, c)
+	ctx, cl, done, err := dialOp(c)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer done()
 	s, err := cl.NewSession(ctx, client.SessionOptions{TTL: o.ttl})
 	if err != nil {
 		return &exitErr{code: exitUsage, err: err}

@@ -36,13 +36,11 @@ func runHeld(c *cli.Context, o holdOpts) error {
 		return usageErrorf("--kill-grace %v does not fit the --ttl %v: the session must give the lock up %v before the cluster could (more than half the TTL); raise --ttl to at least %v or lower --kill-grace",
 			o.killGrace, o.ttl, margin, minTTLFor(o.killGrace))
 	}
-	ctx, cancel := opContext(c)
-	defer cancel()
-	cl, err := connect(ctx, c)
+	ctx, cl, closeClient, err := dialOp(c)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer closeClient()
 	s, err := cl.NewSession(ctx, client.SessionOptions{TTL: o.ttl, LostMargin: margin})
 	if err != nil {
 		return &exitErr{code: exitUsage, err: err}

@@ -216,6 +216,18 @@ func connect(ctx context.Context, c *cli.Context) (*client.Client, error) {
 const defaultTimeout = 30e9
 
 // opContext returns the context of a command that does not wait for a lock.
+// dialOp connects for one operation bounded by --timeout. done closes the
+// client, then ends the context.
+func dialOp(c *cli.Context) (ctx context.Context, cl *client.Client, done func(), err error) {
+	ctx, cancel := opContext(c)
+	cl, err = connect(ctx, c)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, cl, func() { cl.Close(); cancel() }, nil
+}
+
 func opContext(c *cli.Context) (context.Context, context.CancelFunc) {
 	d := c.Duration("timeout")
 	if d <= 0 {

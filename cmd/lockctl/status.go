@@ -30,13 +30,11 @@ func statusCommand() *cli.Command {
 			if c.NArg() > 1 {
 				return usageErrorf("want at most one lock name: lockctl status [NAME]")
 			}
-			ctx, cancel := opContext(c)
-			defer cancel()
-			cl, err := connect(ctx, c)
+			ctx, cl, done, err := dialOp(c)
 			if err != nil {
 				return err
 			}
-			defer cl.Close()
+			defer done()
 			p := newPrinter(c)
 			if c.NArg() == 1 {
 				info, err := cl.LockStatus(ctx, c.Args().First())
@@ -119,13 +117,11 @@ func membersCommand() *cli.Command {
 		Name:  "members",
 		Usage: "list the nodes of the cluster",
 		Action: func(c *cli.Context) error {
-			ctx, cancel := opContext(c)
-			defer cancel()
-			cl, err := connect(ctx, c)
+			ctx, cl, done, err := dialOp(c)
 			if err != nil {
 				return err
 			}
-			defer cl.Close()
+			defer done()
 			st, err := cl.ClusterStatus(ctx)
 			if err != nil {
 				return err
@@ -159,13 +155,11 @@ func validateCommand() *cli.Command {
 			if err != nil {
 				return usageErrorf("token %q is not a number", c.Args().Get(1))
 			}
-			ctx, cancel := opContext(c)
-			defer cancel()
-			cl, err := connect(ctx, c)
+			ctx, cl, done, err := dialOp(c)
 			if err != nil {
 				return err
 			}
-			defer cl.Close()
+			defer done()
 			ok, err := cl.Validate(ctx, name, token)
 			if err != nil {
 				return err
