@@ -68,6 +68,14 @@ const (
 	mutPhase2OwnValue
 	// mutReplyBeforeSync: promises and accepts leave before they are durable.
 	mutReplyBeforeSync
+	// mutMasterKeepsLostSlot: the rule before issue 8: a master that learns
+	// that a slot where it proposed under its ballot chose another value
+	// stays master, and its commit index covers that slot.
+	mutMasterKeepsLostSlot
+	// mutStepDownOnHigherBallot: the obvious patch, which is not enough: such
+	// a master steps down only when the chosen entry it installs carries a
+	// ballot above its own.
+	mutStepDownOnHigherBallot
 )
 
 // withDefaults fills zero fields with their defaults.

@@ -58,8 +58,48 @@
 //
 // # Learning
 //
-// Every message from a master carries its commit index: all slots below it are
-// chosen. A follower whose accepted entry for such a slot has the master's
-// ballot knows the chosen value; for any other slot it sends Fetch to a peer
-// that knows more and installs the chosen entries of the reply.
+// Every message carries its sender's commit index c: the sender knows every
+// slot below c as chosen, with its value. A node learns a slot in one of
+// three ways, and each is safe for the reason given.
+//
+//  1. By ballot, from a master. A Commit (the heartbeat) or an Accept from the
+//     master of ballot b says c; a follower whose entry for a slot below c was
+//     accepted under b takes that entry as chosen. This rests on the commit
+//     rule: a master proposes at most one value per slot under b, and it
+//     announces commit c under b only if, for every slot below c where it
+//     proposed under b, it knows that the chosen value is the one it proposed.
+//     A master keeps the rule by stepping down the moment it learns a slot
+//     chosen with a value other than the one it proposed there under its
+//     ballot (markChosen), before its commit index can pass that slot; it never
+//     sends a Commit or an Accept under that ballot again. Its commit index
+//     otherwise grows only over slots chosen by a majority of its own ballot
+//     (the value it proposed) or slots it proposed nothing in. Comparing
+//     ballots would not do: a master can learn such a slot from a FetchReply,
+//     which carries no ballot, and the chosen entry it installs may carry a
+//     ballot below its own (an acceptor keeps the ballot it accepted a value
+//     under when it later learns that value was chosen under a higher one).
+//     testdata/schedules replays both schedules that broke the older rules.
+//  2. By value, from anyone. Promise, Accepted, Nack and FetchReply carry the
+//     sender's commit index but no promise about ballots; from them a node
+//     advances only over entries it already holds marked chosen, and asks
+//     the sender for the rest with a Fetch. FetchReply and Promise mark an
+//     entry chosen only if the sender holds it as chosen (below its commit
+//     index, or marked by markChosen), so a chosen mark is only ever copied
+//     from a node that learned it in one of these three ways (by induction).
+//     A Prepare's commit index is not learned from.
+//  3. By its own quorum. A master marks a slot chosen when a majority of its
+//     current ballot accepted it; acceptors count only after their accept is
+//     durable (rule 4), and only votes for the current ballot are counted.
+//
+// Whichever way it learns, a node that finds a slot chosen with a value other
+// than its own accepted one stores the chosen value (markChosen replaces the
+// entry) and its own commands there come back (see Own-value semantics). The
+// commit index walks only over contiguous slots marked chosen, never over an
+// entry that is not.
+//
+// After a restart, entries below the durable commit index are chosen: an
+// entry and the commit index that covers it are written in one atomic batch,
+// and a batch written without a sync only moves commit indexes, so a crash
+// can lose a commit index (learned again) but never keep one without its
+// entries.
 package paxos

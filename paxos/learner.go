@@ -26,6 +26,15 @@ func (g *group) markChosen(slot uint64, b Ballot, v Value) {
 	if slot < g.commit {
 		return
 	}
+	if p, ok := g.inflight[slot]; ok && g.role == master && p.value.ID != v.ID && g.stepsDownForLostSlot(b) {
+		// The commit rule (see "Learning" in doc.go): we proposed another
+		// value here under our ballot, and followers that accepted it take
+		// any commit index we announce under this ballot as covering it.
+		// So we stop announcing under this ballot before the commit index
+		// can pass this slot. Another ballot chose the slot, so we are
+		// outbid anyway; we only learned it from a message without a ballot.
+		g.stepDown(0)
+	}
 	cur, ok := g.log[slot]
 	if !ok || cur.Value.ID != v.ID {
 		g.store(&Entry{Slot: slot, Ballot: b, Value: v, Chosen: true})
@@ -116,4 +125,16 @@ func (g *group) maybeFetch() {
 	g.fetchElapsed = 0
 	g.n.msgs = append(g.n.msgs, Message{Type: MsgFetch, Group: g.id, From: g.n.cfg.ID, To: g.knownFrom, Slot: g.commit, Commit: g.commit})
 	g.touch()
+}
+
+// stepsDownForLostSlot is true unless a mutation test restores an older rule: the
+// master must step down when a slot it proposed in chose another value.
+func (g *group) stepsDownForLostSlot(b Ballot) bool {
+	switch mut := g.n.cfg.mutate; {
+	case mut&mutMasterKeepsLostSlot != 0:
+		return false
+	case mut&mutStepDownOnHigherBallot != 0:
+		return g.ballot.Less(b)
+	}
+	return true
 }

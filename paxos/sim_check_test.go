@@ -2,30 +2,12 @@ package paxos
 
 import "fmt"
 
-type slotKey struct {
-	g    GroupID
-	slot uint64
-}
-
-type voteKey struct {
-	g    GroupID
-	slot uint64
-	b    Ballot
-}
-
-type vote struct {
-	value ValueID
-	by    map[NodeID]bool
-}
-
 // checker holds the ground truth of a run and checks it after every step.
 type checker struct {
 	s *sim
-	// votes are durable accepts, by (group, slot, ballot). A value is chosen
-	// the moment a majority has durably accepted it under one ballot.
-	votes map[voteKey]*vote
-	// chosen is the ground truth: the value chosen for each slot.
-	chosen map[slotKey]ValueID
+	// truth holds the votes and chosen values, and checks the local rules
+	// on every message a node sends.
+	truth *truth
 	// learned is the log as nodes applied it (must equal chosen).
 	applied map[slotKey]ValueID
 	// first is where each command id first appears in the learned log.
@@ -37,7 +19,7 @@ type checker struct {
 }
 
 func newChecker(s *sim) *checker {
-	return &checker{s: s, votes: map[voteKey]*vote{}, chosen: map[slotKey]ValueID{}, applied: map[slotKey]ValueID{},
+	return &checker{s: s, truth: newTruth(s.cfg.nodes), applied: map[slotKey]ValueID{},
 		first: map[GroupID]map[CommandID]uint64{}}
 }
 
@@ -60,7 +42,6 @@ func (c *checker) unsyncedOnlyCommits(sn *simNode, ws []GroupWrite, before map[G
 
 // persisted records the durable accepts of one synced write.
 func (c *checker) persisted(sn *simNode, ws []GroupWrite) {
-	quorum := len(c.s.nodes)/2 + 1
 	for _, w := range ws {
 		hs, _ := sn.store.HardState(w.Group)
 		for _, e := range w.Entries {
@@ -72,36 +53,24 @@ func (c *checker) persisted(sn *simNode, ws []GroupWrite) {
 					sn.id, w.Group, e.Slot, e.Ballot, hs.Promised)
 				return
 			}
-			k := voteKey{w.Group, e.Slot, e.Ballot}
-			v := c.votes[k]
-			if v == nil {
-				v = &vote{value: e.Value.ID, by: map[NodeID]bool{}}
-				c.votes[k] = v
-			}
-			if v.value != e.Value.ID {
-				// Two values under one ballot for one slot: only possible if a
-				// ballot was reused (a crash forgot it) or a proposer broke rule 5.
-				c.s.fail("group %d slot %d ballot %s: node %d accepted value %v, another node accepted %v under the same ballot",
-					w.Group, e.Slot, e.Ballot, sn.id, e.Value.ID, v.value)
-				return
-			}
-			v.by[sn.id] = true
-			if len(v.by) >= quorum {
-				sk := slotKey{w.Group, e.Slot}
-				if prev, ok := c.chosen[sk]; ok && prev != v.value {
-					c.s.fail("SAFETY: group %d slot %d chose two values: %v and %v (ballot %s)", w.Group, e.Slot, prev, v.value, e.Ballot)
-					return
-				}
-				c.chosen[sk] = v.value
-			}
 		}
+	}
+	if err := c.truth.persisted(sn.id, ws); err != nil {
+		c.s.fail("%v", err)
+	}
+}
+
+// sent checks a message as it leaves its node (see truth.sent).
+func (c *checker) sent(m Message) {
+	if err := c.truth.sent(m); err != nil {
+		c.s.fail("%v", err)
 	}
 }
 
 // learned checks a slot a node applies against the ground truth.
 func (c *checker) learned(sn *simNode, a Apply) {
 	k := slotKey{a.Group, a.Slot}
-	truth, ok := c.chosen[k]
+	truth, ok := c.truth.chosen[k]
 	if !ok {
 		c.s.fail("SAFETY: node %d applied group %d slot %d value %v, which no majority accepted durably", sn.id, a.Group, a.Slot, a.Value.ID)
 		return

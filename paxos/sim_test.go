@@ -261,6 +261,7 @@ func (s *sim) process(sn *simNode) {
 			}
 		}
 		for _, m := range r.Messages {
+			s.check.sent(m)
 			s.send(m)
 		}
 		for _, e := range r.StorageErrors {
@@ -326,6 +327,7 @@ func (s *sim) flush(sn *simNode) {
 	var local []Message
 	for _, r := range queue {
 		for _, m := range r.AfterSync {
+			s.check.sent(m)
 			if m.To == sn.id {
 				local = append(local, m)
 			} else {

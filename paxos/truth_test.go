@@ -1,0 +1,145 @@
+package paxos
+
+import "fmt"
+
+type slotKey struct {
+	g    GroupID
+	slot uint64
+}
+
+type voteKey struct {
+	g    GroupID
+	slot uint64
+	b    Ballot
+}
+
+type vote struct {
+	value ValueID
+	by    map[NodeID]bool
+}
+
+// truth is the ground truth of a run, built from what nodes durably write and
+// what they send, and the local rules checked on every message as it leaves a
+// node. The simulator and the schedule tests share it.
+//
+// The commit rule (see "Learning" in doc.go) is checked where it is made, at
+// the sender: a node that sends commit c under ballot b in a Commit or an
+// Accept (the two messages followers learn from by ballot) must have proposed,
+// at every slot below c where it proposed under b, the value that was chosen
+// there. It fires at the first bad announcement, steps before a follower
+// applies a wrong value because of it.
+type truth struct {
+	quorum int
+	// votes are durable accepts, by (group, slot, ballot). A value is chosen
+	// the moment a majority has durably accepted it under one ballot.
+	votes map[voteKey]*vote
+	// chosen is the value chosen for each slot.
+	chosen map[slotKey]ValueID
+	// proposed holds, per (group, ballot), the value its owner sent in an
+	// Accept for each slot, until a commit announcement under that ballot
+	// covers the slot and the rule has been checked for it (a chosen value
+	// never changes, so a slot is checked once).
+	proposed map[groupBallot]map[uint64]ValueID
+	// announced counts the slots the commit rule was checked for.
+	announced int
+	// noCommitRule switches the commit rule's check off, so that a test can
+	// watch a broken rule run on to its distant consequence.
+	noCommitRule bool
+}
+
+type groupBallot struct {
+	g GroupID
+	b Ballot
+}
+
+func newTruth(nodes int) *truth {
+	return &truth{quorum: nodes/2 + 1, votes: map[voteKey]*vote{}, chosen: map[slotKey]ValueID{},
+		proposed: map[groupBallot]map[uint64]ValueID{}}
+}
+
+// persisted records the durable accepts of node's synced write.
+func (t *truth) persisted(node NodeID, ws []GroupWrite) error {
+	for _, w := range ws {
+		for _, e := range w.Entries {
+			if e.Chosen {
+				// A chosen entry copied from a peer is not a vote.
+				continue
+			}
+			k := voteKey{w.Group, e.Slot, e.Ballot}
+			v := t.votes[k]
+			if v == nil {
+				v = &vote{value: e.Value.ID, by: map[NodeID]bool{}}
+				t.votes[k] = v
+			}
+			if v.value != e.Value.ID {
+				// Two values under one ballot for one slot: only possible if a
+				// ballot was reused (a crash forgot it) or a proposer broke rule 5.
+				return fmt.Errorf("group %d slot %d ballot %s: node %d accepted value %v, another node accepted %v under the same ballot",
+					w.Group, e.Slot, e.Ballot, node, e.Value.ID, v.value)
+			}
+			v.by[node] = true
+			if len(v.by) >= t.quorum {
+				sk := slotKey{w.Group, e.Slot}
+				if prev, ok := t.chosen[sk]; ok && prev != v.value {
+					return fmt.Errorf("SAFETY: group %d slot %d chose two values: %v and %v (ballot %s)", w.Group, e.Slot, prev, v.value, e.Ballot)
+				}
+				t.chosen[sk] = v.value
+			}
+		}
+	}
+	return nil
+}
+
+// sent checks a message as it leaves its node: one value per slot per
+// ballot, and the commit rule.
+func (t *truth) sent(m Message) error {
+	switch m.Type {
+	case MsgAccept:
+		if len(m.Entries) != 1 {
+			return nil
+		}
+		e := m.Entries[0]
+		k := groupBallot{m.Group, m.Ballot}
+		p := t.proposed[k]
+		if p == nil {
+			p = map[uint64]ValueID{}
+			t.proposed[k] = p
+		}
+		if prev, ok := p[e.Slot]; ok && prev != e.Value.ID {
+			return fmt.Errorf("node %d proposed %v and %v for group %d slot %d under one ballot %s", m.From, prev, e.Value.ID, m.Group, e.Slot, m.Ballot)
+		}
+		p[e.Slot] = e.Value.ID
+		if err := t.checkAnnounce(m); err != nil {
+			return err
+		}
+	case MsgCommit:
+		return t.checkAnnounce(m)
+	}
+	return nil
+}
+
+// checkAnnounce checks the commit rule for a message that followers learn
+// from by ballot.
+func (t *truth) checkAnnounce(m Message) error {
+	if t.noCommitRule {
+		return nil
+	}
+	p := t.proposed[groupBallot{m.Group, m.Ballot}]
+	for slot, own := range p {
+		if slot >= m.Commit {
+			continue
+		}
+		chosen, ok := t.chosen[slotKey{m.Group, slot}]
+		if !ok {
+			return fmt.Errorf("COMMIT RULE: node %d announces commit %d under ballot %s in a %s, but group %d slot %d, where it proposed %v, is not chosen",
+				m.From, m.Commit, m.Ballot, m.Type, m.Group, slot, own)
+		}
+		if chosen != own {
+			return fmt.Errorf("COMMIT RULE: node %d announces commit %d under ballot %s in a %s, but group %d slot %d chose %v, not the %v it proposed there under that ballot: a follower holding its accept would take the wrong value",
+				m.From, m.Commit, m.Ballot, m.Type, m.Group, slot, chosen, own)
+		}
+		delete(p, slot)
+		t.announced++
+	}
+	return nil
+}
