@@ -21,6 +21,22 @@ type simConfig struct {
 	crash     float64 // per node per tick, while faults are on
 	crashMid  float64 // per Ready: crash after sending, before the sync
 	partition float64 // per tick: cut a random pair of nodes for a while
+	hold      float64 // per message: hold it back for a long time (across elections)
+	// topology is, per tick, the chance that the network takes a new shape
+	// for a while: two sides, or two sides with a bridge node that reaches
+	// both (Jepsen's partitions). A master cut off with a bridge keeps
+	// talking to it while the other side elects and chooses: the shape in
+	// which a stale master learns a slot chosen by a higher ballot.
+	topology float64
+	// stale is, per tick, the chance that an adversary isolates a group's
+	// master with one peer, its bridge, for a while: the master and the
+	// bridge hear each other only, except that the bridge still hears the
+	// other side's heartbeats and fetch replies (messages without a ballot
+	// to outbid the master with). The other side elects a new master and
+	// chooses slots the old master proposed in; the bridge learns them and
+	// tells the old master, in replies that carry no ballot. A network can
+	// lose exactly these messages; random loss almost never does.
+	stale float64
 	faultTime int64   // time units with faults on; then the network heals
 	maxTime   int64   // liveness bound: everything must be done by then
 	mutate    mutation
@@ -38,7 +54,14 @@ var simConfigs = []simConfig{
 	{name: "n5g1w16", nodes: 5, groups: 1, window: 16},
 	{name: "n3g8w2", nodes: 3, groups: 8, window: 2},
 	harshContention,
+	staleMaster,
 }
+
+// staleMaster runs the stale-master adversary (simConfig.stale) against
+// proposers on every node, whose queued commands keep an isolated master
+// proposing: the shape in which a master learns, from a reply without a
+// ballot, that a slot it proposed in chose another value.
+var staleMaster = simConfig{name: "n5g1contend-stale", nodes: 5, groups: 1, window: 4, contend: true, stale: 0.05}
 
 // harshContention has proposers on five nodes, long delays and heavy loss, so
 // that accepts overtake prepares and old masters keep talking: the shape in
@@ -141,6 +164,7 @@ type sim struct {
 	net     msgQueue
 	msgSeq  uint64
 	cut     map[[2]NodeID]int64 // one-way cuts and when they heal
+	adv     staleAdversary
 	clients []*simClient
 	check   *checker
 	err     error
@@ -223,6 +247,9 @@ func (s *sim) faulty() bool { return s.now < s.cfg.faultTime }
 
 func (s *sim) send(m Message) {
 	if s.faulty() {
+		if s.adv.drops(s.now, m) {
+			return
+		}
 		if until, ok := s.cut[[2]NodeID{m.From, m.To}]; ok && until > s.now {
 			return
 		}
@@ -238,7 +265,11 @@ func (s *sim) send(m Message) {
 
 func (s *sim) enqueue(m Message) {
 	s.msgSeq++
-	heap.Push(&s.net, simMsg{at: s.now + 1 + s.rng.Int63n(s.cfg.maxDelay), seq: s.msgSeq, m: m})
+	at := s.now + 1 + s.rng.Int63n(s.cfg.maxDelay)
+	if s.faulty() && s.cfg.hold > 0 && s.rng.Float64() < s.cfg.hold {
+		at += 200 + s.rng.Int63n(2000)
+	}
+	heap.Push(&s.net, simMsg{at: at, seq: s.msgSeq, m: m})
 }
 
 // process runs a node's Ready loop the way paxos/replica does: messages go
@@ -489,6 +520,12 @@ func (s *sim) run() error {
 			sn.core.Tick()
 			s.process(sn)
 		}
+		if s.faulty() && s.now%tickEvery == 0 && s.cfg.stale > 0 && s.now >= s.adv.until && s.rng.Float64() < s.cfg.stale {
+			s.isolateMaster()
+		}
+		if s.faulty() && s.now%tickEvery == 0 && s.cfg.topology > 0 && s.rng.Float64() < s.cfg.topology {
+			s.reshape()
+		}
 		if s.faulty() && s.now%tickEvery == 0 && s.rng.Float64() < s.cfg.partition {
 			a, b := s.ids[s.rng.Intn(len(s.ids))], s.ids[s.rng.Intn(len(s.ids))]
 			until := s.now + int64(50+s.rng.Intn(500))
@@ -514,6 +551,73 @@ func (s *sim) run() error {
 		}
 	}
 	return fmt.Errorf("liveness: %d time units after the network healed, not everything finished: %v", s.cfg.maxTime-s.cfg.faultTime, open)
+}
+
+// staleAdversary isolates one group's master with a bridge (simConfig.stale).
+type staleAdversary struct {
+	group          GroupID
+	master, bridge NodeID
+	until          int64
+}
+
+func (a *staleAdversary) drops(now int64, m Message) bool {
+	if now >= a.until || m.Group != a.group {
+		return false
+	}
+	if m.From == a.master || m.To == a.master {
+		other := m.To
+		if other == a.master {
+			other = m.From
+		}
+		return other != a.bridge
+	}
+	if m.To == a.bridge {
+		// The bridge hears the other side only in messages that carry no
+		// ballot it would promise: heartbeats and fetch replies.
+		return m.Type != MsgCommit && m.Type != MsgFetchReply
+	}
+	return false
+}
+
+// isolateMaster starts the stale-master adversary on a random group whose
+// master is known, if any.
+func (s *sim) isolateMaster() {
+	g := GroupID(s.rng.Intn(s.cfg.groups))
+	for _, sn := range s.nodes {
+		if sn.core == nil {
+			continue
+		}
+		if st, _ := sn.core.Status(g); st.Role == "master" {
+			bridge := s.ids[s.rng.Intn(len(s.ids))]
+			if bridge == sn.id {
+				return
+			}
+			s.adv = staleAdversary{group: g, master: sn.id, bridge: bridge, until: s.now + int64(1000+s.rng.Intn(3000))}
+			s.tracef("adversary: group %d master %d isolated with bridge %d until %d", g, sn.id, bridge, s.adv.until)
+			return
+		}
+	}
+}
+
+// reshape splits the nodes into two sides for a while; with a bridge, one
+// node of the smaller side reaches both. Cuts already in place stay.
+func (s *sim) reshape() {
+	order := s.rng.Perm(len(s.ids))
+	small := 1 + s.rng.Intn(len(s.ids)/2)
+	bridge := -1
+	if s.rng.Intn(2) == 0 && small > 1 {
+		bridge = order[0]
+	}
+	until := s.now + int64(100+s.rng.Intn(1500))
+	for i, a := range order {
+		for j, b := range order {
+			if (i < small) == (j < small) || a == bridge || b == bridge {
+				continue
+			}
+			s.cut[[2]NodeID{s.ids[a], s.ids[b]}] = until
+		}
+	}
+	s.tracef("partition: %v | %v (bridge %d) until %d", order[:small], order[small:], bridge, until)
 }
 
 func entriesString(es []Entry) string {
