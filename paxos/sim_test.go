@@ -36,9 +36,9 @@ type simConfig struct {
 	// chooses slots the old master proposed in; the bridge learns them and
 	// tells the old master, in replies that carry no ballot. A network can
 	// lose exactly these messages; random loss almost never does.
-	stale float64
-	faultTime int64   // time units with faults on; then the network heals
-	maxTime   int64   // liveness bound: everything must be done by then
+	stale     float64
+	faultTime int64 // time units with faults on; then the network heals
+	maxTime   int64 // liveness bound: everything must be done by then
 	mutate    mutation
 }
 
