@@ -51,7 +51,12 @@ leaving the lock held for --ttl (default 60s) after the last keep-alive.
 Keep it with lockctl renew, give it up with lockctl release.
 
 --wait=false fails at once (exit 4) when the lock is held; otherwise lockctl
-waits in the lock's queue, for at most --timeout when set (exit 4 then).`,
+waits in the lock's queue, for at most --timeout when set (exit 4 then).
+
+SIGINT (Ctrl-C), SIGTERM or SIGHUP while lockctl waits: the wait leaves the
+lock's queue and the session is closed before lockctl exits with 128+N
+(130, 143, 129). While CMD runs: CMD gets the signal, lockctl waits for it
+to exit, releases the lock and exits with 128+N.`,
 		Flags: append(lockFlags(), &cli.BoolFlag{Name: "wait", Value: true, Usage: "wait in the queue while the lock is held"}),
 		Action: func(c *cli.Context) error {
 			name, err := oneName(c, "acquire NAME [-- CMD ARGS...]")
@@ -89,7 +94,12 @@ leader, with LOCKD_NAME, LOCKD_FENCING_TOKEN and LOCKD_SESSION in its
 environment. If leadership is lost, CMD gets SIGTERM at once and SIGKILL
 --kill-grace later, and lockctl exits with 5; when CMD exits by itself,
 leadership is given up and lockctl exits with CMD's code. The metadata
-(default HOST:PID) shows who leads in lockctl status NAME.`,
+(default HOST:PID) shows who leads in lockctl status NAME.
+
+SIGINT, SIGTERM or SIGHUP while lockctl campaigns: it leaves the queue,
+closes its session and exits with 128+N; while CMD runs, CMD gets the
+signal, and lockctl gives up leadership once CMD has exited and exits with
+128+N.`,
 		Flags: lockFlags(),
 		Action: func(c *cli.Context) error {
 			name, err := oneName(c, "elect NAME -- CMD ARGS...")
@@ -161,19 +171,32 @@ func acquire(c *cli.Context, s *client.Session, o holdOpts) (*client.Lock, error
 
 // acquireDetached acquires the lock and exits leaving it held: the client
 // closes without closing the session, which lives on for its TTL.
+//
+// A stop signal while it waits cancels the wait and closes the session,
+// like any other failure: nothing is left in the lock's queue.
 func acquireDetached(c *cli.Context, o holdOpts) error {
+	sw := watchSignals(c.Context)
+	defer sw.stop()
+	parent := c.Context
+	c.Context = sw.ctx
+	defer func() { c.Context = parent }()
 	ctx, cl, done, err := dialOp(c)
 	if err != nil {
-		return err
+		return interrupted(sw, o.name, err)
 	}
 	defer done()
 	s, err := cl.NewSession(ctx, client.SessionOptions{TTL: o.ttl})
 	if err != nil {
-		return &exitErr{code: exitUsage, err: err}
+		return interrupted(sw, o.name, &exitErr{code: exitUsage, err: err})
 	}
 	l, err := acquire(c, s, o)
 	if err != nil {
-		return err
+		closeSession(s)
+		return interrupted(sw, o.name, err)
+	}
+	if sig := sw.signal(); sig != nil {
+		releaseAndClose(s, l)
+		return interrupted(sw, o.name, err)
 	}
 	p := newPrinter(c)
 	if p.json {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"syscall"
 	"time"
 
@@ -36,19 +35,31 @@ func runHeld(c *cli.Context, o holdOpts) error {
 		return usageErrorf("--kill-grace %v does not fit the --ttl %v: the session must give the lock up %v before the cluster could (more than half the TTL); raise --ttl to at least %v or lower --kill-grace",
 			o.killGrace, o.ttl, margin, minTTLFor(o.killGrace))
 	}
+	sw := watchSignals(c.Context)
+	defer sw.stop()
+	parent := c.Context
+	c.Context = sw.ctx
+	defer func() { c.Context = parent }()
 	ctx, cl, closeClient, err := dialOp(c)
 	if err != nil {
-		return err
+		return interrupted(sw, o.name, err)
 	}
 	defer closeClient()
 	s, err := cl.NewSession(ctx, client.SessionOptions{TTL: o.ttl, LostMargin: margin})
 	if err != nil {
-		return &exitErr{code: exitUsage, err: err}
+		return interrupted(sw, o.name, &exitErr{code: exitUsage, err: err})
 	}
 	l, err := acquire(c, s, o)
 	if err != nil {
-		s.Close(ctx)
-		return err
+		// The client took the wait out of the queue when the context
+		// ended; closing the session ends anything that remains of it.
+		closeSession(s)
+		return interrupted(sw, o.name, err)
+	}
+	if sig := sw.signal(); sig != nil {
+		// Granted as the signal came: give it back before exiting.
+		releaseAndClose(s, l)
+		return interrupted(sw, o.name, err)
 	}
 	p := newPrinter(c)
 	p.w = c.App.ErrWriter // stdout belongs to CMD
@@ -77,23 +88,20 @@ func runHeld(c *cli.Context, o holdOpts) error {
 		releaseAndClose(s, l)
 		return &exitErr{code: exitError, err: fmt.Errorf("start %q: %w", o.argv[0], err)}
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
 	// The session's loss closes Lost. A release by someone acting for the
 	// session (lockctl release with its session and token) does not: the
 	// lock's own events tell that.
-	wctx, stopWatch := context.WithCancel(c.Context)
+	wctx, stopWatch := context.WithCancel(parent)
 	defer stopWatch()
 	events, err := cl.Watch(wctx, o.name)
 	if err != nil {
 		events = nil // best effort: Lost still covers the session
 	}
 
-	lost, done := l.Lost(), c.Context.Done()
+	lost, done := l.Lost(), parent.Done()
 	var kill <-chan time.Time
 	wasLost := false
 	for {
@@ -105,6 +113,11 @@ func runHeld(c *cli.Context, o holdOpts) error {
 			code := exitStatus(cmd.ProcessState)
 			err = releaseAndClose(s, l)
 			report("released", err)
+			if sig := sw.signal(); sig != nil {
+				// CMD was given the signal and has ended: lockctl
+				// reports the signal, as a shell would for itself.
+				code = signalCode(sig)
+			}
 			return &exitErr{code: code}
 		case ev, ok := <-events:
 			if !ok {
@@ -129,7 +142,7 @@ func runHeld(c *cli.Context, o holdOpts) error {
 		case <-kill:
 			kill = nil
 			signalGroup(cmd, syscall.SIGKILL)
-		case sig := <-sigs:
+		case sig := <-sw.fwd:
 			signalGroup(cmd, sig) // CMD decides; lockctl goes on until it exits
 		case <-done:
 			done = nil
@@ -152,6 +165,25 @@ func holds(holders []client.Holder, l *client.Lock) bool {
 func minTTLFor(grace time.Duration) time.Duration {
 	// TTL/10 + 100ms + grace <= TTL/2  <=>  TTL >= 2.5 (grace + 100ms)
 	return (grace + 100*time.Millisecond) * 5 / 2
+}
+
+// interrupted returns the error of a lock command that ended early: when
+// a stop signal came, one saying so with the signal's exit code (128+N),
+// else err.
+func interrupted(sw *sigWatch, name string, err error) error {
+	sig := sw.signal()
+	if sig == nil {
+		return err
+	}
+	return &exitErr{code: signalCode(sig), err: fmt.Errorf("stopped by %s while waiting for lock %q; its wait is cancelled and its session closed", signalName(sig), name)}
+}
+
+// closeSession closes s within a bounded time, best effort: a session that
+// cannot be closed ends by itself after its TTL.
+func closeSession(s *client.Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.Close(ctx)
 }
 
 // releaseAndClose releases the lock and closes the session, within a

@@ -36,7 +36,11 @@ const exitCodesHelp = `EXIT CODES
    4  timed out waiting for the lock (--timeout), or it is held (--wait=false)
    5  the lock was lost (with CMD: CMD was stopped); renew, release and
       validate: the lock is not held under that session and token
-   N  with CMD: CMD's own exit code, when it ran and exited by itself`
+   N  with CMD: CMD's own exit code, when it ran and exited by itself
+ 128+N  acquire, elect: stopped by signal N (129 SIGHUP, 130 SIGINT, 143
+      SIGTERM); a wait is taken out of the queue and the session closed
+      before lockctl exits; a running CMD gets the signal, and the lock is
+      released once CMD has exited`
 
 const description = `lockctl talks to a lockd cluster: it acquires, renews and releases locks
 with fencing tokens, runs a command while holding a lock or while leading,
