@@ -7,8 +7,14 @@ import (
 	"time"
 )
 
-// commandVersion is the first byte of every encoded Command.
-const commandVersion = 1
+// commandVersion is the first byte of every encoded Command without a Caller;
+// commandVersionCaller is that of one with a Caller or Admin, which follow the
+// version-1 layout. A command without them keeps the version-1 bytes.
+const (
+	commandVersion       = 1
+	commandVersionCaller = 2
+	flagAdmin            = 1 << 0
+)
 
 // Flag bits of an encoded acquire. Bits not listed must be zero.
 const (
@@ -30,8 +36,15 @@ func (c Command) Encode() []byte {
 // fields in declaration order. Strings are a uvarint length then the bytes. Every
 // varint is minimal, which is what makes the encoding canonical: DecodeCommand accepts
 // exactly the bytes AppendTo can produce.
+//
+// Version 2 (a command with a Caller or Admin) appends Caller (a string) and a
+// flags byte (bit 0: Admin).
 func (c Command) AppendTo(b []byte) []byte {
-	b = append(b, commandVersion, byte(c.Op))
+	v := byte(commandVersion)
+	if c.Caller != "" || c.Admin {
+		v = commandVersionCaller
+	}
+	b = append(b, v, byte(c.Op))
 	b = binary.AppendVarint(b, c.Now)
 	switch c.Op {
 	case OpOpenSession:
@@ -63,6 +76,14 @@ func (c Command) AppendTo(b []byte) []byte {
 	case OpSetLimits:
 		b = appendLimits(b, c.Limits)
 	}
+	if v == commandVersionCaller {
+		b = appendString(b, c.Caller)
+		var flags byte
+		if c.Admin {
+			flags |= flagAdmin
+		}
+		b = append(b, flags)
+	}
 	return b
 }
 
@@ -74,8 +95,9 @@ func (c Command) AppendTo(b []byte) []byte {
 func DecodeCommand(b []byte) (Command, error) {
 	r := reader{b: b, what: "command"}
 	var c Command
-	if v := r.u8("version"); r.err == nil && v != commandVersion {
-		return Command{}, fmt.Errorf("%w: command version %d, this build reads %d: upgrade this node", ErrVersion, v, commandVersion)
+	v := r.u8("version")
+	if r.err == nil && v != commandVersion && v != commandVersionCaller {
+		return Command{}, fmt.Errorf("%w: command version %d, this build reads %d and %d: upgrade this node", ErrVersion, v, commandVersion, commandVersionCaller)
 	}
 	c.Op = Op(r.u8("op"))
 	c.Now = r.varint("now")
@@ -110,6 +132,17 @@ func DecodeCommand(b []byte) (Command, error) {
 		c.Name = string(r.bytes("name", NameBytesCeiling))
 	case OpSetLimits:
 		c.Limits = r.limits()
+	}
+	if v == commandVersionCaller {
+		c.Caller = string(r.bytes("caller", IdentityBytesCeiling))
+		flags := r.u8("caller-flags")
+		if flags&^flagAdmin != 0 {
+			r.fail("caller-flags", "unknown flags %#x", flags)
+		}
+		c.Admin = flags&flagAdmin != 0
+		if r.err == nil && c.Caller == "" && !c.Admin {
+			r.fail("caller", "version 2 without a caller or admin flag is not canonical")
+		}
 	}
 	r.end()
 	if r.err != nil {

@@ -69,7 +69,7 @@ func TestDecodeCommandRejectsBadInput(t *testing.T) {
 		text string
 	}{
 		{"empty", nil, ErrMalformed, "version at byte 0: truncated"},
-		{"newer version", []byte{2, 7, 0}, ErrVersion, "command version 2, this build reads 1: upgrade"},
+		{"newer version", []byte{3, 7, 0}, ErrVersion, "command version 3, this build reads 1 and 2: upgrade"},
 		{"unknown op", []byte{1, 99, 0}, ErrMalformed, "unknown op 99"},
 		{"op zero", []byte{1, 0, 0}, ErrMalformed, "unknown op 0"},
 		{"trailing byte", append(Command{Op: OpTick}.Encode(), 0), ErrMalformed, "1 trailing bytes"},

@@ -91,6 +91,17 @@ type Command struct {
 	Token uint64
 	// Limits are the new limits (OpSetLimits).
 	Limits Limits
+	// Caller is the authenticated identity the command is proposed for (every op
+	// but OpTick, OpExpireSession and OpSetLimits). OpOpenSession makes it the new
+	// session's owner; OpCloseSession, OpAcquire, OpRelease and OpCancelWait are
+	// refused with CodePermission when the session has another owner. An empty
+	// Caller (commands logged before identities existed, and the node's own
+	// commands) is not checked. At most IdentityBytesCeiling bytes.
+	Caller string
+	// Admin lets Caller close or release under a session of another owner
+	// (OpCloseSession, OpRelease); the proposing node decided that its access
+	// rules allow it. Other ops ignore it.
+	Admin bool
 }
 
 // Position is a command's place in the log: the Paxos slot, and the index of the command

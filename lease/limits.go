@@ -19,6 +19,9 @@ const (
 	TTLCeiling = 7 * 24 * time.Hour
 	// LockDelayCeiling is the largest value Limits.MaxLockDelay may take.
 	LockDelayCeiling = time.Hour
+	// IdentityBytesCeiling is the longest Command.Caller (a session owner's
+	// identity: a certificate's CommonName).
+	IdentityBytesCeiling = 256
 )
 
 // Limits bound what a command may ask for. Every field must be set; start from

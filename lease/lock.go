@@ -103,6 +103,7 @@ func (t *Table) grant(l *lock, s *session, shared bool, lockDelay time.Duration,
 	l.shared = shared
 	s.held = append(s.held, l)
 	t.holders++
+	t.count(s, 0, 1, 0)
 	t.emit(r, EventGranted, l, s, t.lastToken, shared)
 	return t.lastToken
 }
@@ -120,6 +121,7 @@ func (t *Table) grantWaiters(l *lock, r *Result) {
 		// Every waiter's session is live: endSession removes a session's waiters
 		// before it grants anything.
 		w.s.waits = removeLock(w.s.waits, l)
+		t.count(w.s, 0, 0, -1)
 		t.grant(l, w.s, w.shared, w.lockDelay, w.meta, r)
 		n++
 	}
@@ -136,7 +138,7 @@ func (t *Table) grantWaiters(l *lock, r *Result) {
 }
 
 func (t *Table) acquire(c *Command, r *Result) {
-	s := t.liveSession(c, r)
+	s := t.ownedSession(c, r)
 	if s == nil {
 		return
 	}
@@ -206,6 +208,7 @@ func (t *Table) acquire(c *Command, r *Result) {
 	l.waiters = append(l.waiters, waiter{s: s, since: t.now, lockDelay: c.LockDelay, meta: string(c.Metadata), shared: c.Shared})
 	s.waits = append(s.waits, l)
 	t.waiters++
+	t.count(s, 0, 0, 1)
 	r.Code = CodeQueued
 }
 
@@ -230,7 +233,7 @@ func (t *Table) wouldBlock(l *lock, c *Command, r *Result) {
 }
 
 func (t *Table) release(c *Command, r *Result) {
-	s := t.liveSession(c, r)
+	s := t.ownedSession(c, r)
 	if s == nil {
 		return
 	}
@@ -255,6 +258,7 @@ func (t *Table) release(c *Command, r *Result) {
 	l.removeHolder(i)
 	s.held = removeLock(s.held, l)
 	t.holders--
+	t.count(s, 0, -1, 0)
 	t.emit(r, EventReleased, l, s, h.token, shared)
 	r.Token = h.token
 	t.grantWaiters(l, r)
@@ -262,7 +266,7 @@ func (t *Table) release(c *Command, r *Result) {
 }
 
 func (t *Table) cancelWait(c *Command, r *Result) {
-	s := t.liveSession(c, r)
+	s := t.ownedSession(c, r)
 	if s == nil {
 		return
 	}
@@ -286,6 +290,7 @@ func (t *Table) cancelWait(c *Command, r *Result) {
 	l.removeWaiter(i)
 	s.waits = removeLock(s.waits, l)
 	t.waiters--
+	t.count(s, 0, 0, -1)
 	t.emit(r, EventCanceled, l, s, 0, w.shared)
 	// The head may have left, which can unblock the requests behind it.
 	t.grantWaiters(l, r)

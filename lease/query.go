@@ -40,6 +40,9 @@ type SessionInfo struct {
 	ID uint64
 	// Client is the client that opened the session.
 	Client uint64
+	// Owner is the identity that opened the session ("" for a session opened
+	// before identities existed).
+	Owner string
 	// TTL is the time to live the session asked for; the master expires it after
 	// that long without news from the client.
 	TTL time.Duration
@@ -112,7 +115,7 @@ func (t *Table) Session(id uint64) (SessionInfo, bool) {
 }
 
 func (s *session) info() SessionInfo {
-	return SessionInfo{ID: s.id, Client: s.client, TTL: s.ttl, Opened: s.opened, Held: len(s.held), Waiting: len(s.waits)}
+	return SessionInfo{ID: s.id, Client: s.client, Owner: s.owner, TTL: s.ttl, Opened: s.opened, Held: len(s.held), Waiting: len(s.waits)}
 }
 
 // Sessions describes every open session, in increasing ID order. A new master uses it to

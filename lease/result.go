@@ -35,6 +35,9 @@ const (
 	// CodeStale: the position is not after the last one applied, so the command was
 	// already applied (a replay); the table is unchanged.
 	CodeStale Code = 9
+	// CodePermission: the session belongs to another identity (Command.Caller is not
+	// its owner), and the command is not an admin override the table accepts.
+	CodePermission Code = 10
 )
 
 var codeNames = [...]string{
@@ -48,6 +51,7 @@ var codeNames = [...]string{
 	CodeInvalid:        "invalid",
 	CodeModeConflict:   "mode-conflict",
 	CodeStale:          "stale",
+	CodePermission:     "permission",
 }
 
 // String returns the code's name.

@@ -12,6 +12,7 @@ import (
 type session struct {
 	id     uint64
 	client uint64
+	owner  string // the identity that opened it ("" before identities existed)
 	ttl    time.Duration
 	opened int64 // table time of OpOpenSession
 	// held and waits are in no meaningful order (removal swaps the last entry in):
@@ -55,6 +56,49 @@ func (t *Table) liveSession(c *Command, r *Result) *session {
 	return nil
 }
 
+// ownedSession returns the session c names if c.Caller may act under it, or records
+// CodeSessionUnknown or CodePermission in r. A session belongs to the identity that
+// opened it; admin lets another identity close it or release its grants.
+func (t *Table) ownedSession(c *Command, r *Result) *session {
+	s := t.liveSession(c, r)
+	if s == nil || c.Caller == "" || s.owner == "" || s.owner == c.Caller {
+		return s
+	}
+	if c.Admin && (c.Op == OpCloseSession || c.Op == OpRelease) {
+		return s
+	}
+	t.fail(r, c, CodePermission, "Caller", fmt.Sprintf("session %d belongs to %s; you are %s", s.id, s.owner, c.Caller))
+	return nil
+}
+
+// count moves s's owner's totals by the given deltas and tells the owner hook.
+func (t *Table) count(s *session, sessions, held, waits int) {
+	if t.ownerHook != nil {
+		t.ownerHook(s.owner, OwnerCounts{Sessions: sessions, Held: held, Waiting: waits})
+	}
+}
+
+// OwnerCounts are the sessions, grants and queued requests of one owner identity,
+// or changes to them.
+type OwnerCounts struct {
+	Sessions, Held, Waiting int
+}
+
+// SetOwnerHook makes the table call fn with every change of an owner's counts, on the
+// goroutine that calls Apply or Restore (which first removes the old table's counts,
+// then adds the new one's). The caller keeps totals across tables (per-identity
+// limits span groups). fn must not call back into the table.
+func (t *Table) SetOwnerHook(fn func(owner string, delta OwnerCounts)) { t.ownerHook = fn }
+
+func (t *Table) countAll(sign int) {
+	if t.ownerHook == nil {
+		return
+	}
+	for _, s := range t.sessions {
+		t.count(s, sign, sign*len(s.held), sign*len(s.waits))
+	}
+}
+
 func (t *Table) openSession(c *Command, r *Result) {
 	lim := &t.limits
 	switch {
@@ -69,8 +113,9 @@ func (t *Table) openSession(c *Command, r *Result) {
 		return
 	}
 	t.lastSession++
-	s := &session{id: t.lastSession, client: c.Client, ttl: c.TTL, opened: t.now}
+	s := &session{id: t.lastSession, client: c.Client, owner: c.Caller, ttl: c.TTL, opened: t.now}
 	t.sessions[s.id] = s
+	t.count(s, 1, 0, 0)
 	t.clients[s.client]++
 	r.Session = s.id
 }
@@ -87,6 +132,7 @@ func (t *Table) endSession(s *session, expired bool, r *Result) {
 
 	// Unlink the session first: from here on nothing can grant it anything.
 	delete(t.sessions, s.id)
+	t.count(s, -1, -len(s.held), -len(s.waits))
 	if t.clients[s.client]--; t.clients[s.client] == 0 {
 		delete(t.clients, s.client)
 	}

@@ -12,7 +12,10 @@ import (
 
 const (
 	snapshotMagic   = "LKDT"
-	snapshotVersion = 1
+	snapshotVersion = 2
+	// snapshotVersionNoOwner is the layout before session owners: it is still read
+	// (its sessions have no owner, so anyone may act under them).
+	snapshotVersionNoOwner = 1
 	// snapshotOverhead is the magic, the version byte and the trailing checksum.
 	snapshotOverhead = len(snapshotMagic) + 1 + 4
 	flagStarted      = 1 << 0
@@ -36,12 +39,15 @@ const (
 //
 // Layout: "LKDT", version byte, then flags (bit 0: a command was applied), the last
 // position (slot, index), the clock, the last token and session ID, the limits, the
-// sessions (count, then id, client, ttl, opened), the locks (count, then name, flags
+// sessions (count, then id, client, ttl, opened, owner; version 1 has no owner), the locks (count, then name, flags
 // (bit 0: shared), delay end, holders (count, then session, token, since, lock-delay,
 // metadata), waiters (count, then session, flags (bit 0: shared), since, lock-delay,
 // metadata)), and last the CRC-32C of all bytes before it, little-endian. Integers are
 // minimal varints, zigzag for signed ones; strings are length-prefixed.
-func (t *Table) Snapshot() []byte {
+func (t *Table) Snapshot() []byte { return t.snapshot(snapshotVersion) }
+
+// snapshot writes the layout of version v (tests write version 1, without owners).
+func (t *Table) snapshot(v byte) []byte {
 	ids := make([]uint64, 0, len(t.sessions))
 	for id := range t.sessions {
 		ids = append(ids, id)
@@ -57,7 +63,7 @@ func (t *Table) Snapshot() []byte {
 
 	b := make([]byte, 0, size)
 	b = append(b, snapshotMagic...)
-	b = append(b, snapshotVersion)
+	b = append(b, v)
 	var flags byte
 	if t.started {
 		flags |= flagStarted
@@ -77,6 +83,9 @@ func (t *Table) Snapshot() []byte {
 		b = binary.AppendUvarint(b, s.client)
 		b = binary.AppendVarint(b, int64(s.ttl))
 		b = binary.AppendVarint(b, s.opened)
+		if v >= snapshotVersion {
+			b = appendString(b, s.owner)
+		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(ls)))
 	for _, l := range ls {
@@ -119,7 +128,11 @@ func (t *Table) Restore(b []byte) error {
 	if err != nil {
 		return err
 	}
+	hook := t.ownerHook
+	t.countAll(-1)
 	*t = *nt
+	t.ownerHook = hook
+	t.countAll(1)
 	return nil
 }
 
@@ -127,15 +140,16 @@ func decodeSnapshot(b []byte) (*Table, error) {
 	if len(b) < snapshotOverhead || string(b[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, fmt.Errorf("%w: snapshot: not a lock table snapshot (bad magic or %d bytes)", ErrMalformed, len(b))
 	}
-	if v := b[len(snapshotMagic)]; v != snapshotVersion {
-		return nil, fmt.Errorf("%w: snapshot version %d, this build reads %d: upgrade this node", ErrVersion, v, snapshotVersion)
+	v := b[len(snapshotMagic)]
+	if v != snapshotVersion && v != snapshotVersionNoOwner {
+		return nil, fmt.Errorf("%w: snapshot version %d, this build reads %d and %d: upgrade this node", ErrVersion, v, snapshotVersionNoOwner, snapshotVersion)
 	}
 	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
 	if got := crc32.Checksum(body, castagnoli); got != sum {
 		return nil, fmt.Errorf("%w: snapshot: checksum %08x, computed %08x: the snapshot is corrupt, fetch it again", ErrMalformed, sum, got)
 	}
 	r := &reader{b: body, off: len(snapshotMagic) + 1, what: "snapshot"}
-	d := snapshotDecoder{r: r}
+	d := snapshotDecoder{r: r, owners: v >= snapshotVersion}
 	t := d.table()
 	r.end()
 	if r.err != nil {
@@ -146,8 +160,9 @@ func decodeSnapshot(b []byte) (*Table, error) {
 
 // snapshotDecoder rebuilds a Table from a snapshot body and checks it as it goes.
 type snapshotDecoder struct {
-	r *reader
-	t *Table
+	r      *reader
+	t      *Table
+	owners bool // the sessions carry their owner (version 2)
 }
 
 func (d *snapshotDecoder) table() *Table {
@@ -178,7 +193,11 @@ func (d *snapshotDecoder) table() *Table {
 		}
 	}
 
-	n := r.count("sessions", minSessionBytes)
+	minSession := minSessionBytes
+	if d.owners {
+		minSession++
+	}
+	n := r.count("sessions", minSession)
 	t.sessions = make(map[uint64]*session, n)
 	t.clients = make(map[uint64]uint32)
 	var prev uint64
@@ -186,6 +205,9 @@ func (d *snapshotDecoder) table() *Table {
 		s := &session{id: r.uvarint("session-id"), client: r.uvarint("client")}
 		s.ttl = time.Duration(r.varint("ttl"))
 		s.opened = r.nonNegative("opened")
+		if d.owners {
+			s.owner = string(r.bytes("owner", IdentityBytesCeiling))
+		}
 		switch {
 		case s.id <= prev || s.id > t.lastSession:
 			r.fail("session-id", "session %d out of order or above the last issued %d", s.id, t.lastSession)

@@ -196,7 +196,7 @@ func TestRestoreRejectsBadFraming(t *testing.T) {
 	}{
 		{"empty", nil, ErrMalformed, "not a lock table snapshot"},
 		{"bad magic", append([]byte("XXXX"), snap[4:]...), ErrMalformed, "bad magic"},
-		{"newer version", reseal(append(append([]byte(nil), snap[:4]...), append([]byte{2}, snap[5:]...)...)), ErrVersion, "snapshot version 2, this build reads 1: upgrade"},
+		{"newer version", reseal(append(append([]byte(nil), snap[:4]...), append([]byte{3}, snap[5:]...)...)), ErrVersion, "snapshot version 3, this build reads 1 and 2: upgrade"},
 		{"checksum", append(bytes.Clone(snap[:len(snap)-1]), snap[len(snap)-1]^1), ErrMalformed, "the snapshot is corrupt, fetch it again"},
 		{"unknown flags", reseal(append(append(bytes.Clone(snap[:5]), 0x80), snap[6:]...)), ErrMalformed, "unknown flags 0x80"},
 		{"trailing byte in body", reseal(append(bytes.Clone(snap[:len(snap)-4]), 0, 0, 0, 0, 0)), ErrMalformed, "1 trailing bytes"},

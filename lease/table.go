@@ -45,6 +45,9 @@ type Table struct {
 	// place (see delayHeap). The top entry is never stale between calls.
 	delays delayHeap
 
+	// ownerHook, when set, hears every change of an owner's counts (SetOwnerHook).
+	ownerHook func(owner string, delta OwnerCounts)
+
 	// Counters for Stats, kept up to date by every change.
 	holders int // grants in force
 	waiters int // queued requests
@@ -96,7 +99,7 @@ func (t *Table) Apply(pos Position, cmd Command) Result {
 	case OpOpenSession:
 		t.openSession(c, &r)
 	case OpCloseSession, OpExpireSession:
-		if s := t.liveSession(c, &r); s != nil {
+		if s := t.ownedSession(c, &r); s != nil {
 			t.endSession(s, c.Op == OpExpireSession, &r)
 		}
 	case OpAcquire:
