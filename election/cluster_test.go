@@ -188,17 +188,26 @@ func (c *testCluster) server(g int) paxos.NodeID {
 	return 0
 }
 
-// waitFor polls cond until it holds, and returns how long that took.
+// waitFor polls cond until it holds, and returns how long that took. limit
+// is what a quiet machine needs; it is logged when exceeded, and only a
+// hang guard several times larger fails the test, so that a machine busy
+// with other builds does not (issue 9, part 6). The figures belong to
+// BenchmarkFailover.
 func (c *testCluster) waitFor(what string, limit time.Duration, cond func() bool) time.Duration {
 	c.t.Helper()
 	start := time.Now()
+	guard := 4*limit + 30*time.Second
 	for !cond() {
-		if time.Since(start) > limit {
-			c.t.Fatalf("%s: not within %v; serving intervals: %v", what, limit, c.intervals())
+		if time.Since(start) > guard {
+			c.t.Fatalf("%s: not within %v; serving intervals: %v", what, guard, c.intervals())
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return time.Since(start)
+	took := time.Since(start)
+	if took > limit {
+		c.t.Logf("%s took %v, more than the %v of a quiet machine", what, took, limit)
+	}
+	return took
 }
 
 // isolate cuts node n off, or heals it, in the network and in every node's

@@ -14,7 +14,7 @@ import (
 
 // echoServer accepts client connections on n and echoes every frame back on
 // the same stream until the client finishes it. It stops when n closes.
-func echoServer(t *testing.T, n *Node) {
+func echoServer(t testing.TB, n *Node) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		n.Close() // ends Accept, and the connections
@@ -52,7 +52,7 @@ func echoServer(t *testing.T, n *Node) {
 }
 
 // startServer starts a node with no peers, serving echo to clients.
-func startServer(t *testing.T, p *testPKI, tweak func(*Config)) *Node {
+func startServer(t testing.TB, p *testPKI, tweak func(*Config)) *Node {
 	cfg := Config{ID: 1, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(1), Logger: testLogger(t)}
 	if tweak != nil {
 		tweak(&cfg)
@@ -62,7 +62,7 @@ func startServer(t *testing.T, p *testPKI, tweak func(*Config)) *Node {
 	return n
 }
 
-func dial(t *testing.T, n *Node, tc *testPKI, name string) *Conn {
+func dial(t testing.TB, n *Node, tc *testPKI, name string) *Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -133,10 +133,13 @@ func TestFirstRequestOnFreshConnectionCostsOneRoundTrip(t *testing.T) {
 	t.Logf("F5: first request %v (median of %d connections), later requests %v", first, conns, median(laters))
 	// quicnet uses no timer on this path (its smallest timer anywhere is
 	// the reconnect pause of at least 10ms), and quic-go's ack delay is
-	// 25ms. A first request that waited for any tick would take that
-	// long; one round trip on loopback is well under a millisecond.
-	if first > 50*time.Millisecond {
-		t.Errorf("first request took %v (later requests %v): it waited for something other than the network", first, median(laters))
+	// 25ms; one round trip on loopback is well under a millisecond. A
+	// server that waited for a tick would make the first request slower
+	// than the later ones by that tick on most connections, so the check
+	// compares the two, measured side by side: a busy machine slows both.
+	// The absolute figure is BenchmarkFirstRequestOnFreshConnection's.
+	if later := median(laters); first > 25*time.Millisecond+10*later {
+		t.Errorf("first request took %v, later requests %v: it waited for something other than the network", first, later)
 	}
 }
 
@@ -201,8 +204,8 @@ func TestClientStreamsCarryFramesBothWays(t *testing.T) {
 	c.Close()
 	select {
 	case <-sc.Done():
-	case <-time.After(5 * time.Second):
-		t.Error("server connection still open 5s after the client closed")
+	case <-time.After(hangGuard):
+		t.Errorf("server connection still open %v after the client closed", hangGuard)
 	}
 }
 
@@ -225,8 +228,8 @@ func TestAcceptFailsWithErrClosedAfterClose(t *testing.T) {
 	}
 	select {
 	case <-c.Done():
-	case <-time.After(5 * time.Second):
-		t.Error("client connection still open 5s after the node closed")
+	case <-time.After(hangGuard):
+		t.Errorf("client connection still open %v after the node closed", hangGuard)
 	}
 }
 
@@ -244,7 +247,7 @@ func TestFullBacklogRefusesClientsAsBusy(t *testing.T) {
 		waiting, waitingName = b, "b"
 	case <-b.Done():
 		waiting, waitingName = a, "a"
-	case <-time.After(5 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("both clients kept their connections with a backlog of one")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

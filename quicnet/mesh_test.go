@@ -51,7 +51,7 @@ func TestMeshDeliversBothWaysOnAllLanesInOrder(t *testing.T) {
 		}
 	}
 	total := 2 * perLane * DefaultLanes
-	waitFor(t, 10*time.Second, "all messages delivered", func() bool {
+	waitFor(t, hangGuard, "all messages delivered", func() bool {
 		for _, b := range m.inbox {
 			if b.count() < total {
 				return false
@@ -99,7 +99,7 @@ func TestSendToSelfUnknownPeerAndOversizedMessageFail(t *testing.T) {
 	if err := n.Send(2, 1000+DefaultLanes, seqMsg(0, 0, 8)); err != nil {
 		t.Errorf("send on lane 1004: %v", err)
 	}
-	waitFor(t, 5*time.Second, "wrapped lane delivered", func() bool { return m.inbox[2].count() == 1 })
+	waitFor(t, hangGuard, "wrapped lane delivered", func() bool { return m.inbox[2].count() == 1 })
 	closeNode(t, n)
 	if err := n.Send(2, 0, []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("send after Close: %v, want ErrClosed", err)
@@ -139,9 +139,10 @@ func TestSendToDownPeerNeverBlocksAndCountsDrops(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	t.Logf("%d sends to a down peer took %v", sends, elapsed)
-	// Each Send is a non-blocking channel operation: microseconds. A
-	// second for 5000 of them only fails if Send waited for the network.
-	if elapsed > time.Second {
+	// Each Send is a non-blocking channel operation: microseconds. Ten
+	// seconds for 5000 of them only fails if Send waited for the network
+	// (a dial timeout each), never because the machine is busy.
+	if elapsed > 10*time.Second {
 		t.Errorf("%d sends took %v: Send blocks", sends, elapsed)
 	}
 	if want := sends - lanes*queueLen; full != want {
@@ -158,7 +159,7 @@ func TestSendToDownPeerNeverBlocksAndCountsDrops(t *testing.T) {
 		ID: 2, ListenAddr: addr2, Peers: map[NodeID]string{1: n1.Addr().String()},
 		TLS: p.nodeTLS(2), Handler: in.handle, Logger: testLogger(t),
 	})
-	waitFor(t, 5*time.Second, "queued messages delivered", func() bool { return in.count() == lanes*queueLen })
+	waitFor(t, hangGuard, "queued messages delivered", func() bool { return in.count() == lanes*queueLen })
 }
 
 // exchange sends one message each way between a and b until both arrive,
@@ -166,10 +167,10 @@ func TestSendToDownPeerNeverBlocksAndCountsDrops(t *testing.T) {
 func exchange(t *testing.T, a, b *Node, ina, inb *inbox) {
 	t.Helper()
 	wa, wb := ina.count()+1, inb.count()+1
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for inb.count() < wb || ina.count() < wa {
 		if time.Now().After(deadline) {
-			t.Fatalf("no exchange between node %d and node %d within 10s: %+v / %+v", a.ID(), b.ID(), a.Stats(), b.Stats())
+			t.Fatalf("no exchange between node %d and node %d within %v: %+v / %+v", a.ID(), b.ID(), hangGuard, a.Stats(), b.Stats())
 		}
 		if inb.count() < wb {
 			a.Send(b.ID(), 0, []byte("ping"))
@@ -201,7 +202,7 @@ func TestReconnectAfterAcceptingPeerRestartsOnSameAddress(t *testing.T) {
 	}
 	exchange(t, n1, n2, in1, in2)
 	closeNode(t, n2)
-	waitFor(t, 5*time.Second, "node 1 to notice node 2 left", func() bool { return !connected(n1, 2) })
+	waitFor(t, hangGuard, "node 1 to notice node 2 left", func() bool { return !connected(n1, 2) })
 
 	start := time.Now()
 	n2 = startNode(t, cfg(2, addr2, in2))
@@ -260,7 +261,10 @@ func TestCrashedPeerIsDroppedAtOnceByStatelessResetAfterRestart(t *testing.T) {
 	addr1, addr2 := deadAddr(t), deadAddr(t)
 	peers := map[NodeID]string{1: addr1, 2: addr2}
 	in1, in2 := newInbox(), newInbox()
-	const idle = 20 * time.Second
+	// A long idle timeout, so that a reset connection (about a round trip)
+	// and one left to time out (a minute) are far apart even on a busy
+	// machine.
+	const idle = time.Minute
 	// A restarted node keeps its key (and so its stateless reset key).
 	tlsOf := map[NodeID]*tls.Config{1: p.nodeTLS(1), 2: p.nodeTLS(2)}
 	cfg := func(id NodeID, addr string, pc net.PacketConn, in *inbox) Config {
@@ -295,7 +299,7 @@ func TestCrashedPeerIsDroppedAtOnceByStatelessResetAfterRestart(t *testing.T) {
 	exchange(t, n1, n2, in1, in2)
 	took := time.Since(start)
 	t.Logf("messages flow again %v after the crashed node 2 restarted (idle timeout %v)", took, idle)
-	if took > idle/4 {
+	if took > idle/3 {
 		t.Errorf("recovery took %v: the dead connection was not reset", took)
 	}
 }

@@ -105,7 +105,7 @@ func TestPeerWithCertificateFromAnotherCAIsRejected(t *testing.T) {
 
 	t.Run("dialer refuses the server", func(t *testing.T) {
 		n1, n2, log1, _, in1, in2 := pair(t, good.nodeTLS(1), impostorTLS(2))
-		waitFor(t, 5*time.Second, "node 1 to refuse node 2's certificate", func() bool {
+		waitFor(t, hangGuard, "node 1 to refuse node 2's certificate", func() bool {
 			return log1.contains("certificate signed by unknown authority")
 		})
 		if connected(n1, 2) || connected(n2, 1) || in1.count()+in2.count() != 0 {
@@ -117,7 +117,7 @@ func TestPeerWithCertificateFromAnotherCAIsRejected(t *testing.T) {
 		_, n2, log1, _, _, in2 := pair(t, impostorTLS(1), good.nodeTLS(2))
 		// TLS 1.3 lets the dialer finish first; the server's refusal
 		// then closes the connection, which the dialer logs.
-		waitFor(t, 5*time.Second, "node 2 to refuse node 1's certificate", func() bool {
+		waitFor(t, hangGuard, "node 2 to refuse node 1's certificate", func() bool {
 			return log1.contains("unknown certificate authority")
 		})
 		if s := n2.Stats()[0]; s.Connects != 0 || in2.count() != 0 {
@@ -220,7 +220,7 @@ func TestNodeCertificateClaimingWrongIDIsRejected(t *testing.T) {
 			ID: 1, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(1), Handler: func(NodeID, []byte) {},
 			Peers: map[NodeID]string{2: target}, ReconnectMin: 10 * time.Millisecond, Logger: log1.logger(),
 		})
-		waitFor(t, 5*time.Second, "node 1 to refuse node 4 as node 2", func() bool {
+		waitFor(t, hangGuard, "node 1 to refuse node 4 as node 2", func() bool {
 			return log1.contains("not " + pki.NodeServerName("2"))
 		})
 	})

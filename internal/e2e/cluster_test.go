@@ -219,6 +219,7 @@ func (c *cluster) serving(g uint32, master int) bool {
 // returns the masters (1-based node per group).
 func (c *cluster) waitServing(timeout time.Duration) []int {
 	c.t.Helper()
+	timeout = patient(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		masters := c.masters()
@@ -255,9 +256,9 @@ func (c *cluster) stopAll() {
 		p.signal(syscall.SIGTERM)
 	}
 	for i, p := range c.nodes {
-		code, ok := p.waitExit(10 * time.Second)
+		code, ok := p.waitExit(patient(10 * time.Second))
 		if !ok {
-			c.t.Errorf("node %d did not stop within 10s of SIGTERM", i+1)
+			c.t.Errorf("node %d did not stop within %v of SIGTERM", i+1, patient(10*time.Second))
 			continue
 		}
 		if code != 0 {
@@ -275,6 +276,7 @@ func (c *cluster) stopAll() {
 // master reports it.
 func (c *cluster) waitWaiters(name string, n int, timeout time.Duration) {
 	c.t.Helper()
+	timeout = patient(timeout)
 	g := wire.GroupOf(name, c.groups)
 	deadline := time.Now().Add(timeout)
 	var last wire.Msg
@@ -295,6 +297,7 @@ func (c *cluster) waitWaiters(name string, n int, timeout time.Duration) {
 // every group.
 func (c *cluster) waitLockctlMasters(l *lockctlRunner, timeout time.Duration) {
 	c.t.Helper()
+	timeout = patient(timeout)
 	deadline := time.Now().Add(timeout)
 	var last string
 	for time.Now().Before(deadline) {

@@ -138,11 +138,19 @@ func saveUnsynced(t *testing.T, fs vfs.FS, s *Store, writes []paxos.GroupWrite, 
 	if err := s.save(writes, pebble.NoSync); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); walBytes(t, fs, s.Dir()) < before+minBytes; {
-		if time.Now().After(deadline) {
-			t.Fatalf("an unsynced batch did not reach the WAL file in 10s")
+	// Pebble's WAL writer gets there in microseconds on a quiet machine; the
+	// bound only guards against a hang, so that a machine too busy to
+	// schedule the writer for seconds does not fail the test.
+	const hangGuard = 2 * time.Minute
+	start := time.Now()
+	for walBytes(t, fs, s.Dir()) < before+minBytes {
+		if time.Since(start) > hangGuard {
+			t.Fatalf("an unsynced batch did not reach the WAL file in %v", hangGuard)
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("the unsynced batch took %v to reach the WAL file (a busy machine)", d)
 	}
 }
 
