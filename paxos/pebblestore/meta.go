@@ -43,7 +43,11 @@ func (s *Store) LoadMeta() (m Meta, ok bool, err error) {
 		return Meta{}, false, fmt.Errorf("pebblestore: read cluster record in %s: %w", s.dir, err)
 	}
 	defer closer.Close()
-	m, err = decodeMeta(v)
+	rec, err := unseal([]byte(metaKey), v)
+	if err != nil {
+		return Meta{}, false, fmt.Errorf("pebblestore: cluster record in %s: %w", s.dir, err)
+	}
+	m, err = decodeMeta(rec)
 	if err != nil {
 		return Meta{}, false, fmt.Errorf("pebblestore: cluster record in %s: %w", s.dir, err)
 	}
@@ -58,7 +62,10 @@ func (s *Store) SaveMeta(m Meta) error {
 	if err := m.validate(); err != nil {
 		return err
 	}
-	if err := s.db.Set([]byte(metaKey), appendMeta(nil, m), pebble.Sync); err != nil {
+	if err := s.stamp(); err != nil {
+		return err
+	}
+	if err := s.db.Set([]byte(metaKey), seal(appendMeta(nil, m), []byte(metaKey), 0), pebble.Sync); err != nil {
 		return fmt.Errorf("pebblestore: write cluster record in %s: %w", s.dir, err)
 	}
 	return nil
@@ -85,6 +92,11 @@ func (s *Store) CheckMeta(want Meta) error {
 		if used {
 			return fmt.Errorf("%w: data dir %s holds Paxos state but no cluster record, so its group count cannot be checked; start with the data dir it was created with",
 				ErrMetaMismatch, s.dir)
+		}
+		// The state file first: a crash between the two leaves a file
+		// with no promise in it, which a new start takes as a new dir.
+		if err := s.stamp(); err != nil {
+			return err
 		}
 		return s.SaveMeta(want)
 	}

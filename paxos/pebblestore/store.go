@@ -18,6 +18,57 @@
 // index is chosen). Records are not compressed: they are short-lived (the log
 // is truncated behind snapshots) and written once, so compression would only
 // cost CPU on the write path.
+//
+// # Durable state is never silently lost
+//
+// An acceptor that forgot a promise or a vote must not vote again. Three
+// things let a node know at start whether its state is intact:
+//
+//   - Every value is sealed with a CRC-32C of its key and bytes
+//     (checksum.go), checked on every read; a failure is ErrChecksum.
+//   - The state file LOCKD-STATE (durable.go), next to pebble's files, holds
+//     a high-water mark per group: the highest promise and commit index
+//     that pebble confirmed durable, and the floor below which the log was
+//     deleted on purpose. It is checksummed and replaced atomically (write,
+//     fsync, rename, fsync the dir). Save writes it after pebble's synced
+//     commit returns and before Save returns whenever a promise rose (so a
+//     reply vouching for a promise leaves only once the mark holds it), and
+//     when a commit index ran commitSlack slots ahead; Close writes the
+//     exact values. So the mark never runs ahead of pebble, and pebble's
+//     state may only be at or above it.
+//   - Verify, run once at start, reads every record (so pebble checks every
+//     block's checksum too) and compares with the mark.
+//
+// Why each kind of damage is caught:
+//
+//   - Bytes flipped in the middle of the newest WAL, or the WAL cut: pebble
+//     takes the bad record for a torn write and drops it and everything
+//     after it, so it opens with older hard states (a promise below the
+//     mark) or fewer log entries (slots below the commit index missing).
+//   - Every WAL cut to zero: pebble opens empty, or with what its sstables
+//     hold; the mark is non-zero (any vote raises a promise first), so
+//     either "pebble holds nothing" or a promise below the mark.
+//   - A flipped or cut MANIFEST: pebble refuses to open (a corruption
+//     error, reported as ErrDamaged), or opens an older version without
+//     some sstables: entries below the commit index missing, or hard states
+//     below the mark.
+//   - A flipped sstable: reading its block fails pebble's block checksum
+//     during Verify's full scan; a record changed in a way pebble cannot
+//     see fails the record's own checksum.
+//   - The state file deleted or damaged while pebble holds state: refused,
+//     since nothing vouches for pebble's state any more.
+//   - An empty or missing data dir (the mark is gone with it): the store
+//     cannot tell a wiped dir from a new one, so the node learns it from
+//     its peers: the state file holds an incarnation, a random id made when
+//     the dir is stamped, and the incarnation each peer had when this node
+//     first accepted its messages. A peer that knows another incarnation
+//     for a node refuses it (internal/server), and the node exits.
+//
+// Every such finding wraps ErrDamaged; lockd run exits with code 5 on it.
+//
+// A full disk: Open and Save refuse with ErrDiskFull below
+// Options.DiskReserve, before pebble writes anything (pebble cannot survive
+// a failed WAL write), so the state on disk stays intact.
 package pebblestore
 
 import (
@@ -27,8 +78,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -64,6 +117,11 @@ type Options struct {
 	// paxos.DefaultLimits()). Save refuses a record that these limits would
 	// refuse on reading, so that what was saved can always be loaded.
 	Limits paxos.Limits
+	// DiskReserve is the free space (bytes) the data dir's disk must keep:
+	// Open refuses to start and Save refuses to write, with ErrDiskFull,
+	// below it, so that pebble never meets a full disk in the middle of a
+	// WAL write (which it cannot survive). Default 64 MiB; negative: off.
+	DiskReserve int64
 }
 
 // Store is a node's durable Paxos state in a pebble database. Its methods are
@@ -79,17 +137,51 @@ type Store struct {
 	// reused by every Save.
 	mu  sync.Mutex
 	buf []byte
+
+	// fs is the file system of the database and of the state file.
+	fs vfs.FS
+	// hwmMu guards hwm, the high-water marks of durable state (hwm.go).
+	hwmMu sync.Mutex
+	hwm   hwm
+	// reserve is Options.DiskReserve, with its default.
+	reserve int64
 }
+
+var syncOpts = pebble.Sync
 
 var _ paxos.Storage = (*Store)(nil)
 
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	reserve := opts.DiskReserve
+	if reserve == 0 {
+		reserve = 64 << 20
+	}
+	if err := checkSpace(fs, dir, reserve); err != nil {
+		return nil, err
+	}
 	db, err := pebble.Open(dir, pebbleOptions(opts))
+	if errors.Is(err, syscall.ENOSPC) {
+		return nil, fmt.Errorf("%w: pebble cannot open %s: %w", ErrDiskFull, dir, err)
+	}
 	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			return nil, fmt.Errorf("%w: pebble cannot open %s: %w", ErrDamaged, dir, err)
+		}
 		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, lim: opts.Limits.WithDefaults()}, nil
+	s := &Store{db: db, dir: dir, lim: opts.Limits.WithDefaults(), fs: fs, reserve: reserve}
+	f, ok, err := readStateFile(fs, dir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.hwm.file, s.hwm.active = f, ok
+	return s, nil
 }
 
 func pebbleOptions(opts Options) *pebble.Options {
@@ -129,10 +221,11 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return ErrClosed
 	}
+	ferr := s.flushMarks()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("pebblestore: close %s: %w", s.dir, err)
 	}
-	return nil
+	return ferr
 }
 
 // Dir returns the directory the store was opened in.
@@ -144,7 +237,8 @@ func (s *Store) HardState(g paxos.GroupID) (paxos.HardState, error) {
 		return paxos.HardState{}, ErrClosed
 	}
 	var k [hardKeyLen]byte
-	v, closer, err := s.db.Get(appendHardKey(k[:0], g))
+	key := appendHardKey(k[:0], g)
+	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return paxos.HardState{}, nil
 	}
@@ -152,7 +246,11 @@ func (s *Store) HardState(g paxos.GroupID) (paxos.HardState, error) {
 		return paxos.HardState{}, fmt.Errorf("pebblestore: read hard state of group %d in %s: %w", g, s.dir, err)
 	}
 	defer closer.Close()
-	hs, err := paxos.DecodeHardState(v)
+	rec, err := unseal(key, v)
+	if err != nil {
+		return paxos.HardState{}, fmt.Errorf("pebblestore: hard state of group %d in %s: %w", g, s.dir, err)
+	}
+	hs, err := paxos.DecodeHardState(rec)
 	if err != nil {
 		return paxos.HardState{}, fmt.Errorf("pebblestore: hard state of group %d in %s: %w", g, s.dir, err)
 	}
@@ -188,8 +286,13 @@ func (s *Store) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entr
 			it.Close()
 			return nil, fmt.Errorf("pebblestore: read group %d slot %d in %s: %w", g, slot, s.dir, err)
 		}
+		rec, err := unseal(it.Key(), v)
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("pebblestore: group %d slot %d in %s: %w", g, slot, s.dir, err)
+		}
 		// DecodeEntryRecord copies: v is only valid until Next.
-		e, err := paxos.DecodeEntryRecord(slot, v, s.lim)
+		e, err := paxos.DecodeEntryRecord(slot, rec, s.lim)
 		if err != nil {
 			it.Close()
 			return nil, fmt.Errorf("pebblestore: group %d slot %d in %s: %w", g, slot, s.dir, err)
@@ -210,8 +313,16 @@ func (s *Store) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entr
 // Save returned (paxos acceptor rule 4).
 //
 // Each entry replaces its slot's record. Entry.Chosen is not stored.
+//
+// Save also keeps the state file (LOCKD-STATE) at or below what pebble
+// confirmed: after the synced commit returns, a higher promise is written
+// to it before Save returns (see the package doc).
 func (s *Store) Save(writes []paxos.GroupWrite) error {
-	return s.save(writes, pebble.Sync)
+	pre := s.pendingSnapshot()
+	if err := s.save(writes, pebble.Sync); err != nil {
+		return err
+	}
+	return s.confirm(pre, writes)
 }
 
 // SaveUnsynced writes like Save but without a sync: the write becomes
@@ -219,7 +330,11 @@ func (s *Store) Save(writes []paxos.GroupWrite) error {
 // replica uses it only for writes that move commit indexes, which a crash
 // may lose without harm.
 func (s *Store) SaveUnsynced(writes []paxos.GroupWrite) error {
-	return s.save(writes, pebble.NoSync)
+	if err := s.save(writes, pebble.NoSync); err != nil {
+		return err
+	}
+	s.noteUnsynced(writes)
+	return nil
 }
 
 // save is Save with the write options as a parameter, so that tests can
@@ -227,6 +342,9 @@ func (s *Store) SaveUnsynced(writes []paxos.GroupWrite) error {
 func (s *Store) save(writes []paxos.GroupWrite, wo *pebble.WriteOptions) error {
 	if s.closed.Load() {
 		return ErrClosed
+	}
+	if err := checkSpace(s.fs, s.dir, s.reserve); err != nil {
+		return err
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -252,8 +370,9 @@ func (s *Store) fill(b *pebble.Batch, writes []paxos.GroupWrite) error {
 	for i := range writes {
 		w := &writes[i]
 		if w.Hard != nil {
-			s.buf = paxos.AppendHardState(s.buf[:0], w.Hard)
-			if err := b.Set(appendHardKey(k[:0], w.Group), s.buf, nil); err != nil {
+			key := appendHardKey(k[:0], w.Group)
+			s.buf = seal(paxos.AppendHardState(s.buf[:0], w.Hard), key, 0)
+			if err := b.Set(key, s.buf, nil); err != nil {
 				return fmt.Errorf("pebblestore: save hard state of group %d: %w", w.Group, err)
 			}
 		}
@@ -263,7 +382,9 @@ func (s *Store) fill(b *pebble.Batch, writes []paxos.GroupWrite) error {
 			if err := s.checkRecord(w.Group, e, s.buf); err != nil {
 				return err
 			}
-			if err := b.Set(appendLogKey(k[:0], w.Group, e.Slot), s.buf, nil); err != nil {
+			key := appendLogKey(k[:0], w.Group, e.Slot)
+			s.buf = seal(s.buf, key, 0)
+			if err := b.Set(key, s.buf, nil); err != nil {
 				return fmt.Errorf("pebblestore: save group %d slot %d: %w", w.Group, e.Slot, err)
 			}
 		}
@@ -309,12 +430,40 @@ func (s *Store) DeleteBefore(g paxos.GroupID, slot uint64) error {
 	if slot == 0 {
 		return nil
 	}
+	// The floor goes to the state file first: a check at start then never
+	// misses slots that were deleted on purpose.
+	if err := s.raiseFloor(g, slot); err != nil {
+		return err
+	}
 	var lo, hi [logKeyLen]byte
 	err := s.db.DeleteRange(appendLogKey(lo[:0], g, 0), appendLogKey(hi[:0], g, slot), pebble.NoSync)
 	if err != nil {
 		return fmt.Errorf("pebblestore: delete log of group %d below slot %d in %s: %w", g, slot, s.dir, err)
 	}
 	return nil
+}
+
+// checkSpace returns ErrDiskFull when dir's disk has less than reserve bytes
+// free. A file system that cannot tell (an in-memory one) passes.
+func checkSpace(fs vfs.FS, dir string, reserve int64) error {
+	if reserve < 0 {
+		return nil
+	}
+	probe := dir
+	for {
+		u, err := fs.GetDiskUsage(probe)
+		if err == nil {
+			if u.AvailBytes < uint64(reserve) {
+				return fmt.Errorf("%w: %s has %d bytes free, below the reserve of %d that lockd keeps so that its state stays intact",
+					ErrDiskFull, dir, u.AvailBytes, reserve)
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || fs.PathDir(probe) == probe {
+			return nil
+		}
+		probe = fs.PathDir(probe) // not created yet: ask its parent
+	}
 }
 
 func appendHardKey(dst []byte, g paxos.GroupID) []byte {
