@@ -6,9 +6,11 @@ func (g *group) onPrepare(m *Message) {
 		g.reply(m, Message{Type: MsgNack, Ballot: g.promised})
 		return
 	}
-	if g.commit > m.Slot+uint64(g.n.cfg.MaxFetchEntries) {
+	if g.commit > m.Slot+uint64(g.n.cfg.MaxFetchEntries) || g.compacted(m.Slot) {
 		// The proposer would need more chosen entries than one Promise may
-		// carry. It must fetch them first; the promise stays untouched.
+		// carry, or entries our log may no longer hold (below our
+		// snapshot). It must catch up first (fetch, or install a
+		// snapshot); the promise stays untouched.
 		g.reply(m, Message{Type: MsgNack, Ballot: g.promised, Behind: true})
 		return
 	}

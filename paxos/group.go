@@ -73,6 +73,10 @@ type group struct {
 	contendElapsed   int // Config.Contend: ticks our queue waited while not master
 	heartbeatElapsed int
 
+	// snap is the newest snapshot slot: entries below it may be gone from
+	// storage (see snapshot.go).
+	snap uint64
+
 	// Learning.
 	knownCommit  uint64 // highest commit index heard of
 	knownFrom    NodeID // who said so

@@ -88,6 +88,13 @@ func (g *group) onFetch(m *Message) {
 		return
 	}
 	es := g.entries(m.Slot, g.commit, g.n.cfg.MaxFetchEntries)
+	if g.compacted(m.Slot) && (len(es) == 0 || es[0].Slot != m.Slot) {
+		// Our log no longer holds what the peer lacks: it needs a snapshot
+		// (see snapshot.go). Slot names ours, which covers everything below.
+		g.n.msgs = append(g.n.msgs, Message{Type: MsgFetchReply, Group: g.id, From: g.n.cfg.ID, To: m.From, Slot: g.snap, Commit: g.commit, Behind: true})
+		g.touch()
+		return
+	}
 	// Bound the reply in bytes too; the peer fetches the rest next.
 	bytes := 0
 	for i := range es {
@@ -104,6 +111,19 @@ func (g *group) onFetch(m *Message) {
 // onFetchReply installs chosen entries.
 func (g *group) onFetchReply(m *Message) {
 	g.fetching = false
+	if m.Behind {
+		// The peer keeps no log below its snapshot at m.Slot: ask the
+		// runtime for that snapshot.
+		// The runtime runs one transfer per group at a time; this need
+		// comes again with every fetch until a snapshot is installed, so
+		// a transfer that failed is tried again.
+		if m.Slot > g.applied {
+			g.n.snaps = append(g.n.snaps, SnapshotNeed{Group: g.id, From: m.From, Slot: m.Slot})
+			g.touch()
+		}
+		g.learnCommit(m.From, Ballot{}, m.Commit, false)
+		return
+	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if e.Chosen {

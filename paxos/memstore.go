@@ -17,11 +17,57 @@ type MemoryStorage struct {
 	// unsynced holds writes made without a sync: visible to reads, durable
 	// only with the next synced write, lost by Crash (as in a WAL).
 	unsynced []GroupWrite
+	snaps    map[GroupID]memSnapshot
+}
+
+type memSnapshot struct {
+	slot uint64
+	data []byte
+}
+
+// SaveSnapshot durably records group g's snapshot at slot (it holds every
+// slot below it) and deletes the log entries below slot-margin, with every
+// earlier unsynced write made durable first. An older snapshot than the one
+// kept changes nothing.
+func (s *MemoryStorage) SaveSnapshot(g GroupID, slot uint64, data []byte, margin uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pending := s.unsynced
+	s.unsynced = nil
+	s.save(pending)
+	if slot <= s.snaps[g].slot {
+		return nil
+	}
+	s.snaps[g] = memSnapshot{slot: slot, data: slices.Clone(data)}
+	if slot > margin {
+		for k := range s.logs[g] {
+			if k < slot-margin {
+				delete(s.logs[g], k)
+			}
+		}
+	}
+	return nil
+}
+
+// LoadSnapshot returns group g's newest snapshot and its slot (zero and nil
+// if none).
+func (s *MemoryStorage) LoadSnapshot(g GroupID) (uint64, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sn := s.snaps[g]
+	return sn.slot, slices.Clone(sn.data), nil
+}
+
+// SnapshotSlot implements SnapshotStorage.
+func (s *MemoryStorage) SnapshotSlot(g GroupID) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snaps[g].slot, nil
 }
 
 // NewMemoryStorage returns an empty MemoryStorage.
 func NewMemoryStorage() *MemoryStorage {
-	return &MemoryStorage{hard: map[GroupID]HardState{}, logs: map[GroupID]map[uint64]Entry{}}
+	return &MemoryStorage{hard: map[GroupID]HardState{}, logs: map[GroupID]map[uint64]Entry{}, snaps: map[GroupID]memSnapshot{}}
 }
 
 // HardState implements Storage.

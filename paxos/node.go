@@ -66,6 +66,10 @@ type Ready struct {
 	AfterSync []Message
 	Committed []Apply
 	Dropped   []Dropped
+	// Snapshots asks for snapshots: the node is behind the log its peers
+	// keep (see snapshot.go). The runtime fetches one (one transfer per
+	// group at a time), then calls InstallSnapshot.
+	Snapshots []SnapshotNeed
 	// StorageErrors lists reads of durable state that failed. The core treats
 	// them as missing entries; the runtime should log them and may stop.
 	StorageErrors []error
@@ -74,7 +78,7 @@ type Ready struct {
 // Empty reports whether the Ready carries nothing.
 func (r *Ready) Empty() bool {
 	return len(r.Messages) == 0 && len(r.Persist) == 0 && len(r.AfterSync) == 0 &&
-		len(r.Committed) == 0 && len(r.Dropped) == 0 && len(r.StorageErrors) == 0
+		len(r.Committed) == 0 && len(r.Dropped) == 0 && len(r.StorageErrors) == 0 && len(r.Snapshots) == 0
 }
 
 // Node is the pure Paxos core of one node for all its groups. It is not safe
@@ -92,6 +96,7 @@ type Node struct {
 	after   []Message
 	dropped []Dropped
 	errs    []error
+	snaps   []SnapshotNeed
 
 	// maxApplyPerReady bounds Ready.Committed per group, so that replaying a
 	// long log after a restart does not build one giant batch.
@@ -123,10 +128,23 @@ func New(cfg Config, st Storage) (*Node, error) {
 		}
 		g.promised, g.commit = hs.Promised, hs.Commit
 		g.seeRound(hs.Promised)
+		if ss, ok := st.(SnapshotStorage); ok {
+			snap, err := ss.SnapshotSlot(g.id)
+			if err != nil {
+				return nil, fmt.Errorf("paxos: load snapshot slot of group %d: %w", i, err)
+			}
+			// The state machines start from the snapshot (the runtime
+			// restored it), so the slots below it are applied. A crash
+			// between writing an installed snapshot and its commit index
+			// leaves the commit index below it: the snapshot vouches for
+			// those slots.
+			g.snap, g.applied = snap, snap
+			g.commit = max(g.commit, snap)
+		}
 		g.memFloor = 0
 		// Entries from the commit index on are the unsettled tail; chosen
 		// entries below it stay in storage and are replayed from there.
-		for from := hs.Commit; ; {
+		for from := g.commit; ; {
 			es, err := st.Entries(g.id, from, ^uint64(0), 1024)
 			if err != nil {
 				return nil, fmt.Errorf("paxos: load log of group %d from slot %d: %w", i, from, err)
@@ -142,10 +160,10 @@ func New(cfg Config, st Storage) (*Node, error) {
 			}
 			from = es[len(es)-1].Slot + 1
 		}
-		g.memFloor = hs.Commit
-		g.last = max(g.last, hs.Commit)
-		g.knownCommit = hs.Commit
-		if g.commit > 0 {
+		g.memFloor = g.commit
+		g.last = max(g.last, g.commit)
+		g.knownCommit = g.commit
+		if g.commit > g.applied {
 			g.touch()
 		}
 		n.groups[i] = g
@@ -250,7 +268,7 @@ func (n *Node) Tick() {
 
 // HasReady reports whether Ready would return anything.
 func (n *Node) HasReady() bool {
-	return len(n.dirty) > 0 || len(n.msgs) > 0 || len(n.after) > 0 || len(n.dropped) > 0
+	return len(n.dirty) > 0 || len(n.msgs) > 0 || len(n.after) > 0 || len(n.dropped) > 0 || len(n.snaps) > 0
 }
 
 // Ready collects the work of every group that changed since the last call.
@@ -314,6 +332,7 @@ func (n *Node) Ready() Ready {
 	r.AfterSync, n.after = n.after, nil
 	r.Dropped, n.dropped = n.dropped, nil
 	r.StorageErrors, n.errs = n.errs, nil
+	r.Snapshots, n.snaps = n.snaps, nil
 	return r
 }
 

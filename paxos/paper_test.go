@@ -39,6 +39,7 @@ func drain(t *testing.T, n *Node, st *MemoryStorage) Ready {
 		all.AfterSync = append(all.AfterSync, r.AfterSync...)
 		all.Committed = append(all.Committed, r.Committed...)
 		all.Dropped = append(all.Dropped, r.Dropped...)
+		all.Snapshots = append(all.Snapshots, r.Snapshots...)
 	}
 	return all
 }

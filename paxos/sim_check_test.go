@@ -14,6 +14,7 @@ type checker struct {
 	first map[GroupID]map[CommandID]uint64
 	// cmds maps a command id to its client's group, for the success check.
 	successes int
+	installed int // snapshots installed
 	proposals int
 	checks    int
 }

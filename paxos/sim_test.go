@@ -2,6 +2,7 @@ package paxos
 
 import (
 	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 )
@@ -36,10 +37,15 @@ type simConfig struct {
 	// chooses slots the old master proposed in; the bridge learns them and
 	// tells the old master, in replies that carry no ballot. A network can
 	// lose exactly these messages; random loss almost never does.
-	stale     float64
-	faultTime int64 // time units with faults on; then the network heals
-	maxTime   int64 // liveness bound: everything must be done by then
-	mutate    mutation
+	stale float64
+	// snapEvery is how many applied slots a node lets pass before it
+	// snapshots a group and compacts its log (keeping snapMargin slots); -1
+	// turns snapshots off. Nodes that fall behind then need a snapshot.
+	snapEvery  int
+	snapMargin uint64
+	faultTime  int64 // time units with faults on; then the network heals
+	maxTime    int64 // liveness bound: everything must be done by then
+	mutate     mutation
 }
 
 // simConfigs are the shapes every seed cycles through; seed s runs
@@ -91,6 +97,10 @@ func (c simConfig) withFaults(rng *rand.Rand) simConfig {
 	if c.maxDelay == 0 {
 		c.maxDelay = []int64{5, 25, 60}[rng.Intn(3)]
 	}
+	if c.snapEvery == 0 {
+		c.snapEvery = []int{-1, -1, 3, 12}[rng.Intn(4)]
+		c.snapMargin = uint64(rng.Intn(4))
+	}
 	if c.faultTime == 0 {
 		c.faultTime = 8000
 	}
@@ -127,14 +137,19 @@ func (q *msgQueue) Pop() any {
 }
 
 type simNode struct {
-	id      NodeID
-	core    *Node // nil while crashed
-	store   *MemoryStorage
-	rng     *rand.Rand
-	applier *Applier
-	next    map[GroupID]uint64 // next slot to apply, per group
-	waiters map[CommandID]*simClient
-	upAt    int64 // restart time while crashed
+	id       NodeID
+	core     *Node // nil while crashed
+	store    *MemoryStorage
+	rng      *rand.Rand
+	appliers map[GroupID]*Applier
+	snapped  map[GroupID]uint64 // slot of the newest snapshot taken or installed
+	// incarnation counts starts, so that a transfer for a crashed node's
+	// earlier life is not installed into the new one.
+	incarnation  int
+	transferring map[GroupID]bool
+	next         map[GroupID]uint64 // next slot to apply, per group
+	waiters      map[CommandID]*simClient
+	upAt         int64 // restart time while crashed
 	// pipelined nodes persist in the background like paxos/replica: queue
 	// holds Readys handed out but not yet written.
 	pipelined bool
@@ -164,6 +179,7 @@ type sim struct {
 	net     msgQueue
 	msgSeq  uint64
 	cut     map[[2]NodeID]int64 // one-way cuts and when they heal
+	snaps   []simTransfer       // snapshot transfers in flight
 	adv     staleAdversary
 	clients []*simClient
 	check   *checker
@@ -213,8 +229,21 @@ func (s *sim) start(sn *simNode) {
 	c.keepInMemory = uint64(1 + s.rng.Intn(8))
 	c.maxApplyPerReady = 1 + s.rng.Intn(6)
 	sn.core = c
-	sn.applier = NewApplier(1000, 100)
+	sn.appliers = map[GroupID]*Applier{}
 	sn.next = map[GroupID]uint64{}
+	sn.snapped = map[GroupID]uint64{}
+	sn.transferring = map[GroupID]bool{}
+	sn.incarnation++
+	for g := range GroupID(s.cfg.groups) {
+		slot, data, _ := sn.store.LoadSnapshot(g)
+		if slot == 0 {
+			continue
+		}
+		if err := s.restoreSnapshot(sn, g, slot, data); err != nil {
+			s.fail("node %d: restart: %v", sn.id, err)
+			return
+		}
+	}
 	sn.waiters = map[CommandID]*simClient{}
 }
 
@@ -309,6 +338,10 @@ func (s *sim) process(sn *simNode) {
 				}
 			}
 		}
+		for _, need := range r.Snapshots {
+			s.requestSnapshot(sn, need)
+		}
+		s.maybeSnapshot(sn)
 		sn.queue = append(sn.queue, r)
 		if !sn.pipelined || s.rng.Intn(3) == 0 {
 			s.flush(sn)
@@ -380,7 +413,7 @@ func (s *sim) apply(sn *simNode, a Apply) {
 	}
 	sn.next[a.Group] = a.Slot + 1
 	s.check.learned(sn, a)
-	sn.applier.Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *Command) []byte {
+	sn.applier(a.Group).Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *Command) []byte {
 		return []byte(fmt.Sprintf("%d@%d.%d", cmd.ID.Seq, slot, index))
 	}, func(cmd *Command, o Outcome) {
 		s.check.outcome(sn, a.Group, cmd, o)
@@ -391,6 +424,15 @@ func (s *sim) apply(sn *simNode, a Apply) {
 			}
 		}
 	})
+}
+
+func (sn *simNode) applier(g GroupID) *Applier {
+	a := sn.appliers[g]
+	if a == nil {
+		a = NewApplier(1000, 100)
+		sn.appliers[g] = a
+	}
+	return a
 }
 
 func (s *sim) succeed(cl *simClient, o Outcome) {
@@ -534,6 +576,7 @@ func (s *sim) run() error {
 				s.cut[[2]NodeID{b, a}] = until
 			}
 		}
+		s.deliverSnapshots()
 		for _, cl := range s.clients {
 			s.runClient(cl)
 		}
@@ -635,4 +678,119 @@ func entriesString(es []Entry) string {
 		}
 	}
 	return out + "]"
+}
+
+// Snapshots in the simulator: a node's state machine for a group is its
+// Applier and the next slot to apply; a snapshot holds both. Nodes snapshot
+// every snapEvery applied slots and compact their logs, so that a node that
+// was down or cut off for long needs a snapshot from a peer, which the
+// runtime's part (requestSnapshot, deliverSnapshots) transfers like the
+// real one: from the one peer the core named, one transfer per group, lost
+// when either side crashes, installed durably before the core hears of it.
+
+type simTransfer struct {
+	at          int64
+	to          *simNode
+	incarnation int
+	need        SnapshotNeed
+}
+
+func encodeSimSnapshot(next uint64, a *Applier) []byte {
+	return append(binary.AppendUvarint(nil, next), a.Snapshot()...)
+}
+
+func (s *sim) restoreSnapshot(sn *simNode, g GroupID, slot uint64, data []byte) error {
+	next, n := binary.Uvarint(data)
+	if n <= 0 || next != slot {
+		return fmt.Errorf("group %d: snapshot at slot %d says next slot %d", g, slot, next)
+	}
+	a, err := RestoreApplier(data[n:], 1000, 100)
+	if err != nil {
+		return fmt.Errorf("group %d: snapshot at slot %d: %w", g, slot, err)
+	}
+	sn.appliers[g] = a
+	sn.next[g] = slot
+	sn.snapped[g] = slot
+	return nil
+}
+
+// maybeSnapshot snapshots every group of sn that applied snapEvery slots
+// since its last snapshot.
+func (s *sim) maybeSnapshot(sn *simNode) {
+	if s.cfg.snapEvery <= 0 || sn.core == nil {
+		return
+	}
+	for g := range GroupID(s.cfg.groups) {
+		next := sn.next[g]
+		if next < sn.snapped[g]+uint64(s.cfg.snapEvery) {
+			continue
+		}
+		if err := sn.store.SaveSnapshot(g, next, encodeSimSnapshot(next, sn.applier(g)), s.cfg.snapMargin); err != nil {
+			s.fail("node %d: save snapshot: %v", sn.id, err)
+			return
+		}
+		sn.snapped[g] = next
+		if err := sn.core.SnapshotTaken(g, next); err != nil {
+			s.fail("node %d: %v", sn.id, err)
+			return
+		}
+		s.tracef("n%d snapshot g%d at slot %d", sn.id, g, next)
+	}
+}
+
+func (s *sim) requestSnapshot(sn *simNode, need SnapshotNeed) {
+	if sn.transferring[need.Group] {
+		return
+	}
+	sn.transferring[need.Group] = true
+	s.snaps = append(s.snaps, simTransfer{at: s.now + 1 + s.rng.Int63n(5*s.cfg.maxDelay), to: sn, incarnation: sn.incarnation, need: need})
+	s.tracef("n%d asks n%d for a snapshot of g%d at slot %d or later", sn.id, need.From, need.Group, need.Slot)
+}
+
+func (s *sim) deliverSnapshots() {
+	keep := s.snaps[:0]
+	var due []simTransfer
+	for _, t := range s.snaps {
+		if t.at <= s.now {
+			due = append(due, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	s.snaps = keep
+	for _, t := range due {
+		sn, g := t.to, t.need.Group
+		if sn.core == nil || sn.incarnation != t.incarnation {
+			continue // the receiver crashed: its new life asks again
+		}
+		sn.transferring[g] = false
+		from := s.nodes[t.need.From-1]
+		if from.core == nil || (s.faulty() && s.rng.Float64() < s.cfg.loss) {
+			continue // the sender is down or the transfer broke: asked again
+		}
+		slot, data, err := from.store.LoadSnapshot(g)
+		if err != nil || slot < t.need.Slot {
+			s.fail("node %d: snapshot of group %d at slot %d, below the %d it announced: %v", from.id, g, slot, t.need.Slot, err)
+			return
+		}
+		if slot <= sn.next[g] {
+			continue // caught up meanwhile
+		}
+		// Durable first, then the state machine, then the core.
+		if err := sn.store.SaveSnapshot(g, slot, data, s.cfg.snapMargin); err != nil {
+			s.fail("node %d: save snapshot: %v", sn.id, err)
+			return
+		}
+		if err := s.restoreSnapshot(sn, g, slot, data); err != nil {
+			s.fail("node %d: install: %v", sn.id, err)
+			return
+		}
+		s.tracef("n%d installs n%d's snapshot of g%d at slot %d", sn.id, from.id, g, slot)
+		if err := sn.core.InstallSnapshot(g, slot); err != nil {
+			s.fail("node %d: %v", sn.id, err)
+			return
+		}
+		s.check.installed++
+		s.process(sn)
+	}
 }
