@@ -8,14 +8,55 @@ import (
 )
 
 // MasterEvent is a change of a group's master.
+//
+// # Detecting a gap
+//
+// Seq numbers the master changes of the group's log: a lease of a new
+// master, or a release, adds exactly one. It is derived from the log, so it
+// is the same whichever node the stream comes from. Per group, each event's
+// Seq is either the previous event's Seq plus one (the next change), or equal
+// to it: then the event says that the master's lease ran out by the serving
+// node's clock (Node 0, Cause "expired") or, rarely, was renewed after all
+// (Cause "renewed"). The step from one master to another always passes
+// through an event with Node 0. WatchMasters never skips a change silently:
+// when it cannot deliver every change (the node it reconnected to no longer
+// keeps them), it delivers the group's current state with Resync set, and
+// Seq may jump there. So, for a consumer, Seq growing by more than one
+// without Resync is a bug, and Resync says "changes were missed; this is
+// the state now".
 type MasterEvent struct {
 	Group uint32 `json:"group"`
-	// Epoch orders the changes of one group; it only grows.
+	// Epoch orders the events of one group; it only grows.
 	Epoch uint64 `json:"epoch"`
+	// Seq counts the master changes of the group's log (see above).
+	Seq uint64 `json:"seq"`
 	// Node is the new master's ID, 0 for "no master" (its lease ran out
-	// and no one took over yet).
+	// or was released, and no one took over yet).
 	Node uint32 `json:"node"`
 	Addr string `json:"addr,omitempty"`
+	// Cause says why: "lease" (a lease of a new master), "released" (the
+	// master handed the group over), "expired" (its lease ran out),
+	// "renewed" (renewed after it had been counted out), or "none" (the
+	// group has had no master yet).
+	Cause string `json:"cause"`
+	// Resync is set when the watch had to skip changes it could no longer
+	// learn, and this event is the group's current state instead.
+	Resync bool `json:"resync,omitempty"`
+}
+
+// causeName names an election.Cause as it travels in wire.MasterItem.
+func causeName(c uint8) string {
+	switch c {
+	case 1:
+		return "lease"
+	case 2:
+		return "released"
+	case 3:
+		return "expired"
+	case 4:
+		return "renewed"
+	}
+	return "none"
 }
 
 // masterBuf is the room for master events between the connection's reader
@@ -24,12 +65,13 @@ const masterBuf = 1024
 
 // WatchMasters streams master changes: first every group's current master,
 // then every change, in epoch order per group, "no master" included. After
-// a reconnect it resumes from the last epoch it delivered of each group, so
-// nothing is lost or repeated (if a node no longer keeps that far back, it
-// goes on from the current state). The channel is closed when ctx ends or
-// the client closes.
+// a reconnect (to any node) it resumes after the last event it delivered of
+// each group and delivers every change since, in order, exactly once. If
+// the node no longer keeps that far back, it delivers the group's current
+// state with Resync set. See MasterEvent for the rule that tells a gap. The
+// channel is closed when ctx ends or the client closes.
 func (c *Client) WatchMasters(ctx context.Context) (<-chan MasterEvent, error) {
-	mw := &masterWatch{c: c, ctx: ctx, last: make([]uint64, c.groups), seen: make([]bool, c.groups), out: make(chan MasterEvent, 64)}
+	mw := &masterWatch{c: c, ctx: ctx, last: make([]wire.MasterItem, c.groups), seen: make([]bool, c.groups), out: make(chan MasterEvent, 64)}
 	x, err := mw.subscribe(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lockd: watch masters: %w", err)
@@ -52,7 +94,7 @@ func (c *Client) WatchMasters(ctx context.Context) (<-chan MasterEvent, error) {
 type masterWatch struct {
 	c    *Client
 	ctx  context.Context
-	last []uint64 // by group: the epoch of the last event delivered
+	last []wire.MasterItem // by group: the last event delivered
 	seen []bool
 	out  chan MasterEvent
 	// pending holds the events of a subscribe's answer, to deliver.
@@ -67,7 +109,8 @@ func (mw *masterWatch) subscribe(ctx context.Context) (*exchange, error) {
 		req := &wire.Msg{Type: wire.TypeWatchMasters}
 		for g, ok := range mw.seen {
 			if ok {
-				req.Masters = append(req.Masters, wire.MasterItem{Group: uint32(g), Epoch: mw.last[g]})
+				l := mw.last[g]
+				req.Masters = append(req.Masters, wire.MasterItem{Group: uint32(g), Epoch: l.Epoch, Seq: l.Seq, Master: l.Master})
 			}
 		}
 		x, err := c.invoke(ctx, req, callOpts{group: -1, keep: true, buf: masterBuf})
@@ -76,16 +119,23 @@ func (mw *masterWatch) subscribe(ctx context.Context) (*exchange, error) {
 		}
 		switch x.resp.Code {
 		case wire.CodeOK:
-			mw.pending = append(mw.pending, x.resp.Masters...)
+			// The answer's masters are the node's state now, good for
+			// routing only: delivering them would jump over the events the
+			// stream is about to replay. The stream itself starts with
+			// what this watch missed, or with the current state of groups
+			// it has not seen yet.
+			for _, it := range x.resp.Masters {
+				c.route.learnMaster(it)
+			}
 			for _, ev := range x.early {
 				mw.pending = append(mw.pending, ev.Masters...)
 			}
 			return x, nil
 		case wire.CodeResync:
-			// The node no longer keeps events that far back: take its
-			// current state, and subscribe again from there.
+			// The node no longer keeps events that far back: say so, with
+			// its current state, and subscribe again from there.
 			for _, it := range x.resp.Masters {
-				if !mw.emit(it) {
+				if !mw.deliver(it, true) {
 					return nil, ctx.Err()
 				}
 			}
@@ -152,16 +202,28 @@ func (mw *masterWatch) run(x *exchange) {
 }
 
 // emit delivers it if it is newer than what was delivered for its group,
-// and reports false when the watch is over.
+// and reports false when the watch is over. A change that skips Seq numbers
+// is delivered with Resync set: changes were missed.
 func (mw *masterWatch) emit(it wire.MasterItem) bool {
 	g := int(it.Group)
-	if g >= len(mw.last) || (mw.seen[g] && it.Epoch <= mw.last[g]) {
+	if g >= len(mw.last) || (mw.seen[g] && it.Epoch <= mw.last[g].Epoch) {
 		return true // a repeat, or older than what was delivered
 	}
-	mw.seen[g], mw.last[g] = true, it.Epoch
+	gap := mw.seen[g] && it.Seq > mw.last[g].Seq+1
+	return mw.deliver(it, gap)
+}
+
+// deliver hands it to the consumer, unless it is not newer than what was
+// delivered (a resync's state may be).
+func (mw *masterWatch) deliver(it wire.MasterItem, resync bool) bool {
+	g := int(it.Group)
+	if g >= len(mw.last) || (mw.seen[g] && it.Epoch <= mw.last[g].Epoch) {
+		return true
+	}
+	mw.seen[g], mw.last[g] = true, it
 	mw.c.route.learnMaster(it)
 	select {
-	case mw.out <- MasterEvent{Group: it.Group, Epoch: it.Epoch, Node: it.Master, Addr: it.Addr}:
+	case mw.out <- MasterEvent{Group: it.Group, Epoch: it.Epoch, Seq: it.Seq, Node: it.Master, Addr: it.Addr, Cause: causeName(it.Cause), Resync: resync}:
 		return true
 	case <-mw.ctx.Done():
 		return false

@@ -70,9 +70,12 @@
 // Every change of a group's master is an Event with an epoch derived from
 // the log (see Event), so that events of different nodes compare: a client
 // may resume on another node. "No master" is an event too, when a lease runs
-// out or is released. Each group keeps a bounded history; Subscribe resumes
-// from given epochs without gaps, or fails with a *ResyncError that carries
-// the current state. Subscribers read from bounded channels; one that falls
+// out or is released. Each event also carries Seq, the number of master
+// changes in the group's log so far: the same on every node, one more at
+// each change, so that a reader of one stream sees a gap as a jump of more
+// than one (the rule is spelled out at Event). Each group keeps a bounded
+// history; Subscribe (and Resume) resume from given epochs without gaps, or
+// fail with a *ResyncError that carries the current state. Subscribers read from bounded channels; one that falls
 // behind is dropped with ErrSlowSubscriber and never holds up the election.
 //
 // # Defaults

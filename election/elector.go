@@ -97,6 +97,12 @@ type group struct {
 	masterBallot paxos.Ballot // our Paxos ballot when Tick last saw us master
 	boundary     uint64       // the group's Next when we first saw masterBallot
 
+	// The group's master by the log alone, the same on every node: the
+	// holder of the last lease command unless a valid release followed
+	// (zero then, and before the first lease). seq counts its changes.
+	logMaster paxos.NodeID
+	seq       uint64
+
 	ev eventLog
 }
 
@@ -222,13 +228,26 @@ func (e *Elector) applyLease(g *group, slot uint64, cmd LeaseCmd, now time.Time)
 	if g.outstanding == cmd.Nonce {
 		g.outstanding = 0
 	}
+	if g.logMaster != cmd.Holder {
+		if g.logMaster != 0 && g.ev.master != 0 {
+			// Another holder's lease follows directly: the log says the
+			// old one ran out (its successor waited it out before it
+			// campaigned), even where this node's count has not yet. Say
+			// so first, so that every node's events tell the same story.
+			e.emit(g, Event{Group: g.id, Epoch: epochOf(g.cur.slot, kindExpired), Master: 0, Cause: CauseExpired, Seq: g.seq})
+		}
+		g.logMaster = cmd.Holder
+		g.seq++
+		defer e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindLease), Master: cmd.Holder, Cause: CauseLease, Seq: g.seq})
+	} else if g.ev.master != cmd.Holder {
+		// A renewal applied after this node's count of the lease had run
+		// out: the same master again, no change in the log.
+		defer e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindLease), Master: cmd.Holder, Cause: CauseRenewed, Seq: g.seq})
+	}
 	g.cur = c
 	g.givenUp = false
 	if t := c.expiry(); t.After(g.freeAt) {
 		g.freeAt = t
-	}
-	if g.ev.master != cmd.Holder {
-		e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindLease), Master: cmd.Holder, Cause: CauseLease})
 	}
 }
 
@@ -271,9 +290,11 @@ func (e *Elector) applyRelease(g *group, slot uint64, cmd LeaseCmd, now time.Tim
 		// leases of other holders still held end as counted.
 		g.othersUntil = g.freeAt
 	}
-	if g.ev.master != 0 {
-		e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindRelease), Master: 0, Cause: CauseReleased, To: cmd.To})
-	}
+	// A change in the log, announced even where this node's count of the
+	// lease ran out already, so that Seq stays the same on every node.
+	g.logMaster = 0
+	g.seq++
+	e.emit(g, Event{Group: g.id, Epoch: epochOf(slot, kindRelease), Master: 0, Cause: CauseReleased, To: cmd.To, Seq: g.seq})
 }
 
 // hold records a lease to wait out, merged with an earlier one of the same
@@ -402,6 +423,8 @@ type GroupMaster struct {
 	// Master is zero when the group has none.
 	Master paxos.NodeID
 	Epoch  uint64
+	// Seq is the number of master changes in the group's log (see Event).
+	Seq uint64
 	// Preferred is the node the group prefers (g mod N in the sorted list).
 	Preferred paxos.NodeID
 	// Serving is whether this node serves the group now.
@@ -419,7 +442,7 @@ func (e *Elector) Snapshot(now time.Time) []GroupMaster {
 	out := make([]GroupMaster, len(e.groups))
 	for i, g := range e.groups {
 		e.expire(g, now)
-		out[i] = GroupMaster{Group: g.id, Master: g.ev.master, Epoch: g.ev.epoch, Preferred: g.preferred, Serving: e.serving(g, now)}
+		out[i] = GroupMaster{Group: g.id, Master: g.ev.master, Epoch: g.ev.epoch, Seq: g.ev.seq, Preferred: g.preferred, Serving: e.serving(g, now)}
 		if g.ev.master != 0 {
 			out[i].Until = g.cur.expiry()
 		}

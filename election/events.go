@@ -25,6 +25,9 @@ const (
 	CauseReleased
 	// CauseExpired: the master's lease ran out without renewal.
 	CauseExpired
+	// CauseRenewed: the master's lease was renewed after this node had
+	// counted it out (and announced CauseExpired): the same master again.
+	CauseRenewed
 )
 
 // String names the cause.
@@ -36,6 +39,8 @@ func (c Cause) String() string {
 		return "released"
 	case CauseExpired:
 		return "expired"
+	case CauseRenewed:
+		return "renewed"
 	}
 	return "none"
 }
@@ -45,13 +50,25 @@ func (c Cause) String() string {
 // Epoch orders the events of a group and is derived from the log, so that
 // events of different nodes compare: a lease or release chosen at slot s
 // gives epoch 4(s+1) or 4(s+1)+1, and the expiry of the lease chosen at s
-// gives 4(s+1)+2. Epoch 0 is the state before any lease. Every node sees the
-// same lease and release events; an expiry is seen by a node whose count of
-// the lease ran out before the next command reached it, so the expiry events
-// of two nodes may differ while their epochs still interleave correctly.
+// gives 4(s+1)+2. Epoch 0 is the state before any lease.
+//
+// Seq numbers the master changes of the group's log: a lease of another
+// holder than the last, or a release, adds one. It is derived from the log
+// alone, so it is the same on every node, and it grows by exactly one from
+// one change to the next: a reader that sees it grow by more missed a change.
+// Every node announces every change. Between two changes, a node may also
+// announce, with the Seq of the change before, that the master's lease ran
+// out by its own count (CauseExpired, Master 0) and, rarely, that it was
+// renewed after all (CauseRenewed). Those depend on the node's clock; but
+// when a lease of another holder follows in the log, every node that has not
+// announced the expiry yet announces it just before, so the step from one
+// master to another always passes through "no master", on every node.
 type Event struct {
 	Group paxos.GroupID
 	Epoch uint64
+	// Seq is the number of master changes in the group's log up to this
+	// event (see above).
+	Seq uint64
 	// Master is the new master, zero for "no master".
 	Master paxos.NodeID
 	Cause  Cause
@@ -64,7 +81,7 @@ type Event struct {
 
 // String describes the event for logs.
 func (e Event) String() string {
-	return fmt.Sprintf("group %d epoch %d: master %d (%s)", e.Group, e.Epoch, e.Master, e.Cause)
+	return fmt.Sprintf("group %d epoch %d seq %d: master %d (%s)", e.Group, e.Epoch, e.Seq, e.Master, e.Cause)
 }
 
 // Kinds of event within one slot, the low two bits of an epoch.
@@ -123,6 +140,7 @@ func (e *ResyncError) Is(target error) bool { return target == ErrResync }
 type eventLog struct {
 	master paxos.NodeID
 	epoch  uint64
+	seq    uint64
 	cause  Cause
 	cap    int
 	hist   []Event // oldest first, at most cap
@@ -135,14 +153,14 @@ func (l *eventLog) current(g paxos.GroupID) Event {
 	if n := len(l.hist); n > 0 {
 		return l.hist[n-1]
 	}
-	return Event{Group: g, Epoch: l.epoch, Master: l.master, Cause: l.cause}
+	return Event{Group: g, Epoch: l.epoch, Seq: l.seq, Master: l.master, Cause: l.cause}
 }
 
 // expire announces "no master" once the current lease has run out by this
 // node's count.
 func (e *Elector) expire(g *group, now time.Time) {
 	if g.ev.master != 0 && g.cur.lease() && !now.Before(g.cur.expiry()) {
-		e.emit(g, Event{Group: g.id, Epoch: epochOf(g.cur.slot, kindExpired), Master: 0, Cause: CauseExpired})
+		e.emit(g, Event{Group: g.id, Epoch: epochOf(g.cur.slot, kindExpired), Master: 0, Cause: CauseExpired, Seq: g.seq})
 	}
 }
 
@@ -154,7 +172,7 @@ func (e *Elector) emit(g *group, ev Event) {
 		ev.Epoch = g.ev.epoch + 1
 	}
 	l := &g.ev
-	l.master, l.epoch, l.cause = ev.Master, ev.Epoch, ev.Cause
+	l.master, l.epoch, l.seq, l.cause = ev.Master, ev.Epoch, ev.Seq, ev.Cause
 	if len(l.hist) == l.cap {
 		l.trimmed = l.hist[0].Epoch
 		copy(l.hist, l.hist[1:])
@@ -201,6 +219,25 @@ func (e *Elector) deliver(s *subscriber, ev Event) {
 // events pile up is dropped: its last event has Err set to ErrSlowSubscriber
 // and the channel is closed. Cancel closes the channel without such an event.
 func (e *Elector) Subscribe(since map[paxos.GroupID]uint64) (<-chan Event, func(), error) {
+	return e.subscribe(since, nil)
+}
+
+// Resume is Subscribe for a reader that says, per group, the last event it
+// delivered (Epoch and Master are what count). Besides what Subscribe does,
+// when the replayed events would leave the reader with another master than
+// this node's present one, and this node's state is newer than the reader's
+// last event (say the reader saw a lease run out on a node that died before
+// it could tell of the renewal that followed), the channel first carries
+// one more event, with Cause CauseRenewed or CauseExpired, that sets it right.
+func (e *Elector) Resume(last map[paxos.GroupID]Event) (<-chan Event, func(), error) {
+	since := make(map[paxos.GroupID]uint64, len(last))
+	for g, ev := range last {
+		since[g] = ev.Epoch
+	}
+	return e.subscribe(since, last)
+}
+
+func (e *Elector) subscribe(since map[paxos.GroupID]uint64, last map[paxos.GroupID]Event) (<-chan Event, func(), error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var resync []ResyncGroup
@@ -224,9 +261,16 @@ func (e *Elector) Subscribe(since map[paxos.GroupID]uint64) (<-chan Event, func(
 			replay = append(replay, g.ev.current(g.id))
 			continue
 		}
+		have, known := last[g.id]
 		for _, ev := range g.ev.hist {
 			if ev.Epoch > ep {
 				replay = append(replay, ev)
+				have = ev
+			}
+		}
+		if known {
+			if fix, ok := e.correction(g, have); ok {
+				replay = append(replay, fix)
 			}
 		}
 	}
@@ -250,11 +294,33 @@ func (e *Elector) Subscribe(since map[paxos.GroupID]uint64) (<-chan Event, func(
 	return s.ch, cancel, nil
 }
 
+// correction returns the event that brings a reader whose last event of g
+// is have to this node's present state, when the two differ and this node's
+// state is the newer one. It is not recorded in g's history: it is only
+// needed by a reader that came from another node.
+func (e *Elector) correction(g *group, have Event) (Event, bool) {
+	if have.Master == g.ev.master || !g.cur.set {
+		return Event{}, false
+	}
+	ev := Event{Group: g.id, Seq: g.ev.seq, Master: g.ev.master}
+	if g.ev.master != 0 {
+		// The reader counted out a lease whose renewal this node applied.
+		ev.Epoch, ev.Cause = epochOf(g.cur.slot, kindLease), CauseRenewed
+	} else {
+		// This node counted out a lease whose expiry the reader missed.
+		ev.Epoch, ev.Cause = g.ev.epoch, g.ev.cause
+	}
+	if ev.Epoch <= have.Epoch {
+		return Event{}, false // the reader is ahead: this node will catch up
+	}
+	return ev, true
+}
+
 // currentLocked is every group's announced state, with e.mu held.
 func (e *Elector) currentLocked() []GroupMaster {
 	out := make([]GroupMaster, len(e.groups))
 	for i, g := range e.groups {
-		out[i] = GroupMaster{Group: g.id, Master: g.ev.master, Epoch: g.ev.epoch, Preferred: g.preferred}
+		out[i] = GroupMaster{Group: g.id, Master: g.ev.master, Epoch: g.ev.epoch, Seq: g.ev.seq, Preferred: g.preferred}
 		if g.ev.master != 0 {
 			out[i].Until = g.cur.expiry()
 		}

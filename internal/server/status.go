@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lockd/lockd/election"
 	"github.com/lockd/lockd/internal/wire"
 	"github.com/lockd/lockd/paxos"
 )
@@ -19,7 +20,7 @@ func (s *Server) clusterStatus() *wire.Msg {
 		resp.Members = append(resp.Members, wire.MemberItem{ID: uint32(id), Addr: s.cfg.Peers[id], Up: up})
 	}
 	for _, gm := range s.elector.Snapshot(time.Now()) {
-		resp.Masters = append(resp.Masters, wire.MasterItem{Group: uint32(gm.Group), Epoch: gm.Epoch, Master: uint32(gm.Master), Addr: s.cfg.Peers[gm.Master]})
+		resp.Masters = append(resp.Masters, wire.MasterItem{Group: uint32(gm.Group), Epoch: gm.Epoch, Seq: gm.Seq, Master: uint32(gm.Master), Addr: s.cfg.Peers[gm.Master]})
 	}
 	return resp
 }
@@ -28,15 +29,19 @@ func (s *Server) nodeIDs() []paxos.NodeID {
 	return slices.Sorted(maps.Keys(s.cfg.Peers))
 }
 
-// watchMasters streams master changes after the epochs the client names per
-// group (req.Masters; none: from the current state on). It answers at once
-// with the current masters, then pushes every change, in order per group.
+// watchMasters streams master changes after the last event the client
+// names per group (req.Masters: epoch and master; none: from the current
+// state on). It answers at once with the current masters, for routing only:
+// the stream itself first pushes what the client missed of each group it
+// names (election.Elector.Resume), and the current state of the others,
+// then every change, in order per group. When this node no longer keeps
+// what the client missed, the answer is CodeResync with the current state.
 func (s *Server) watchMasters(ctx context.Context, cs *clientStream, req *wire.Msg) *wire.Msg {
-	since := map[paxos.GroupID]uint64{}
+	last := map[paxos.GroupID]election.Event{}
 	for _, m := range req.Masters {
-		since[paxos.GroupID(m.Group)] = m.Epoch
+		last[paxos.GroupID(m.Group)] = election.Event{Group: paxos.GroupID(m.Group), Epoch: m.Epoch, Seq: m.Seq, Master: paxos.NodeID(m.Master)}
 	}
-	events, cancel, err := s.elector.Subscribe(since)
+	events, cancel, err := s.elector.Resume(last)
 	if err != nil {
 		resp := s.clusterStatus()
 		resp.Code = wire.CodeResync
@@ -56,7 +61,7 @@ func (s *Server) watchMasters(ctx context.Context, cs *clientStream, req *wire.M
 					return
 				}
 				cs.push(&wire.Msg{Type: wire.TypeEvent, ReqID: req.ReqID, Kind: wire.EventMaster, Epoch: ev.Epoch,
-					Masters: []wire.MasterItem{{Group: uint32(ev.Group), Epoch: ev.Epoch, Master: uint32(ev.Master), Addr: s.cfg.Peers[ev.Master]}}})
+					Masters: []wire.MasterItem{{Group: uint32(ev.Group), Epoch: ev.Epoch, Seq: ev.Seq, Cause: uint8(ev.Cause), Master: uint32(ev.Master), Addr: s.cfg.Peers[ev.Master]}}})
 			case <-cs.done:
 				return
 			case <-ctx.Done():

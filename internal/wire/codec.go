@@ -132,6 +132,8 @@ func Append(dst []byte, m *Msg) []byte {
 			n.uint(2, it.Epoch)
 			n.uint(3, uint64(it.Master))
 			n.str(4, it.Addr)
+			n.uint(5, it.Seq)
+			n.uint(6, uint64(it.Cause))
 		})
 	}
 	for _, it := range m.Holders {
@@ -198,6 +200,13 @@ func (d *dec) u32(tag int, v uint64) uint32 {
 		d.fail("field %d: %d does not fit 32 bits", tag, v)
 	}
 	return uint32(v)
+}
+
+func (d *dec) u8(tag int, v uint64) uint8 {
+	if v > 1<<8-1 {
+		d.fail("field %d: %d does not fit 8 bits", tag, v)
+	}
+	return uint8(v)
 }
 
 func (d *dec) dur(tag int, v uint64) time.Duration {
@@ -344,6 +353,10 @@ func (d *dec) item(m *Msg, tag int, s []byte) {
 				it.Master = in.u32(t, v)
 			case 4:
 				it.Addr = in.str(t, b)
+			case 5:
+				it.Seq = v
+			case 6:
+				it.Cause = in.u8(t, v)
 			}
 		}
 		m.Masters = append(m.Masters, it)

@@ -74,6 +74,10 @@ const (
 	CodeInvalid        Code = 7
 	CodeModeConflict   Code = 8
 	CodeStale          Code = 9
+	// CodePermission: the identity of the connection may not do this: the
+	// session belongs to another identity, or an access rule refuses it. Err
+	// names the owner or the rule.
+	CodePermission Code = 10
 
 	// CodeNotMaster: this node does not serve the group; Hint and HintAddr
 	// name the node that does (or zero when none is known yet). Retry there.
@@ -145,6 +149,10 @@ type MasterItem struct {
 	Epoch  uint64
 	Master uint32
 	Addr   string
+	// Seq counts the master changes of the group's log (election.Event).
+	Seq uint64
+	// Cause is an election.Cause: why the master changed.
+	Cause uint8
 }
 
 // HolderItem is one holder of a lock.

@@ -14,7 +14,7 @@ func sample() Msg {
 		Code: CodeNotMaster, Err: "not master", Hint: 2, HintAddr: "127.0.0.1:7001", Epoch: 9, Slot: 1234, Node: 1, Groups: 16,
 		Kind: EventGranted, Waiters: 3,
 		KeepAlives: []KeepAliveItem{{Group: 1, Session: 2, Code: CodeSessionUnknown}},
-		Masters:    []MasterItem{{Group: 0, Epoch: 4, Master: 3, Addr: "127.0.0.1:7003"}, {Group: 1}},
+		Masters:    []MasterItem{{Group: 0, Epoch: 4, Master: 3, Addr: "127.0.0.1:7003", Seq: 7, Cause: 2}, {Group: 1}},
 		Holders:    []HolderItem{{Session: 5, Token: 6, Shared: true, Metadata: []byte("m")}},
 		Members:    []MemberItem{{ID: 1, Addr: "127.0.0.1:7001", Up: true}},
 	}
