@@ -30,6 +30,7 @@ func lockFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "shared", Usage: "a shared lock, held together with other shared holders"},
 		&cli.DurationFlag{Name: "lock-delay", Usage: "if the session expires, keep the lock from anyone for this long"},
 		&cli.StringFlag{Name: "metadata", Usage: "text kept with the grant, shown by lockctl status NAME"},
+		&cli.BoolFlag{Name: "stdin", Usage: "with CMD: give CMD lockctl's standard input (default: CMD reads /dev/null, so that it cannot stop on a terminal read while holding the lock)"},
 		&cli.DurationFlag{Name: "kill-grace", Value: defaultKillGrace, Usage: "with CMD: after the lock is lost, SIGTERM, then SIGKILL after this long; the session gives up this much earlier, so CMD is dead before anyone else can get the lock"},
 	}
 }
@@ -45,6 +46,9 @@ with CMD's code. Signals to lockctl are passed on to CMD. If the lock is
 lost, CMD gets SIGTERM at once, SIGKILL --kill-grace later, and lockctl exits
 with 5. The session gives the lock up --kill-grace earlier than it otherwise
 would, so CMD is gone before the cluster could grant the lock to anyone else.
+CMD reads /dev/null unless --stdin is given: a command that read the
+terminal would stop there (SIGTTIN) with the lock held. On Linux, CMD is
+killed (SIGKILL) if lockctl itself dies, even by SIGKILL.
 
 Without CMD: acquire NAME, print its fencing token and session, and exit
 leaving the lock held for --ttl (default 60s) after the last keep-alive.
@@ -67,7 +71,7 @@ to exit, releases the lock and exits with 128+N.`,
 			if dashdash && len(argv) == 0 {
 				return usageErrorf("nothing after --: give the command to run, or leave out --")
 			}
-			o := holdOpts{name: name, wait: c.Bool("wait"), argv: argv, killGrace: c.Duration("kill-grace"),
+			o := holdOpts{name: name, wait: c.Bool("wait"), argv: argv, killGrace: c.Duration("kill-grace"), stdin: c.Bool("stdin"),
 				lock: client.LockOptions{Shared: c.Bool("shared"), LockDelay: c.Duration("lock-delay"), Metadata: []byte(c.String("metadata"))}}
 			o.ttl = c.Duration("ttl")
 			if o.ttl == 0 {
@@ -91,7 +95,7 @@ func electCommand() *cli.Command {
 		ArgsUsage: "NAME -- CMD ARGS...",
 		Description: `Campaign for leadership of NAME (wait for its lock), then run CMD as the
 leader, with LOCKD_NAME, LOCKD_FENCING_TOKEN and LOCKD_SESSION in its
-environment. If leadership is lost, CMD gets SIGTERM at once and SIGKILL
+environment, reading /dev/null unless --stdin is given. If leadership is lost, CMD gets SIGTERM at once and SIGKILL
 --kill-grace later, and lockctl exits with 5; when CMD exits by itself,
 leadership is given up and lockctl exits with CMD's code. The metadata
 (default HOST:PID) shows who leads in lockctl status NAME.
@@ -119,7 +123,7 @@ signal, and lockctl gives up leadership once CMD has exited and exits with
 			if ttl == 0 {
 				ttl = defaultHeldTTL
 			}
-			return runHeld(c, holdOpts{name: name, wait: true, argv: argv, ttl: ttl, killGrace: c.Duration("kill-grace"),
+			return runHeld(c, holdOpts{name: name, wait: true, argv: argv, ttl: ttl, killGrace: c.Duration("kill-grace"), stdin: c.Bool("stdin"),
 				lock: client.LockOptions{Shared: c.Bool("shared"), LockDelay: c.Duration("lock-delay"), Metadata: []byte(meta)}})
 		},
 	}
@@ -140,6 +144,7 @@ type holdOpts struct {
 	wait      bool
 	killGrace time.Duration
 	argv      []string
+	stdin     bool // CMD reads lockctl's stdin (else /dev/null)
 }
 
 // acquire acquires o.name within --timeout, mapping its failures to exit

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -82,8 +83,20 @@ func runHeld(c *cli.Context, o holdOpts) error {
 
 	cmd := exec.Command(o.argv[0], o.argv[1:]...)
 	cmd.Env = append(os.Environ(), "LOCKD_NAME="+o.name, "LOCKD_FENCING_TOKEN="+u64(l.Token()), "LOCKD_SESSION="+u64(l.SessionID()))
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.App.Writer, c.App.ErrWriter
-	ownProcessGroup(cmd)
+	// A nil Stdin is /dev/null.
+	cmd.Stdout, cmd.Stderr = c.App.Writer, c.App.ErrWriter
+	if o.stdin {
+		cmd.Stdin = os.Stdin
+	}
+	// CMD gets its own process group (so that signals reach its children
+	// too), unless it is to read a terminal: only the terminal's
+	// foreground group may, and that is lockctl's.
+	ownProcessGroup(cmd, o.stdin && isTerminal(os.Stdin))
+	// Linux sends CMD the parent-death signal when the thread that started
+	// it ends, not the process: this goroutine keeps its thread until CMD
+	// has exited (runHeld returns only then).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		releaseAndClose(s, l)
 		return &exitErr{code: exitError, err: fmt.Errorf("start %q: %w", o.argv[0], err)}

@@ -7,7 +7,9 @@ import (
 	"os/exec"
 )
 
-func ownProcessGroup(*exec.Cmd) {}
+func ownProcessGroup(*exec.Cmd, bool) {}
+
+func isTerminal(*os.File) bool { return false }
 
 // signalGroup signals CMD itself; without process groups, its children
 // are not reached.

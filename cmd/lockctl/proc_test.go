@@ -87,6 +87,9 @@ func startLockctl(t *testing.T, stdin io.Reader, args ...string) *lockctlProc {
 	p := &lockctlProc{exited: make(chan struct{})}
 	p.cmd = exec.Command(lockctlBin(t), args...)
 	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = stdin, &p.stdout, &p.stderr
+	// Once lockctl has exited, a CMD it left running must not keep Wait
+	// waiting for the end of the output it inherited.
+	p.cmd.WaitDelay = time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -272,5 +275,24 @@ func TestSignalWhileCommandRunsIsForwarded(t *testing.T) {
 		if info := lockStatus(t, cl, name); info.Held {
 			t.Fatalf("%v: the lock is still held after lockctl exited: %+v", tc.sig, info)
 		}
+	}
+}
+
+// CMD reads /dev/null unless --stdin: a command run under a lock must not
+// stop on a terminal read while it holds the lock.
+func TestCommandStdinOnlyWithFlag(t *testing.T) {
+	cfg := startCluster(t)
+	script := `if read x; then echo "read:$x"; else echo eof; fi`
+	p := startLockctl(t, strings.NewReader("hello\n"), "--config", cfg, "acquire", "in", "--", "sh", "-c", script)
+	if code := p.wait(t); code != 0 || strings.TrimSpace(p.stdout.String()) != "eof" {
+		t.Fatalf("without --stdin: exit %d, CMD printed %q, want eof (stdin /dev/null); stderr %q", code, p.stdout.String(), p.stderr.String())
+	}
+	p = startLockctl(t, strings.NewReader("hello\n"), "--config", cfg, "acquire", "in", "--stdin", "--", "sh", "-c", script)
+	if code := p.wait(t); code != 0 || strings.TrimSpace(p.stdout.String()) != "read:hello" {
+		t.Fatalf("with --stdin: exit %d, CMD printed %q, want read:hello; stderr %q", code, p.stdout.String(), p.stderr.String())
+	}
+	p = startLockctl(t, strings.NewReader("hello\n"), "--config", cfg, "elect", "in-lead", "--stdin", "--", "sh", "-c", script)
+	if code := p.wait(t); code != 0 || strings.TrimSpace(p.stdout.String()) != "read:hello" {
+		t.Fatalf("elect --stdin: exit %d, CMD printed %q, want read:hello; stderr %q", code, p.stdout.String(), p.stderr.String())
 	}
 }
