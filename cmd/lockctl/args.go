@@ -31,12 +31,21 @@ func splitArgs(app *cli.App, args []string) (out, cmd []string, dashdash bool) {
 		return append(out, args[i:]...), nil, false
 	}
 	command := app.Command(args[i])
-	out = append(out, args[i])
-	i++
 	if command == nil {
 		return append(out, args[i:]...), nil, false
 	}
-	bools = boolFlags(command.Flags)
+	name := args[i]
+	i++
+	// lockctl's own flags (--timeout, --json, --config, ...) are accepted
+	// after the command too, and go in front of it, where cli reads them;
+	// a flag the command defines itself stays the command's.
+	global := flagNames(app.Flags)
+	for n := range flagNames(command.Flags) {
+		delete(global, n)
+	}
+	for n := range boolFlags(command.Flags) {
+		bools[n] = true
+	}
 	var flags, positional []string
 	for ; i < len(args); i++ {
 		a := args[i]
@@ -45,15 +54,24 @@ func splitArgs(app *cli.App, args []string) (out, cmd []string, dashdash bool) {
 			break
 		}
 		if isFlag(a) {
-			flags = append(flags, a)
+			n := strings.TrimLeft(a, "-")
+			if k := strings.IndexByte(n, '='); k >= 0 {
+				n = n[:k]
+			}
+			dst := &flags
+			if global[n] {
+				dst = &out
+			}
+			*dst = append(*dst, a)
 			if takesValue(a, bools) && i+1 < len(args) && args[i+1] != "--" {
 				i++
-				flags = append(flags, args[i])
+				*dst = append(*dst, args[i])
 			}
 			continue
 		}
 		positional = append(positional, a)
 	}
+	out = append(out, name)
 	out = append(out, flags...)
 	if len(positional) > 0 {
 		// "--" keeps an argument that starts with "-" an argument.
@@ -82,6 +100,17 @@ func boolFlags(flags []cli.Flag) map[string]bool {
 			for _, n := range f.Names() {
 				m[n] = true
 			}
+		}
+	}
+	return m
+}
+
+// flagNames returns every name (and alias) of flags.
+func flagNames(flags []cli.Flag) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			m[n] = true
 		}
 	}
 	return m

@@ -158,3 +158,21 @@ func TestCLIStatusMembersAndWatch(t *testing.T) {
 		t.Fatalf("watch: %d %q", code, out)
 	}
 }
+
+// Flags after a command's arguments are fine, lockctl's own (--timeout,
+// --json) as well as the command's.
+func TestCLIFlagsAfterArguments(t *testing.T) {
+	cfg := startCluster(t)
+	code, out, errOut := lockctl(t, "acquire", "late", "--timeout", "20s", "--config", cfg, "--ttl", "20s", "--", "sh", "-c", "echo ran")
+	if code != exitOK || strings.TrimSpace(out) != "ran" {
+		t.Fatalf("acquire NAME --timeout 20s ... -- CMD: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = lockctl(t, "status", "late", "--json", "--config", cfg, "--timeout", "20s")
+	if st := decodeLine(t, out); code != exitOK || st["held"] != false {
+		t.Fatalf("status NAME --json: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = lockctl(t, "validate", "late", "1", "--config", cfg, "--json")
+	if st := decodeLine(t, out); code != exitLockLost || st["valid"] != false {
+		t.Fatalf("validate NAME TOKEN --json: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

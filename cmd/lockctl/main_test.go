@@ -60,6 +60,10 @@ func TestSplitArgs(t *testing.T) {
 		{"lockctl elect lead --kill-grace 1s --", "lockctl elect --kill-grace 1s -- lead", "", true},
 		{"lockctl renew job --session 4 --token 9", "lockctl renew --session 4 --token 9 -- job", "", false},
 		{"lockctl status", "lockctl status", "", false},
+		// lockctl's own flags after the command's arguments.
+		{"lockctl acquire job --timeout 2s -- true", "lockctl --timeout 2s acquire -- job", "true", true},
+		{"lockctl status job --json --config=c.json", "lockctl --json --config=c.json status -- job", "", false},
+		{"lockctl elect lead --ttl 5s --timeout 1s --json -- sh -c x", "lockctl --timeout 1s --json elect --ttl 5s -- lead", "sh -c x", true},
 		{"lockctl --help", "lockctl --help", "", false},
 	}
 	for _, tc := range cases {
