@@ -112,6 +112,9 @@ func TestCheckerBites(t *testing.T) {
 	}{
 		{"AcceptIgnoresPromise", Config{Nodes: 3, Owners: []int{0, 1}, Slots: 1}, FaultAcceptIgnoresPromise},
 		{"Phase2TakesOwnValue", Config{Nodes: 3, Owners: []int{0, 1}, Slots: 1}, FaultPhase2OwnValue},
+		// A counts its b1 votes toward b3: the same value, but no majority
+		// voted for it under one ballot.
+		{"CountsEarlierBallot", Config{Nodes: 4, Owners: []int{0, 1, 0}, Slots: 1}, FaultCountEarlierBallot},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,23 +164,32 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// TestBig runs bigger bounds; enable with -protomodel.big.
+// TestBig runs bigger bounds; enable with -protomodel.big. A configuration
+// that hits its state cap is reported, not failed: no violation was found in
+// the states explored.
 func TestBig(t *testing.T) {
 	if !*big {
 		t.Skip("enable with -protomodel.big")
 	}
 	// The patch that compares ballots still lets a master announce a commit
-	// index over a slot that chose against its own value.
+	// index over a slot that chose against its own value (5 nodes; issue 8
+	// shows agreement itself break on 7).
 	wantViolation(t, Config{Nodes: 5, Owners: []int{3, 0, 2}, Slots: 1, Rule: RuleBallotCompare}, "commit")
 	for _, cfg := range []Config{
+		{Nodes: 3, Owners: []int{0, 1}, Slots: 2},
 		{Nodes: 3, Owners: []int{0, 1, 2}, Slots: 1},
-		{Nodes: 5, Owners: []int{0, 1, 2}, Slots: 1},
 		{Nodes: 5, Owners: []int{0, 1}, Slots: 2},
+		{Nodes: 5, Owners: []int{0, 1, 2}, Slots: 1},
 		{Nodes: 3, Owners: []int{0, 1, 2}, Slots: 2},
+		{Nodes: 5, Owners: []int{0, 1}, Slots: 1, Faults: FaultAckChosen, SkipCommitInvariant: true},
+		{Nodes: 5, Owners: []int{0, 1, 2}, Slots: 1, Faults: FaultAckChosen, SkipCommitInvariant: true},
 	} {
 		cfg.Rule = RuleNew
-		cfg.MaxStates = 100_000_000
-		wantSafe(t, cfg)
+		cfg.MaxStates = 30_000_000
+		r := check(t, cfg)
+		if r.Violation != nil {
+			t.Errorf("%v:\n%v", &r.Config, r.Violation)
+		}
 	}
 }
 
