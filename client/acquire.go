@@ -34,20 +34,24 @@ func (a *acquisition) run(ctx context.Context) (uint64, error) {
 	queued := false // the command is known to have been applied (queued)
 	resent := false
 	for {
-		x, err := c.invoke(ctx, &a.req, callOpts{group: int(a.g), keep: wait, buf: eventRoom})
+		x, err := c.invoke(ctx, &a.req, callOpts{group: int(a.g), keep: wait, buf: eventRoom, s: a.s})
 		if err != nil && wait && ctx.Err() == nil && a.s.Err() == nil &&
 			(errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoMaster)) {
 			// A waiting Acquire waits for as long as its context allows,
 			// through a long election too: the session's keep-alives,
 			// not this loop, decide when the session is gone.
 			c.log.Debug("lockd: acquire: cluster unavailable, still waiting", "lock", a.req.Name, "err", err)
-			if serr := sleep(ctx, backoffMax); serr == nil {
+			serr := sleepFor(ctx, a.s, backoffMax)
+			if serr == nil {
 				resent = true
 				continue
 			}
-			err = ctx.Err()
+			err = serr
 		}
 		if err != nil {
+			if serr := a.s.endErr(); serr != nil && ctx.Err() == nil {
+				err = serr // the session ended: that, not the network, is why
+			}
 			return 0, a.abandon(queued, err)
 		}
 		switch x.resp.Code {
@@ -80,7 +84,7 @@ func (a *acquisition) run(ctx context.Context) (uint64, error) {
 			return token, nil
 		}
 		resent = true
-		if err := sleep(ctx, backoff(1)); err != nil {
+		if err := sleepFor(ctx, a.s, backoff(1)); err != nil {
 			return 0, a.abandon(queued, err)
 		}
 	}
@@ -101,10 +105,13 @@ func (a *acquisition) await(ctx context.Context, x *exchange, check bool) (token
 		}
 	}
 	if check {
-		info, err := c.LockStatus(ctx, a.req.Name)
+		info, err := c.lockStatus(ctx, a.req.Name, a.s)
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, false, ctx.Err()
+			}
+			if serr := a.s.endErr(); serr != nil {
+				return 0, false, serr
 			}
 			return 0, true, nil
 		}
@@ -172,7 +179,7 @@ func (a *acquisition) abandon(queued bool, cause error) error {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	if !queued {
-		x, err := c.invoke(ctx, &a.req, callOpts{group: int(a.g)})
+		x, err := c.invoke(ctx, &a.req, callOpts{group: int(a.g), s: s})
 		if err != nil {
 			c.log.Warn("lockd: an abandoned acquire may still be queued or granted until its session ends",
 				"lock", a.req.Name, "session", a.sid, "err", err)
@@ -190,7 +197,7 @@ func (a *acquisition) abandon(queued bool, cause error) error {
 	seq := c.seqs.begin()
 	defer c.seqs.done(seq)
 	req := &wire.Msg{Type: wire.TypeCancelWait, Group: a.g, Session: a.sid, Name: a.req.Name, Client: c.id, Seq: seq}
-	x, err := c.invoke(ctx, req, callOpts{group: int(a.g)})
+	x, err := c.invoke(ctx, req, callOpts{group: int(a.g), s: s})
 	switch {
 	case err != nil:
 		c.log.Warn("lockd: could not cancel an abandoned wait; it stays queued until its session ends",
@@ -203,7 +210,7 @@ func (a *acquisition) abandon(queued bool, cause error) error {
 }
 
 func (s *Session) releaseQuietly(ctx context.Context, a *acquisition, token uint64) {
-	if err := s.release(ctx, a.g, a.sid, a.req.Name, token); err != nil {
+	if err := s.release(ctx, a.g, a.sid, a.req.Name, token, true); err != nil {
 		s.c.log.Warn("lockd: could not release a grant that came after its Acquire gave up; it stays held until its session ends",
 			"lock", a.req.Name, "token", token, "err", err)
 	}

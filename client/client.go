@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/lockd/lockd/internal/wire"
+	"github.com/lockd/lockd/quicnet"
 )
 
 // Client is a connection to a lockd cluster. It keeps one QUIC connection
@@ -28,6 +30,9 @@ type Client struct {
 	// dropSends makes every frame the client sends vanish, as in a
 	// partition; tests set it to watch Lost close.
 	dropSends atomic.Bool
+	// dial connects to one node: quicnet.Dial, or a test's wrapper that
+	// can cut the client off the network.
+	dial func(ctx context.Context, addr string, tlsConf *tls.Config) (*quicnet.Conn, error)
 
 	// ctx ends when the client closes: it stops dials, connections and
 	// background loops.
@@ -47,12 +52,19 @@ type Client struct {
 // master. It dials every endpoint at once, so a dead one costs nothing while
 // another answers, and fails, with an error matching ErrUnavailable, when
 // none answers within ctx and DialTimeout.
-func New(ctx context.Context, cfg Config) (*Client, error) {
+func New(ctx context.Context, cfg Config) (*Client, error) { return newWith(ctx, cfg, nil) }
+
+// newWith is New, with tune (when set) applied to the Client before it
+// dials anything: tests replace its dial there.
+func newWith(ctx context.Context, cfg Config, tune func(*Client)) (*Client, error) {
 	cfg, err := cfg.build()
 	if err != nil {
 		return nil, err
 	}
 	c := newClient(cfg)
+	if tune != nil {
+		tune(c)
+	}
 	ready := make(chan *conn, len(cfg.Endpoints)) // room for every dial's end
 	for _, ep := range cfg.Endpoints {
 		cn, err := c.connect(ep)
@@ -94,7 +106,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 
 func newClient(cfg Config) *Client {
 	c := &Client{
-		cfg: cfg, log: cfg.Logger, clk: realClock{},
+		cfg: cfg, log: cfg.Logger, clk: realClock{}, dial: quicnet.Dial,
 		id:    rand.Uint64N(1<<63-1) + 1,
 		seqs:  newSeqTracker(),
 		route: newRouter(cfg.Endpoints),
@@ -203,7 +215,13 @@ type LockInfo struct {
 // LockStatus returns the holders and the queue length of the lock name. It
 // is answered by the group's master and is linearizable.
 func (c *Client) LockStatus(ctx context.Context, name string) (*LockInfo, error) {
-	m, err := c.read(ctx, wire.TypeLockStatus, name, 0)
+	return c.lockStatus(ctx, name, nil)
+}
+
+// lockStatus is LockStatus on behalf of session s (nil: of none), which it
+// gives up, with s's error, when s ends.
+func (c *Client) lockStatus(ctx context.Context, name string, s *Session) (*LockInfo, error) {
+	m, err := c.read(ctx, wire.TypeLockStatus, name, 0, s)
 	if err != nil {
 		return nil, err
 	}
@@ -219,20 +237,20 @@ func (c *Client) LockStatus(ctx context.Context, name string) (*LockInfo, error)
 // the highest token they have seen. It is answered by the group's master and
 // is linearizable.
 func (c *Client) Validate(ctx context.Context, name string, token uint64) (bool, error) {
-	m, err := c.read(ctx, wire.TypeValidate, name, token)
+	m, err := c.read(ctx, wire.TypeValidate, name, token, nil)
 	if err != nil {
 		return false, err
 	}
 	return m.Flags&wire.FlagValid != 0, nil
 }
 
-func (c *Client) read(ctx context.Context, t wire.Type, name string, token uint64) (*wire.Msg, error) {
+func (c *Client) read(ctx context.Context, t wire.Type, name string, token uint64, s *Session) (*wire.Msg, error) {
 	if name == "" {
 		return nil, errors.New("lockd: the lock name is empty")
 	}
 	g := c.groupOf(name)
 	req := &wire.Msg{Type: t, Group: g, Name: name, Token: token}
-	x, err := c.invoke(ctx, req, callOpts{group: int(g)})
+	x, err := c.invoke(ctx, req, callOpts{group: int(g), s: s})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", describe(req), err)
 	}

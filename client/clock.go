@@ -54,7 +54,11 @@ func backoff(n int) time.Duration {
 }
 
 // sleep waits d or until ctx ends, and returns ctx's error in that case.
-func sleep(ctx context.Context, d time.Duration) error {
+func sleep(ctx context.Context, d time.Duration) error { return sleepFor(ctx, nil, d) }
+
+// sleepFor waits d, or until ctx ends or the session s ends (s may be nil),
+// and returns ctx's or the session's error in those cases.
+func sleepFor(ctx context.Context, s *Session, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -62,5 +66,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-s.ended():
+		return s.Err()
 	}
 }

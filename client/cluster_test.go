@@ -2,14 +2,19 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/lockd/lockd/internal/localcluster"
 	"github.com/lockd/lockd/internal/pki"
 	"github.com/lockd/lockd/internal/server"
+	"github.com/lockd/lockd/quicnet"
 )
 
 // clusterTB is what startCluster needs of a test; examples pass their own.
@@ -41,8 +46,15 @@ func testLogger() *slog.Logger {
 // test ends.
 func startCluster(t clusterTB, n, groups int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, groups, false)
+}
+
+// startClusterWith is startCluster, with a quicnet.FaultConn under every
+// node when faults is set (see cutter).
+func startClusterWith(t clusterTB, n, groups int, faults bool) *testCluster {
+	t.Helper()
 	lc, err := localcluster.Start(localcluster.Options{Nodes: n, Groups: groups, Lease: time.Second, Dir: t.TempDir(),
-		Logger: testLogger(), Tune: func(c *server.Config) { c.ExpiryInterval = 20 * time.Millisecond }})
+		Logger: testLogger(), Faults: faults, Tune: func(c *server.Config) { c.ExpiryInterval = 20 * time.Millisecond }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,4 +95,74 @@ func (tc *testCluster) client() *Client {
 	}
 	tc.t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// cutter cuts one client off the network: every packet between it and
+// every node is dropped, by the nodes' fault-injecting sockets (the
+// cluster must run with faults), and its dials after the cut never
+// connect. The client's QUIC uses a socket of its own per connection, so
+// the cutter learns each one's port from the client's dial.
+type cutter struct {
+	tc *testCluster
+
+	mu    sync.Mutex // guards the fields below
+	ports []int
+	cut   bool
+}
+
+// cuttableClient connects a Client whose network the returned cutter cuts.
+func (tc *testCluster) cuttableClient() (*Client, *cutter) {
+	tc.t.Helper()
+	k := &cutter{tc: tc}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := newWith(ctx, tc.config(), func(c *Client) { c.dial = k.dial })
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.t.Cleanup(func() { c.Close() })
+	return c, k
+}
+
+func (k *cutter) dial(ctx context.Context, addr string, tlsConf *tls.Config) (*quicnet.Conn, error) {
+	k.mu.Lock()
+	cut := k.cut
+	k.mu.Unlock()
+	if cut { // nothing answers: the handshake times out
+		<-ctx.Done()
+		return nil, fmt.Errorf("dial %s: cut off the network: %w", addr, ctx.Err())
+	}
+	qc, err := quicnet.Dial(ctx, addr, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	port := qc.LocalAddr().(*net.UDPAddr).Port
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ports = append(k.ports, port)
+	if k.cut {
+		k.block(port)
+	}
+	return qc, nil
+}
+
+// cutNow drops every packet to and from the client from now on.
+func (k *cutter) cutNow() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cut = true
+	for _, p := range k.ports {
+		k.block(p)
+	}
+}
+
+func (k *cutter) block(port int) {
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	for i := 0; i < k.tc.lc.N(); i++ {
+		if f := k.tc.lc.Fault(i); f != nil {
+			if err := f.Partition(addr, quicnet.Both); err != nil {
+				panic(err)
+			}
+		}
+	}
 }

@@ -81,8 +81,9 @@ func (c *Client) connect(addr string) (*conn, error) {
 	return cn, nil
 }
 
-// conn returns a ready connection to addr, waiting for the dial within ctx.
-func (c *Client) conn(ctx context.Context, addr string) (*conn, error) {
+// conn returns a ready connection to addr, waiting for the dial within ctx
+// and while the session s lives (s may be nil).
+func (c *Client) conn(ctx context.Context, addr string, s *Session) (*conn, error) {
 	cn, err := c.connect(addr)
 	if err != nil {
 		return nil, err
@@ -95,6 +96,8 @@ func (c *Client) conn(ctx context.Context, addr string) (*conn, error) {
 		return cn, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-s.ended():
+		return nil, s.Err()
 	}
 }
 
@@ -136,7 +139,7 @@ func (c *Client) runConn(cn *conn) {
 		c.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
-	qc, err := quicnet.Dial(ctx, cn.addr, c.cfg.TLS)
+	qc, err := c.dial(ctx, cn.addr, c.cfg.TLS)
 	var st *quicnet.Stream
 	if err == nil {
 		st, err = qc.OpenStream(ctx)

@@ -24,6 +24,12 @@ type callOpts struct {
 	// response, for the events that follow; buf is the room for them.
 	keep bool
 	buf  int
+	// s, when set, is the session the request serves: the call ends, with
+	// the session's error, as soon as the session does, whatever it waits
+	// for at that moment (an answer, a dial, a pause between retries). Set
+	// it on every blocking call of a session, and leave it nil on what must
+	// go on after the session's end (closing it, releasing a late grant).
+	s *Session
 }
 
 // exchange is one answered request: the response, any events that arrived
@@ -54,9 +60,9 @@ func (x *exchange) end() {
 // command, and the cluster applies it at most once (a duplicate is answered
 // with the first outcome and FlagDuplicate).
 //
-// The error is ctx's error when ctx ended, ErrClosed, or, once the attempts
-// are used up, an error matching ErrUnavailable or ErrNoMaster. Callers
-// name the request in it.
+// The error is ctx's error when ctx ended, the session's error when o.s
+// ended, ErrClosed, or, once the attempts are used up, an error matching
+// ErrUnavailable or ErrNoMaster. Callers name the request in it.
 func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchange, error) {
 	var lastErr error
 	var lastResp *wire.Msg
@@ -69,12 +75,15 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 	}
 	for n := 1; n <= attempts; n++ {
 		if pause {
-			if err := sleep(ctx, backoff(n-1)); err != nil {
+			if err := sleepFor(ctx, o.s, backoff(n-1)); err != nil {
 				return nil, err
 			}
 		}
 		pause = true
 		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := o.s.endErr(); err != nil {
 			return nil, err
 		}
 		addr := o.addr
@@ -91,6 +100,9 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if serr := o.s.endErr(); serr != nil {
+				return nil, serr
 			}
 			if errors.Is(err, ErrClosed) {
 				return nil, err
@@ -149,7 +161,7 @@ func (c *Client) attempt(ctx context.Context, addr string, req *wire.Msg, o call
 		wait = c.cfg.DialTimeout // nowhere else to go
 	}
 	dctx, cancel := context.WithTimeout(ctx, wait)
-	cn, err := c.conn(dctx, addr)
+	cn, err := c.conn(dctx, addr, o.s)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil && dctx.Err() != nil {
@@ -199,6 +211,9 @@ func (c *Client) attempt(ctx context.Context, addr string, req *wire.Msg, o call
 		case <-ctx.Done():
 			cn.unregister(reqID)
 			return nil, ctx.Err()
+		case <-o.s.ended():
+			cn.unregister(reqID)
+			return nil, o.s.Err()
 		}
 	}
 }

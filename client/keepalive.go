@@ -95,8 +95,7 @@ func (s *Session) run() {
 	for {
 		now := clk.Now()
 		if d, ok := s.deadline(); ok && !now.Before(d) {
-			s.fail(fmt.Errorf("%w: no keep-alive was answered for %v (the TTL %v minus a %v safety margin), so its locks are given up before the cluster could give them away (%w)",
-				ErrSessionExpired, s.ttl-s.margin, s.ttl, s.margin, ErrLockLost))
+			s.fail(s.expiredErr())
 			s.closeRemote()
 			return
 		}
@@ -129,6 +128,12 @@ func (s *Session) run() {
 			return
 		case <-s.done:
 			t.Stop()
+			if errors.Is(s.Err(), ErrLockLost) {
+				// Ended by a call that found the deadline passed
+				// (checkDeadline), or by a master that no longer knows
+				// the session: close what is left on the cluster.
+				s.closeRemote()
+			}
 			return
 		case <-s.wake:
 		case r := <-s.renews:

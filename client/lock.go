@@ -81,6 +81,11 @@ func (l *Lock) Renew(ctx context.Context) error {
 		return l.lostErr()
 	}
 	err := l.s.renew(ctx)
+	if err == nil && l.s.checkDeadline() != nil {
+		// The round was answered, but this goroutine ran on too late to
+		// vouch for the lock: it is lost (Lost is closed by now).
+		l.s.dropGrant(l.group, l.session, l.name, l.token)
+	}
 	if l.isLost() {
 		return l.lostErr()
 	}
@@ -121,16 +126,22 @@ func (l *Lock) Release(ctx context.Context) error {
 	if serr != nil || wasLost {
 		return l.lostErr()
 	}
-	return s.release(ctx, l.group, l.session, l.name, l.token)
+	return s.release(ctx, l.group, l.session, l.name, l.token, true)
 }
 
-// release releases a grant on the cluster.
-func (s *Session) release(ctx context.Context, g uint32, sid uint64, name string, token uint64) error {
+// release releases a grant on the cluster. With watch, it gives up as soon
+// as the session ends (which frees the lock on the cluster anyway), with
+// the session's error.
+func (s *Session) release(ctx context.Context, g uint32, sid uint64, name string, token uint64, watch bool) error {
 	c := s.c
 	seq := c.seqs.begin()
 	defer c.seqs.done(seq)
 	req := &wire.Msg{Type: wire.TypeRelease, Group: g, Session: sid, Name: name, Token: token, Client: c.id, Seq: seq}
-	x, err := c.invoke(ctx, req, callOpts{group: int(g)})
+	o := callOpts{group: int(g)}
+	if watch {
+		o.s = s
+	}
+	x, err := c.invoke(ctx, req, o)
 	if err != nil {
 		return fmt.Errorf("%s: %w", describe(req), err)
 	}
@@ -146,6 +157,14 @@ func (s *Session) release(ctx context.Context, g uint32, sid uint64, name string
 // returns an error wrapping ctx's error. If the master changes or its
 // connection breaks during the wait, the request is sent again, as the same
 // command, to the new master.
+//
+// When the session ends meanwhile (Done closes), Acquire returns at once,
+// whatever the connection is doing, with the session's error (matching
+// ErrSessionExpired, or ErrClosed after Client.Close). A grant that comes
+// when the session is past its deadline (see SessionOptions.LostMargin),
+// say to a process that was paused, is not returned: Acquire releases it
+// in the background and ends the session. TryAcquire, Lock.Renew,
+// Lock.Release and Client.ResumeLock do the same.
 //
 // A session asks for one name once at a time: Acquire of a name the
 // session holds or is acquiring fails with CodeInvalid.
@@ -181,10 +200,18 @@ func (s *Session) acquire(ctx context.Context, name string, o LockOptions, wait 
 	s.mu.Unlock()
 
 	l, err := s.acquireNamed(ctx, name, o, wait)
+	if err == nil {
+		// The moment of the hand-over: a grant that arrives when the
+		// session is past its deadline (the process was paused, say) is
+		// not trusted, even if the keep-alive loop has not noticed yet.
+		s.checkDeadline()
+	}
 
 	s.mu.Lock()
 	if err == nil && s.err != nil {
-		err = fmt.Errorf("%w: %w", ErrLockLost, s.err) // granted as the session ended
+		// Granted as the session ended, or past its deadline.
+		err = fmt.Errorf("%w: %w", ErrLockLost, s.err)
+		s.dropGrant(l.group, l.session, l.name, l.token)
 	}
 	if err != nil {
 		delete(s.names, name)

@@ -38,7 +38,7 @@ func (c *Client) ResumeLock(ctx context.Context, name string, session, token uin
 		}
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	info, err := c.LockStatus(ctx, name)
+	info, err := c.lockStatus(ctx, name, s)
 	if err != nil {
 		detach()
 		return nil, fmt.Errorf("%s: %w", op, err)
@@ -52,9 +52,13 @@ func (c *Client) ResumeLock(ctx context.Context, name string, session, token uin
 		return nil, fmt.Errorf("%s: %w: the session does not hold it under that token", op, ErrLockLost)
 	}
 	l := s.newLock(name, g, session, token)
+	// As Acquire does: a lock whose session passed its deadline while
+	// this ran (a paused process) is not handed out.
+	s.checkDeadline()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
+		s.dropGrant(g, session, name, token)
 		return nil, fmt.Errorf("%s: %w: %w", op, ErrLockLost, s.err)
 	}
 	s.names[name] = l

@@ -137,6 +137,73 @@ func (s *Session) Err() error {
 	return s.err
 }
 
+// ended returns Done, or nil (a channel that never closes) for a nil
+// session: calls that serve a session select on it, so that they end as
+// soon as the session does, whatever they wait for.
+func (s *Session) ended() <-chan struct{} {
+	if s == nil {
+		return nil
+	}
+	return s.done
+}
+
+// endErr returns the session's error once it has ended, and nil while it
+// lives or for a nil session.
+func (s *Session) endErr() error {
+	if s == nil {
+		return nil
+	}
+	select {
+	case <-s.done:
+		return s.Err()
+	default:
+		return nil
+	}
+}
+
+// expiredErr is the session's error when its deadline passed.
+func (s *Session) expiredErr() error {
+	return fmt.Errorf("%w: no keep-alive was answered for %v (the TTL %v minus a %v safety margin), so its locks are given up before the cluster could give them away (%w)",
+		ErrSessionExpired, s.ttl-s.margin, s.ttl, s.margin, ErrLockLost)
+}
+
+// checkDeadline is what a call checks at the moment it would hand out a
+// grant: when the session's deadline (see deadline) has passed on the
+// client's clock, the session can no longer be trusted, whether or not the
+// keep-alive loop has noticed yet (a process paused past its deadline runs
+// on without it), so it ends the session now. It returns the session's
+// error, nil while the session lives.
+func (s *Session) checkDeadline() error {
+	if d, ok := s.deadline(); ok && !s.c.clk.Now().Before(d) {
+		s.fail(s.expiredErr()) // the keep-alive loop then closes what is left on the cluster
+	}
+	return s.Err()
+}
+
+// dropGrant releases, in the background and within RequestTimeout, a grant
+// that is not handed to the caller (its session ended or passed its
+// deadline as it came). It is best effort: the cluster frees the lock with
+// the session anyway.
+func (s *Session) dropGrant(g uint32, sid uint64, name string, token uint64) {
+	c := s.c
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
+		defer cancel()
+		if err := s.release(ctx, g, sid, name, token, false); err != nil {
+			c.log.Debug("lockd: could not release a grant that came after its session's end; the cluster frees it with the session",
+				"lock", name, "token", token, "err", err)
+		}
+	}()
+}
+
 // Close ends the session on the cluster, which releases its locks and
 // cancels its waits at once. Its locks' Lost channels close first.
 func (s *Session) Close(ctx context.Context) error {
@@ -242,6 +309,8 @@ func (s *Session) groupSession(ctx context.Context, g uint32) (uint64, error) {
 		case <-opening:
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		case <-s.done:
+			return 0, s.Err()
 		}
 		s.mu.Lock()
 	}
@@ -278,7 +347,7 @@ func (s *Session) openGroup(ctx context.Context, g uint32) (id uint64, sent time
 	seq := c.seqs.begin()
 	defer c.seqs.done(seq)
 	req := &wire.Msg{Type: wire.TypeOpenSession, Group: g, Client: c.id, Seq: seq, TTL: s.ttl}
-	x, err := c.invoke(ctx, req, callOpts{group: int(g)})
+	x, err := c.invoke(ctx, req, callOpts{group: int(g), s: s})
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("lockd: open session in group %d: %w", g, err)
 	}
