@@ -31,6 +31,11 @@ var (
 	// overloaded or undecided, for as long as the client retried. Check the
 	// endpoints and that a majority of the nodes run.
 	ErrUnavailable = errors.New("the cluster is unavailable: check the endpoints and that a majority of the nodes run")
+	// ErrPermission means the node refused the request for the identity of
+	// this client's certificate: the session belongs to another identity, or
+	// an access rule (lockd run --acl) refuses it. The message names the
+	// owner or the rule. Retrying does not help.
+	ErrPermission = errors.New("permission denied")
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("the client is closed")
 )
@@ -51,6 +56,7 @@ const (
 	CodeLimit          Code = 6   // a limit (name length, metadata size, counts) was exceeded
 	CodeInvalid        Code = 7   // a malformed argument (empty name, negative duration)
 	CodeModeConflict   Code = 8   // held or awaited in the other mode (shared/exclusive)
+	CodePermission     Code = 10  // another identity's session, or an access rule; matches ErrPermission
 	CodeNotMaster      Code = 100 // no node serves the group; matches ErrNoMaster
 	CodeOverloaded     Code = 101 // the node stayed overloaded; matches ErrUnavailable
 	CodeOutcomeUnknown Code = 102 // the cluster did not decide in time; matches ErrUnavailable
@@ -62,7 +68,7 @@ const (
 var codeNames = map[Code]string{
 	CodeWouldBlock: "would-block", CodeNotFound: "not-found", CodeBadToken: "bad-token",
 	CodeSessionUnknown: "session-unknown", CodeLimit: "limit", CodeInvalid: "invalid",
-	CodeModeConflict: "mode-conflict", CodeNotMaster: "not-master", CodeOverloaded: "overloaded",
+	CodeModeConflict: "mode-conflict", CodePermission: "permission", CodeNotMaster: "not-master", CodeOverloaded: "overloaded",
 	CodeOutcomeUnknown: "outcome-unknown", CodeBadRequest: "bad-request", CodeUnavailable: "unavailable",
 	CodeInternal: "internal",
 }
@@ -111,6 +117,8 @@ func errorFor(m *wire.Msg, lost error) error {
 		e.is = ErrSessionExpired
 	case wire.CodeNotFound, wire.CodeBadToken:
 		e.is = lost
+	case wire.CodePermission:
+		e.is = ErrPermission
 	case wire.CodeNotMaster:
 		e.is = ErrNoMaster
 	case wire.CodeOverloaded, wire.CodeOutcomeUnknown, wire.CodeUnavailable:

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ type Conn struct {
 	qc       *quic.Conn
 	maxFrame int
 	name     string
+	cert     *x509.Certificate
 
 	// release frees what Dial created for this connection (its
 	// transport and socket); nil on the server side, where the node owns
@@ -40,6 +42,7 @@ func newConn(qc *quic.Conn, maxFrame int, release func()) *Conn {
 	c := &Conn{qc: qc, maxFrame: maxFrame, release: release}
 	if certs := qc.ConnectionState().TLS.PeerCertificates; len(certs) > 0 {
 		c.name = certs[0].Subject.CommonName
+		c.cert = certs[0]
 	}
 	if release != nil {
 		context.AfterFunc(qc.Context(), c.releaseNow)
@@ -57,6 +60,11 @@ func (c *Conn) releaseNow() {
 // side presented: the client's name (pki.IssueClient) on the server side,
 // the node's ("node-3") on the client side.
 func (c *Conn) PeerName() string { return c.name }
+
+// PeerCertificate returns the verified leaf certificate the other side
+// presented (nil if none), for identities beyond the CommonName (its
+// OrganizationalUnit, or whether it is a node certificate).
+func (c *Conn) PeerCertificate() *x509.Certificate { return c.cert }
 
 // RemoteAddr returns the other side's UDP address.
 func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }

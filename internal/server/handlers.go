@@ -35,42 +35,71 @@ func fail(code wire.Code, format string, args ...any) *wire.Msg {
 }
 
 // handle answers one request. A nil answer means the request answers itself
-// later (none do yet).
+// later (none do yet). Every request speaks for the stream's identity
+// (cs.who): authorize applies the access rules, and requests under a
+// session are refused unless the session is the identity's own (the lock
+// table checks that again when it applies the command).
 func (s *Server) handle(ctx context.Context, cs *clientStream, req *wire.Msg) *wire.Msg {
+	if bad := s.authorize(cs, req); bad != nil {
+		return bad
+	}
+	caller := cs.who.Name
 	switch req.Type {
 	case wire.TypeHello, wire.TypeClusterStatus:
 		return s.clusterStatus()
 	case wire.TypeOpenSession:
-		return s.openSession(ctx, req)
+		return s.openSession(ctx, cs, req)
 	case wire.TypeCloseSession:
-		return s.lockOp(ctx, req, lease.Command{Op: lease.OpCloseSession, Session: req.Session})
+		if bad := s.checkGroup(req); bad != nil {
+			return bad
+		}
+		all := ""
+		admin, bad := s.checkOwner(cs, paxos.GroupID(req.Group), req.Session, &all, "close-session")
+		if bad != nil {
+			return bad
+		}
+		return s.lockOp(ctx, cs, req, lease.Command{Op: lease.OpCloseSession, Session: req.Session, Caller: caller, Admin: admin})
 	case wire.TypeKeepAlive:
-		return s.keepAlive(req)
+		return s.keepAlive(cs, req)
 	case wire.TypeAcquire:
 		return s.acquire(ctx, cs, req)
 	case wire.TypeRelease:
 		if err := s.checkName(req); err != nil {
 			return err
 		}
-		return s.lockOp(ctx, req, lease.Command{Op: lease.OpRelease, Session: req.Session, Name: req.Name, Token: req.Token})
+		admin, bad := s.checkOwner(cs, paxos.GroupID(req.Group), req.Session, &req.Name, "release")
+		if bad != nil {
+			return bad
+		}
+		return s.lockOp(ctx, cs, req, lease.Command{Op: lease.OpRelease, Session: req.Session, Name: req.Name, Token: req.Token, Caller: caller, Admin: admin})
 	case wire.TypeCancelWait:
 		if err := s.checkName(req); err != nil {
 			return err
 		}
+		if _, bad := s.checkOwner(cs, paxos.GroupID(req.Group), req.Session, nil, "cancel-wait"); bad != nil {
+			return bad
+		}
 		s.hub.removeWaiter(waitKey{g: paxos.GroupID(req.Group), session: req.Session, name: req.Name}, cs)
-		return s.lockOp(ctx, req, lease.Command{Op: lease.OpCancelWait, Session: req.Session, Name: req.Name})
+		return s.lockOp(ctx, cs, req, lease.Command{Op: lease.OpCancelWait, Session: req.Session, Name: req.Name, Caller: caller})
 	case wire.TypeValidate, wire.TypeLockStatus:
 		return s.read(req)
 	case wire.TypeWatch:
 		if err := s.checkName(req); err != nil {
 			return err
 		}
+		if bad := cs.addWatch(req.Name, s.policy.Load().limitsFor(caller)); bad != nil {
+			return bad
+		}
 		s.hub.watch(req.Name, cs, req.ReqID)
 		return &wire.Msg{Code: wire.CodeOK}
 	case wire.TypeUnwatch:
 		s.hub.unwatch(req.Name, cs)
+		cs.dropWatch(req.Name)
 		return &wire.Msg{Code: wire.CodeOK}
 	case wire.TypeWatchMasters:
+		if bad := cs.addMasterWatch(s.policy.Load().limitsFor(caller)); bad != nil {
+			return bad
+		}
 		return s.watchMasters(ctx, cs, req)
 	}
 	return fail(wire.CodeBadRequest, "unknown request type %d: is the client newer than this node?", req.Type)
@@ -110,7 +139,11 @@ func (s *Server) notMaster(g paxos.GroupID) *wire.Msg {
 
 // propose runs a lock-table command through Paxos on behalf of a client and
 // returns what the table answered.
-func (s *Server) propose(ctx context.Context, req *wire.Msg, lc lease.Command) (appliedResult, replica.Result, *wire.Msg) {
+//
+// The client's id is mapped into its identity's own id space
+// (commandClient), so that its acknowledgements and retries only ever
+// concern its own commands.
+func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, lc lease.Command) (appliedResult, replica.Result, *wire.Msg) {
 	if bad := s.checkGroup(req); bad != nil {
 		return appliedResult{}, replica.Result{}, bad
 	}
@@ -122,15 +155,21 @@ func (s *Server) propose(ctx context.Context, req *wire.Msg, lc lease.Command) (
 		return appliedResult{}, replica.Result{}, s.notMaster(g)
 	}
 	lc.Now = time.Now().UnixNano()
+	client := commandClient(cs.who.Name, req.Client)
+	if lc.Op == lease.OpOpenSession {
+		lc.Client = client
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := s.replica.Propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: req.Client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})
+	res, err := s.replica.Propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})
 	if err != nil {
 		if _, ok := paxos.IsNotMaster(err); ok {
 			return appliedResult{}, res, s.notMaster(g)
 		}
 		switch {
+		case errors.Is(err, paxos.ErrTooLarge):
+			return appliedResult{}, res, fail(wire.CodeLimit, "the request is too large for one Paxos slot: %v; keep less metadata with the lock", err)
 		case errors.Is(err, paxos.ErrOverloaded):
 			return appliedResult{}, res, fail(wire.CodeOverloaded, "node %d is overloaded: %v; retry after a short pause", s.cfg.ID, err)
 		case errors.Is(err, replica.ErrForgotten):
@@ -148,8 +187,8 @@ func (s *Server) propose(ctx context.Context, req *wire.Msg, lc lease.Command) (
 	return ar, res, nil
 }
 
-func (s *Server) lockOp(ctx context.Context, req *wire.Msg, lc lease.Command) *wire.Msg {
-	ar, res, bad := s.propose(ctx, req, lc)
+func (s *Server) lockOp(ctx context.Context, cs *clientStream, req *wire.Msg, lc lease.Command) *wire.Msg {
+	ar, res, bad := s.propose(ctx, cs, req, lc)
 	if bad != nil {
 		return bad
 	}
@@ -164,8 +203,13 @@ func resultMsg(ar appliedResult, res replica.Result) *wire.Msg {
 	return m
 }
 
-func (s *Server) openSession(ctx context.Context, req *wire.Msg) *wire.Msg {
-	ar, res, bad := s.propose(ctx, req, lease.Command{Op: lease.OpOpenSession, Client: req.Client, TTL: req.TTL})
+func (s *Server) openSession(ctx context.Context, cs *clientStream, req *wire.Msg) *wire.Msg {
+	want := lease.OwnerCounts{Sessions: 1}
+	if refusal := cs.idst.reserve(cs.who.Name, s.policy.Load().limitsFor(cs.who.Name), want); refusal != "" {
+		return fail(wire.CodeLimit, "%s", refusal)
+	}
+	defer cs.idst.unreserve(want)
+	ar, res, bad := s.propose(ctx, cs, req, lease.Command{Op: lease.OpOpenSession, Client: req.Client, TTL: req.TTL, Caller: cs.who.Name})
 	if bad != nil {
 		return bad
 	}
@@ -180,13 +224,37 @@ func (s *Server) acquire(ctx context.Context, cs *clientStream, req *wire.Msg) *
 	}
 	k := waitKey{g: paxos.GroupID(req.Group), session: req.Session, name: req.Name}
 	wait := req.Flags&wire.FlagWait != 0
+	gs := s.groups[k.g]
+	gs.mu.Lock()
+	lim := gs.table.Limits()
+	gs.mu.Unlock()
+	if len(req.Metadata) > lim.MaxMetadataBytes {
+		return fail(wire.CodeLimit, "metadata is %d bytes, too large: the limit is %d bytes (MaxMetadataBytes); keep less with the lock", len(req.Metadata), lim.MaxMetadataBytes)
+	}
+	if len(req.Name) > lim.MaxNameBytes {
+		return fail(wire.CodeLimit, "the lock name is %d bytes, too large: the limit is %d bytes (MaxNameBytes)", len(req.Name), lim.MaxNameBytes)
+	}
+	owner, ok := s.sessionOwner(k.g, req.Session)
+	if ok && owner != "" && owner != cs.who.Name {
+		return permission("permission denied: session %d belongs to %s; you are %s", req.Session, owner, cs.who.Name)
+	}
+	want := lease.OwnerCounts{Held: 1}
 	if wait {
+		want.Waiting = 1
+	}
+	if refusal := cs.idst.reserve(cs.who.Name, s.policy.Load().limitsFor(cs.who.Name), want); refusal != "" {
+		return fail(wire.CodeLimit, "%s", refusal)
+	}
+	defer cs.idst.unreserve(want)
+	if wait && ok {
 		// Register before proposing, so that a grant applied right after
-		// the queueing cannot be missed.
+		// the queueing cannot be missed. Only for a session this node
+		// knows to be the caller's own: a waiter entry is never repointed
+		// at another identity's stream.
 		s.hub.addWaiter(k, subscription{st: cs, reqID: req.ReqID})
 	}
-	ar, res, bad := s.propose(ctx, req, lease.Command{Op: lease.OpAcquire, Session: req.Session, Name: req.Name,
-		Shared: req.Flags&wire.FlagShared != 0, Wait: wait, Metadata: req.Metadata, LockDelay: req.LockDelay})
+	ar, res, bad := s.propose(ctx, cs, req, lease.Command{Op: lease.OpAcquire, Session: req.Session, Name: req.Name,
+		Shared: req.Flags&wire.FlagShared != 0, Wait: wait, Metadata: req.Metadata, LockDelay: req.LockDelay, Caller: cs.who.Name})
 	if bad != nil {
 		s.hub.removeWaiter(k, cs)
 		return bad
@@ -195,7 +263,6 @@ func (s *Server) acquire(ctx context.Context, cs *clientStream, req *wire.Msg) *
 		// A retried acquire gets the first outcome, "queued"; the lock may
 		// have been granted since, with the grant pushed to a connection
 		// that is gone. Answer with the grant, if there is one.
-		gs := s.groups[k.g]
 		gs.mu.Lock()
 		info, ok := gs.table.Lock(req.Name)
 		gs.mu.Unlock()
@@ -214,7 +281,10 @@ func (s *Server) acquire(ctx context.Context, cs *clientStream, req *wire.Msg) *
 // keepAlive records that the client is alive, for every session it names
 // in a group this node serves. Keep-alives do not go through Paxos: the
 // master's clock decides expiry, and a new master grants a grace period.
-func (s *Server) keepAlive(req *wire.Msg) *wire.Msg {
+//
+// A session of another identity gets CodePermission, and its clock is not
+// touched.
+func (s *Server) keepAlive(cs *clientStream, req *wire.Msg) *wire.Msg {
 	now := time.Now()
 	resp := &wire.Msg{Code: wire.CodeOK, KeepAlives: make([]wire.KeepAliveItem, 0, len(req.KeepAlives))}
 	for _, it := range req.KeepAlives {
@@ -230,10 +300,13 @@ func (s *Server) keepAlive(req *wire.Msg) *wire.Msg {
 			gs.mu.Lock()
 			si, ok := gs.table.Session(it.Session)
 			gs.mu.Unlock()
-			if ok {
+			switch {
+			case ok && si.Owner != "" && si.Owner != cs.who.Name:
+				item.Code = wire.CodePermission
+			case ok:
 				s.sessions.seen(g, it.Session, si.TTL, now)
 				item.Code = wire.CodeOK
-			} else {
+			default:
 				item.Code = wire.CodeSessionUnknown
 			}
 		}

@@ -63,6 +63,13 @@ type Config struct {
 	GroupCommitWait time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
+	// ACLFile is the access rules file (lockd run --acl; JSON, see
+	// RulesFile); empty: every client identity may lock and read every
+	// name, and nobody is admin. ReloadRules reads it again.
+	ACLFile string
+	// IdentityLimits are the per-identity caps unless the rules file sets
+	// them (default DefaultIdentityLimits).
+	IdentityLimits *IdentityLimits
 }
 
 // Validate fills defaults and reports the first bad field.
@@ -143,6 +150,12 @@ type Server struct {
 	electionSeq    atomic.Uint64
 	ownInFlight    limiter
 
+	// policy is the access rules and per-identity limits in force; ids
+	// what each identity uses; warn rate-limits repeated warnings.
+	policy atomic.Pointer[policy]
+	ids    identities
+	warn   *warnLimiter
+
 	wg      sync.WaitGroup
 	started time.Time // set by New, read-only after
 }
@@ -154,6 +167,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), hub: newHub(), metrics: newMetrics(), sessions: newSessionClock(), started: time.Now()}
 	s.ownInFlight.max = 256
+	s.warn = newWarnLimiter(10 * time.Second)
+	pol, err := newPolicy(cfg.ACLFile, s.baseLimits())
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	s.policy.Store(pol)
 	var rb [8]byte
 	if _, err := rand.Read(rb[:]); err != nil {
 		return nil, fmt.Errorf("node %d: random command id: %w", cfg.ID, err)
@@ -185,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 	s.groups = make([]*groupState, cfg.Groups)
 	for i := range s.groups {
 		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits())}
+		s.groups[i].table.SetOwnerHook(s.ids.ownerDelta)
 	}
 	ids := s.nodeIDs()
 
