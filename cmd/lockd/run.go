@@ -41,8 +41,13 @@ fixed when a cluster is created: a data dir made with another count refuses
 to start.
 
 Admin port (--admin): a status page at /, Prometheus metrics at /metrics,
-and /debug/pprof. It has no authentication: bind it to 127.0.0.1 or a
-private interface.
+and /debug/pprof (unless --admin-pprof=false). It has no authentication:
+bind it to 127.0.0.1 or a private interface; on any other address the node
+logs a warning at start.
+
+Access rules (--acl FILE): who may lock, read and admin which lock-name
+prefixes, and per-identity limits (README, Security). SIGHUP reloads the
+file; a bad file is refused with its line and the rules in force stay.
 
 UDP buffers: QUIC asks for 7 MiB socket buffers. Where the kernel caps them
 lower, raise the caps once per host (persist them in /etc/sysctl.d/):
@@ -70,6 +75,7 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "window", Usage: "Paxos slots in flight per group", Value: 64, EnvVars: []string{"LOCKD_WINDOW"}},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"LOCKD_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "log-format", Usage: "text or json", Value: "text", EnvVars: []string{"LOCKD_LOG_FORMAT"}},
+			securityFlags()[0], securityFlags()[1],
 		},
 		Action: runNode,
 	}
@@ -266,6 +272,7 @@ func runNode(c *cli.Context) error {
 	s, err := server.New(server.Config{
 		ID: f.id, Peers: f.peers, Listen: f.listen, Groups: f.groups, DataDir: f.dataDir,
 		ClusterID: f.cluster, TLS: tlsConf, Lease: f.lease, Window: f.window, Logger: logger,
+		ACLFile: c.String("acl"),
 	})
 	if err != nil {
 		return startError(f.id, f.listen, err)
@@ -276,8 +283,12 @@ func runNode(c *cli.Context) error {
 		"peers", formatPeers(f.peers), "groups", f.groups, "data_dir", f.dataDir, "admin", f.admin, "lease", f.lease, "window", f.window)
 	waitAdmin := func() {}
 	if adminLn != nil {
-		waitAdmin = serveAdmin(ctx, adminLn, s.AdminHandler(), logger)
+		warnOpenAdmin(logger, f.admin, c.Bool("admin-pprof"))
+		waitAdmin = serveAdmin(ctx, adminLn, s.AdminHandlerWith(c.Bool("admin-pprof")), logger)
 		logger.Info("admin port serving", "url", "http://"+adminLn.Addr().String()+"/")
+	}
+	if c.String("acl") != "" {
+		reloadRulesOnHUP(ctx, s, logger)
 	}
 	runErr := s.Run(ctx)
 	stopped := ctx.Err() != nil

@@ -14,14 +14,20 @@ import (
 
 // AdminHandler serves the admin HTTP port: Prometheus /metrics,
 // /debug/pprof, and a status page at /.
-func (s *Server) AdminHandler() http.Handler {
+func (s *Server) AdminHandler() http.Handler { return s.AdminHandlerWith(true) }
+
+// AdminHandlerWith is AdminHandler, without /debug/pprof unless withPprof.
+// The port has no authentication (README, Security).
+func (s *Server) AdminHandlerWith(withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", s.statusPage)
 	return mux
 }
