@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lockd/lockd/client"
+	"github.com/lockd/lockd/internal/pki"
 )
 
 // These tests run lockctl against three real nodes.
@@ -174,5 +181,86 @@ func TestCLIFlagsAfterArguments(t *testing.T) {
 	code, out, errOut = lockctl(t, "validate", "late", "1", "--config", cfg, "--json")
 	if st := decodeLine(t, out); code != exitLockLost || st["valid"] != false {
 		t.Fatalf("validate NAME TOKEN --json: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// Misuse exits with the documented codes: unknown commands and empty names
+// are bad usage (2), a panic is not (70), a command that does not exist is
+// 127 before anything is acquired.
+func TestCLIExitCodesOfMisuse(t *testing.T) {
+	for _, args := range [][]string{
+		{"nosuch"},
+		{"help", "nosuch"},
+		{"--endpoints", "a:1", "--ca", "x", "acquire", ""},
+		{"--endpoints", "a:1", "--ca", "x", "elect", "", "--", "true"},
+		{"--endpoints", "a:1", "--ca", "x", "status", "x", "y"},
+	} {
+		if code, _, stderr := lockctl(t, args...); code != exitUsage {
+			t.Errorf("lockctl %q: exit %d (%s), want %d", args, code, stderr, exitUsage)
+		}
+	}
+
+	var errOut bytes.Buffer
+	app := newApp(&bytes.Buffer{}, &errOut)
+	app.Commands = append(app.Commands, &cli.Command{Name: "boom", Action: func(*cli.Context) error { panic("boom") }})
+	if code := runApp(context.Background(), app, []string{"lockctl", "boom"}, &errOut); code != exitInternal || code == exitUsage || !strings.Contains(errOut.String(), "internal error") {
+		t.Errorf("a panic: exit %d, stderr %q; want %d", code, errOut.String(), exitInternal)
+	}
+
+	cfg := startCluster(t)
+	for _, cmd := range []string{"elect", "acquire"} {
+		code, _, stderr := lockctl(t, "--config", cfg, cmd, "nocmd", "--", "/no/such/program", "x")
+		if code != exitNotFound || !strings.Contains(stderr, "/no/such/program") {
+			t.Errorf("%s with a missing command: exit %d (%s), want %d", cmd, code, stderr, exitNotFound)
+		}
+		if strings.Contains(stderr, "lockctl: acquired") {
+			t.Errorf("%s acquired the lock before finding the command missing: %s", cmd, stderr)
+		}
+	}
+}
+
+// A TLS misconfiguration says which certificate does not fit, with the
+// bad-usage code, not "the cluster is unavailable".
+func TestCLITLSMisconfiguration(t *testing.T) {
+	cfg := startCluster(t)
+	dir := filepath.Dir(cfg)
+	other, err := pki.NewCA("other", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, otherKey, err := other.IssueClient("stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"other-ca.crt": other.CertPEM(), "both-ca.crt": append(caPEM, other.CertPEM()...)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pki.WriteKeyPair(dir, "stranger", otherCert, otherKey); err != nil {
+		t.Fatal(err)
+	}
+	good, err := client.LoadConfigFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ ca, want string }{
+		{"other-ca.crt", "the server's certificate is not signed by this CA"},
+		{"both-ca.crt", "the client certificate was refused"},
+	} {
+		file := filepath.Join(dir, "bad-"+tc.ca+".json")
+		if err := client.WriteConfigFile(file, client.Config{Endpoints: good.Endpoints, CAFile: tc.ca, CertFile: "stranger.crt", KeyFile: "stranger.key"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"status"}, {"acquire", "tls", "--wait=false"}} {
+			code, _, stderr := lockctl(t, append([]string{"--config", file, "--timeout", "20s"}, args...)...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "unavailable") {
+				t.Errorf("--ca %s, lockctl %s: exit %d, stderr %q; want %d and %q", tc.ca, args[0], code, stderr, exitUsage, tc.want)
+			}
+		}
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +37,15 @@ func runHeld(c *cli.Context, o holdOpts) error {
 	if margin > o.ttl/2 {
 		return usageErrorf("--kill-grace %v does not fit the --ttl %v: the session must give the lock up %v before the cluster could (more than half the TTL); raise --ttl to at least %v or lower --kill-grace",
 			o.killGrace, o.ttl, margin, minTTLFor(o.killGrace))
+	}
+	// A command that cannot run must not take the lock (or leadership)
+	// from anyone first.
+	if _, err := exec.LookPath(o.argv[0]); err != nil {
+		code := exitNotRunnable
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = exitNotFound
+		}
+		return &exitErr{code: code, err: fmt.Errorf("cannot run %q: %w; nothing was acquired", o.argv[0], err)}
 	}
 	sw := watchSignals(c.Context)
 	defer sw.stop()

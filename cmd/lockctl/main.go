@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -26,7 +27,9 @@ const (
 	exitUnreachable = 3
 	exitTimeout     = 4 // timed out waiting for the lock, or it is held (--wait=false)
 	exitLockLost    = 5
-	exitPermission  = 6 // the identity may not do this (README, Security)
+	exitInternal    = 70  // a bug in lockctl (a panic): please report it
+	exitNotRunnable = 126 // CMD exists but cannot be run
+	exitNotFound    = 127 // CMD is not found
 )
 
 const exitCodesHelp = `EXIT CODES
@@ -37,9 +40,11 @@ const exitCodesHelp = `EXIT CODES
    4  timed out waiting for the lock (--timeout), or it is held (--wait=false)
    5  the lock was lost (with CMD: CMD was stopped); renew, release and
       validate: the lock is not held under that session and token
-   6  permission denied: the session belongs to another identity, or an
-      access rule refuses it (the message names the owner or the rule)
    N  with CMD: CMD's own exit code, when it ran and exited by itself
+  70  a bug in lockctl (it panicked): please report it with its output
+ 126  acquire, elect: CMD exists but cannot be run (permissions); nothing
+      was acquired
+ 127  acquire, elect: CMD is not found; nothing was acquired
  128+N  acquire, elect: stopped by signal N (129 SIGHUP, 130 SIGINT, 143
       SIGTERM); a wait is taken out of the queue and the session closed
       before lockctl exits; a running CMD gets the signal, and the lock is
@@ -71,8 +76,9 @@ func commandArgs(c *cli.Context) ([]string, bool) {
 
 // exitErr carries an exit code, and the error to print (nil: print nothing).
 type exitErr struct {
-	code int
-	err  error
+	code   int
+	err    error
+	noHint bool // do not point at --help
 }
 
 func (e *exitErr) Error() string {
@@ -102,8 +108,6 @@ func exitCode(err error) int {
 		return exitTimeout
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrNoMaster), errors.Is(err, context.DeadlineExceeded):
 		return exitUnreachable
-	case errors.Is(err, client.ErrPermission):
-		return exitPermission
 	}
 	return exitError
 }
@@ -119,18 +123,31 @@ func main() {
 // exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stdout, stderr = lockedWriter(stdout), lockedWriter(stderr)
-	app := newApp(stdout, stderr)
+	return runApp(ctx, newApp(stdout, stderr), args, stderr)
+}
+
+// runApp runs app with args and returns the exit code. A panic is a bug:
+// it exits with exitInternal, never with Go's 2, which is the bad-usage
+// code.
+func runApp(ctx context.Context, app *cli.App, args []string, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "lockctl: internal error (a bug; please report it with this output): %v\n%s", r, debug.Stack())
+			code = exitInternal
+		}
+	}()
 	args, cmd, dashdash := splitArgs(app, args)
 	app.Metadata = map[string]any{metaCmd: cmd, metaDashDash: dashdash}
 	err := app.RunContext(ctx, args)
-	if err != nil && strings.HasPrefix(err.Error(), "Required flag") {
-		err = &exitErr{code: exitUsage, err: err} // cli has no type for it
+	if err != nil && (strings.HasPrefix(err.Error(), "Required flag") || strings.HasPrefix(err.Error(), "No help topic")) {
+		err = &exitErr{code: exitUsage, err: err} // cli has no type for them
 	}
-	code := exitCode(err)
-	var ee *exitErr
+	err = tlsProblem(err)
+	code = exitCode(err)
+	ee := &exitErr{}
 	if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
 		fmt.Fprintf(stderr, "lockctl: %v\n", err)
-		if code == exitUsage {
+		if code == exitUsage && !ee.noHint {
 			fmt.Fprintln(stderr, "run lockctl --help (or lockctl COMMAND --help) for usage")
 		}
 	}
@@ -147,6 +164,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags:                globalFlags(),
 		Commands:             commands(),
 		EnableBashCompletion: true,
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usageErrorf("unknown command %q: lockctl --help lists the commands", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
 		// run prints errors and picks the exit code; cli must do neither.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -243,4 +266,36 @@ func opContext(c *cli.Context) (context.Context, context.CancelFunc) {
 		d = defaultTimeout
 	}
 	return context.WithTimeout(c.Context, d)
+}
+
+// tlsProblem turns a connection that failed on certificates, which the
+// client reports as an unavailable cluster, into what it is: the client's
+// configuration does not fit the cluster (exit 2).
+func tlsProblem(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var what string
+	switch {
+	case strings.Contains(msg, "(remote): tls:"):
+		// The node ended the handshake: it did not accept this client.
+		what = "the client certificate was refused by the cluster: give a certificate and key (--cert, --key) issued by the cluster's CA, as lockd certs client NAME makes"
+	case strings.Contains(msg, "tls: failed to verify certificate"), strings.Contains(msg, "x509: certificate signed by unknown authority"):
+		what = "the server's certificate is not signed by this CA: check --ca (the cluster's CA certificate) and that the endpoints are that cluster's nodes"
+	case strings.Contains(msg, "x509: certificate has expired"):
+		what = "a certificate has expired or is not yet valid: issue new ones"
+	case strings.Contains(msg, "x509: certificate is valid for"):
+		what = "the server's certificate does not name the address used: check --endpoints"
+	default:
+		return err
+	}
+	if i := strings.Index(msg, "tls: "); i >= 0 {
+		detail := msg[i:]
+		if j := strings.IndexAny(detail, "\n)"); j >= 0 {
+			detail = detail[:j]
+		}
+		what += " (" + detail + ")"
+	}
+	return &exitErr{code: exitUsage, err: errors.New(what), noHint: true}
 }
