@@ -42,11 +42,29 @@ func (g *group) onAccept(m *Message) {
 	g.observeBallot(m.From, m.Ballot)
 	g.heardFromMaster(m.From)
 	e := m.Entries[0]
-	if cur, ok := g.log[e.Slot]; e.Slot >= g.commit && (!ok || !cur.Chosen) {
+	var cur *Entry
+	known := e.Slot < g.commit // chosen: its value is in the log, or in a snapshot
+	if c, ok := g.log[e.Slot]; ok && e.Slot >= g.memFloor {
+		cur, known = c, known || c.Chosen
+	} else if known {
+		if es, err := g.n.storage.Entries(g.id, e.Slot, e.Slot+1, 1); err == nil && len(es) == 1 {
+			cur = &es[0]
+		}
+	}
+	if !known {
 		g.store(&Entry{Slot: e.Slot, Ballot: m.Ballot, Value: e.Value})
 	}
-	// A slot already known as chosen holds the same value (Paxos safety), so
-	// acknowledging it again is harmless and lets a retrying master finish.
+	if known && (cur == nil || cur.Value.ID != e.Value.ID) {
+		// The slot chose another value (or one compacted away, which we
+		// cannot compare): a vote for this one would be a vote we never
+		// recorded. The Nack carries our commit index, so the master
+		// fetches the slot and, by the commit rule, steps down.
+		g.reply(m, Message{Type: MsgNack, Ballot: g.promised})
+		g.learnCommit(m.From, m.Ballot, m.Commit, true)
+		return
+	}
+	// A slot known as chosen with this very value: acknowledging it again
+	// is what the vote would have been, and lets a retrying master finish.
 	g.reply(m, Message{Type: MsgAccepted, Ballot: m.Ballot, Slot: e.Slot})
 	g.learnCommit(m.From, m.Ballot, m.Commit, true)
 }

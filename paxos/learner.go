@@ -57,6 +57,12 @@ func (g *group) markChosen(slot uint64, b Ballot, v Value) {
 			g.commit++
 		}
 		g.hardDirty = true
+		if g.role == master && g.next < g.commit {
+			// We learned slots chosen beyond what we proposed (a FetchReply
+			// about slots we never proposed in): new values go after them.
+			// Without this, fill's window test (next - commit) would wrap.
+			g.next = g.commit
+		}
 	}
 	g.touch()
 }

@@ -1,6 +1,10 @@
 package paxos
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lockd/lockd/paxos/internal/protomodel"
+)
 
 // checker holds the ground truth of a run and checks it after every step.
 type checker struct {
@@ -126,7 +130,39 @@ func (c *checker) success(cl *simClient, id CommandID, o Outcome) {
 	}
 }
 
-func (c *checker) afterStep() { c.checks++ }
+// afterStep holds a node's core to the protocol model after each step
+// (paxos/internal/protomodel): a master never keeps in flight a slot it
+// knows chose another value (MustStepDown), and every slot below the commit
+// index that the core holds in memory is marked chosen.
+func (c *checker) afterStep(sn *simNode) {
+	c.checks++
+	if sn.core == nil {
+		return
+	}
+	for _, g := range sn.core.groups {
+		if g.role == master {
+			// What it proposed under its ballot and has not yet announced
+			// as committed (truth.sent records every Accept it sends).
+			proposed := c.truth.proposed[groupBallot{g.id, g.ballot}]
+			for s := range proposed {
+				if e, ok := g.log[s]; ok && e.Chosen && protomodel.MustStepDown(proposed, s, e.Value.ID) {
+					c.s.fail("MODEL: node %d, master of group %d at %s, keeps slot %d in flight with %v after learning it chose %v",
+						sn.id, g.id, g.ballot, s, proposed[s], e.Value.ID)
+					return
+				}
+			}
+		}
+		for s := max(g.memFloor, g.commit-min(g.commit, 8)); s < g.commit; s++ {
+			if e, ok := g.log[s]; ok && !e.Chosen && s >= g.memFloor {
+				// Below the commit index every entry is chosen; the core
+				// marks them as it walks (markChosen), so an unmarked one
+				// means the commit index walked over an unchosen entry.
+				c.s.fail("MODEL: node %d group %d: slot %d is below the commit index %d but not marked chosen", sn.id, g.id, s, g.commit)
+				return
+			}
+		}
+	}
+}
 
 // final checks the end state: all live nodes applied the same log.
 func (c *checker) final() error {

@@ -346,7 +346,7 @@ func (s *sim) process(sn *simNode) {
 		if !sn.pipelined || s.rng.Intn(3) == 0 {
 			s.flush(sn)
 		}
-		s.check.afterStep()
+		s.check.afterStep(sn)
 	}
 }
 

@@ -61,6 +61,12 @@ func (n *Node) SnapshotTaken(g GroupID, slot uint64) error {
 	if slot > gr.snap {
 		gr.snap = slot
 	}
+	// The snapshot holds these slots: memory need not. A peer that fetches
+	// them gets what the store's margin still holds, or the snapshot.
+	for s := gr.memFloor; s < slot; s++ {
+		delete(gr.log, s)
+	}
+	gr.memFloor = max(gr.memFloor, slot)
 	return nil
 }
 

@@ -1,6 +1,10 @@
 package paxos
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lockd/lockd/paxos/internal/protomodel"
+)
 
 type slotKey struct {
 	g    GroupID
@@ -125,21 +129,28 @@ func (t *truth) checkAnnounce(m Message) error {
 		return nil
 	}
 	p := t.proposed[groupBallot{m.Group, m.Ballot}]
+	below := map[uint64]ValueID{}
 	for slot, own := range p {
-		if slot >= m.Commit {
-			continue
+		if slot < m.Commit {
+			below[slot] = own
 		}
-		chosen, ok := t.chosen[slotKey{m.Group, slot}]
-		if !ok {
-			return fmt.Errorf("COMMIT RULE: node %d announces commit %d under ballot %s in a %s, but group %d slot %d, where it proposed %v, is not chosen",
-				m.From, m.Commit, m.Ballot, m.Type, m.Group, slot, own)
-		}
-		if chosen != own {
-			return fmt.Errorf("COMMIT RULE: node %d announces commit %d under ballot %s in a %s, but group %d slot %d chose %v, not the %v it proposed there under that ballot: a follower holding its accept would take the wrong value",
-				m.From, m.Commit, m.Ballot, m.Type, m.Group, slot, chosen, own)
-		}
-		delete(p, slot)
-		t.announced++
 	}
+	if len(below) == 0 {
+		return nil
+	}
+	// The rule as the protocol model states it (protomodel.CommitAllowed),
+	// over the ground truth of what was chosen.
+	chosen := func(slot uint64) (ValueID, bool) {
+		v, ok := t.chosen[slotKey{m.Group, slot}]
+		return v, ok
+	}
+	if err := protomodel.CommitAllowed(below, chosen, m.Commit); err != nil {
+		return fmt.Errorf("COMMIT RULE: node %d announces commit %d under ballot %s in a %s of group %d: %w; a follower holding its accept would take the wrong value",
+			m.From, m.Commit, m.Ballot, m.Type, m.Group, err)
+	}
+	for slot := range below {
+		delete(p, slot)
+	}
+	t.announced += len(below)
 	return nil
 }
