@@ -32,10 +32,17 @@ func New(cfg Config) (*Replica, error) {
 		waiters:   map[paxos.CommandID][]waiter{},
 		persist:   make(chan paxos.Ready, 64),
 		durable:   make(chan []paxos.Ready, 64),
+		installs:  make(chan installJob, 16),
+		fetching:  map[paxos.GroupID]bool{},
 	}
 	r.appliers = make([]*paxos.Applier, core.Groups())
 	for i := range r.appliers {
-		r.appliers[i] = paxos.NewApplier(cfg.MaxClients, 1024)
+		r.appliers[i] = paxos.NewApplier(cfg.MaxClients, applierResults)
+	}
+	r.next = make([]uint64, core.Groups())
+	r.snapAt = make([]uint64, core.Groups())
+	if err := r.restoreAtStart(); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -180,6 +187,10 @@ func (r *Replica) run(ctx context.Context) error {
 			}
 		case jobs := <-r.durable:
 			r.persisted(jobs)
+		case j := <-r.installs:
+			if err := r.install(j); err != nil {
+				return err
+			}
 		}
 		r.drain()
 		if err := r.handleReady(ctx); err != nil {
@@ -237,6 +248,14 @@ func (r *Replica) handleReady(ctx context.Context) error {
 		// more fsync on every command's path.
 		for i := range rd.Committed {
 			r.apply(&rd.Committed[i])
+			if last := i == len(rd.Committed)-1 || rd.Committed[i+1].Group != rd.Committed[i].Group; last {
+				if err := r.maybeSnapshot(rd.Committed[i].Group); err != nil {
+					return err
+				}
+			}
+		}
+		for _, need := range rd.Snapshots {
+			r.fetchSnapshot(ctx, need)
 		}
 		for _, d := range rd.Dropped {
 			r.resolve(d.ID, outcome{err: d.Err})
@@ -344,7 +363,11 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 	}
 }
 
+// applierResults bounds the outcomes remembered per client (paxos.Applier).
+const applierResults = 1024
+
 func (r *Replica) apply(a *paxos.Apply) {
+	r.next[a.Group] = a.Slot + 1
 	r.appliers[a.Group].Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *paxos.Command) []byte {
 		return r.cfg.StateMachine.Apply(a.Group, slot, index, cmd)
 	}, func(cmd *paxos.Command, o paxos.Outcome) {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockd/lockd/paxos"
@@ -93,6 +94,16 @@ type Config struct {
 	// MaxClients bounds the command ids remembered for exactly-once
 	// application, per group (default 100000).
 	MaxClients int
+	// SnapshotEvery is how many applied slots of a group lead to a new
+	// snapshot of it (default DefaultSnapshotEvery; negative: never). It
+	// takes effect when the Store is a SnapshotStore and the StateMachine a
+	// Snapshotter. SnapshotMargin is how many slots below a snapshot the
+	// log keeps for peers slightly behind (default DefaultSnapshotMargin).
+	SnapshotEvery  int
+	SnapshotMargin uint64
+	// Fetcher transfers snapshots from peers for a node that fell behind
+	// their logs; without one such a node cannot catch up.
+	Fetcher SnapshotFetcher
 	// Logger receives the replica's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -121,6 +132,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxClients == 0 {
 		c.MaxClients = 100000
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if c.SnapshotMargin == 0 {
+		c.SnapshotMargin = DefaultSnapshotMargin
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -174,8 +191,18 @@ type Replica struct {
 	persist chan paxos.Ready
 	durable chan []paxos.Ready
 
+	// installs brings finished snapshot transfers to the loop.
+	installs  chan installJob
+	installed atomic.Int64 // snapshots installed from peers
+
 	// Owned by the Run goroutine.
 	appliers []*paxos.Applier
 	waiters  map[paxos.CommandID][]waiter
 	ticks    int
+	next     []uint64 // per group: the next slot to apply
+	snapAt   []uint64 // per group: the slot of its newest snapshot
+	fetching map[paxos.GroupID]bool
 }
+
+// SnapshotsInstalled counts the snapshots this replica installed from peers.
+func (r *Replica) SnapshotsInstalled() int64 { return r.installed.Load() }
