@@ -87,7 +87,7 @@ func (tc *testCluster) config() Config {
 // client connects a Client and closes it when the test ends.
 func (tc *testCluster) client() *Client {
 	tc.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := New(ctx, tc.config())
 	if err != nil {
@@ -114,7 +114,7 @@ type cutter struct {
 func (tc *testCluster) cuttableClient() (*Client, *cutter) {
 	tc.t.Helper()
 	k := &cutter{tc: tc}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := newWith(ctx, tc.config(), func(c *Client) { c.dial = k.dial })
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // Tests of the client protocol against scripted fake nodes.
 
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -178,7 +178,7 @@ func TestWaitingAcquireResentAfterReconnect(t *testing.T) {
 	var l *Lock
 	select {
 	case l = <-got:
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute): // a hang guard
 		t.Fatal("the acquire did not come back after the reconnect")
 	}
 	if l == nil || l.Token() != 9 {
