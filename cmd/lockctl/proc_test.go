@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,7 +38,9 @@ func lockctlBin(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command(goTool(), "build", "-o", binDir, ".")
+		// -buildvcs=auto over a GOFLAGS=-buildvcs=false: version prints the
+		// revision where git can tell it.
+		cmd := exec.Command(goTool(), "build", "-buildvcs=auto", "-o", binDir, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = errors.New(err.Error() + "\n" + string(out))
@@ -294,5 +297,39 @@ func TestCommandStdinOnlyWithFlag(t *testing.T) {
 	p = startLockctl(t, strings.NewReader("hello\n"), "--config", cfg, "elect", "in-lead", "--stdin", "--", "sh", "-c", script)
 	if code := p.wait(t); code != 0 || strings.TrimSpace(p.stdout.String()) != "read:hello" {
 		t.Fatalf("elect --stdin: exit %d, CMD printed %q, want read:hello; stderr %q", code, p.stdout.String(), p.stderr.String())
+	}
+}
+
+// lockctl version names the VCS revision the binary was built from, and
+// completion prints scripts for bash and zsh.
+func TestVersionAndCompletion(t *testing.T) {
+	p := startLockctl(t, nil, "version")
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("lockctl version: exit %d, stderr %q", code, p.stderr.String())
+	}
+	if err := exec.Command("git", "rev-parse", "HEAD").Run(); err != nil {
+		t.Skipf("no git repository here: %v", err)
+	}
+	// The revision is a commit of this repository (HEAD may have moved on
+	// since the build).
+	out := p.stdout.String()
+	f := strings.Fields(out)
+	i := slices.Index(f, "revision")
+	if !strings.HasPrefix(out, "lockctl ") || i < 0 || i+1 >= len(f) {
+		t.Fatalf("lockctl version printed %q, want a revision", out)
+	}
+	rev := strings.TrimSuffix(f[i+1], "+dirty")
+	if err := exec.Command("git", "cat-file", "-e", rev+"^{commit}").Run(); len(rev) != 40 || err != nil {
+		t.Fatalf("lockctl version printed %q: %q is not a commit here (%v)", out, rev, err)
+	}
+	for _, sh := range []string{"bash", "zsh"} {
+		p := startLockctl(t, nil, "completion", sh)
+		if code := p.wait(t); code != 0 || !strings.Contains(p.stdout.String(), "--generate-bash-completion") {
+			t.Fatalf("lockctl completion %s: exit %d, %q", sh, code, p.stdout.String())
+		}
+	}
+	p = startLockctl(t, nil, "--generate-bash-completion")
+	if p.wait(t); !strings.Contains(p.stdout.String(), "acquire") {
+		t.Fatalf("lockctl --generate-bash-completion: %q", p.stdout.String())
 	}
 }

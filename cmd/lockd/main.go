@@ -56,7 +56,10 @@ func versionString() string {
 			v = bi.Main.Version
 		}
 	}
-	return fmt.Sprintf("%s (%s %s/%s)", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if rev := vcsRevision(); rev != "" {
+		v += " " + rev
+	}
+	return fmt.Sprintf("%s %s %s/%s", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 func main() {
@@ -152,7 +155,6 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"   lockd run --id 1 --peers ...      one node of a real cluster\n\n" +
 			"Every flag has an environment fall-back, shown in each command's --help.",
 		Version:               versionString(),
-		HideVersion:           true,
 		Writer:                stdout,
 		ErrWriter:             stderr,
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodesHelp,
@@ -181,6 +183,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return cli.ShowAppHelp(c)
 		},
 	}
+	// lockd --version prints what lockd version prints.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprintf(c.App.Writer, "lockd %s\n", versionString()) }
 	app.OnUsageError = onUsageError
 	for _, cmd := range app.Commands {
 		setUsageError(cmd)
