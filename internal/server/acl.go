@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -118,6 +119,8 @@ func ParseRules(b []byte) (*ACL, *RulesFile, error) {
 			off = se.Offset
 		case errors.As(err, &te):
 			off = te.Offset
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			off = int64(len(b))
 		default:
 			off = dec.InputOffset()
 		}

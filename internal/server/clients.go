@@ -164,7 +164,17 @@ func (cs *clientStream) readLoop(ctx context.Context) {
 			m.Type, m.ReqID, m.Node = wire.TypeResponse, req.ReqID, uint32(cs.s.cfg.ID)
 			cs.sayAndClose(&m)
 			if cs.refuseConn {
-				cs.conn.Close() // over the connection cap: drop the connection too
+				// Over the connection cap: drop the connection too, once
+				// the answer had time to get out (closing at once would
+				// discard it), unless the client hangs up first.
+				conn := cs.conn
+				go func() {
+					select {
+					case <-conn.Done():
+					case <-time.After(2 * time.Second):
+					}
+					conn.Close()
+				}()
 			}
 			return
 		}

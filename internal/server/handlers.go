@@ -303,6 +303,9 @@ func (s *Server) keepAlive(cs *clientStream, req *wire.Msg) *wire.Msg {
 			switch {
 			case ok && si.Owner != "" && si.Owner != cs.who.Name:
 				item.Code = wire.CodePermission
+				if resp.Err == "" {
+					resp.Err = fmt.Sprintf("permission denied: session %d belongs to %s; you are %s", it.Session, si.Owner, cs.who.Name)
+				}
 			case ok:
 				s.sessions.seen(g, it.Session, si.TTL, now)
 				item.Code = wire.CodeOK
