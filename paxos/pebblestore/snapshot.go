@@ -88,7 +88,11 @@ func (s *Store) loadSnapshot(g paxos.GroupID, withData bool) (uint64, []byte, er
 		return 0, nil, nil
 	}
 	if err != nil {
-		return 0, nil, readErr(fmt.Errorf("pebblestore: read snapshot of group %d in %s: %w", g, s.dir, err))
+		err = fmt.Errorf("pebblestore: read snapshot of group %d in %s: %w", g, s.dir, err)
+		if pebble.IsCorruptionError(err) {
+			err = fmt.Errorf("%w: %w", ErrDamaged, err)
+		}
+		return 0, nil, err
 	}
 	defer closer.Close()
 	rec, err := unseal(key, v)
