@@ -33,15 +33,15 @@ type IdentityLimits struct {
 // cannot take more than a small share of its memory or CPU.
 func DefaultIdentityLimits() IdentityLimits {
 	return IdentityLimits{
-		Connections:       64,
-		StreamsPerConn:    16,
-		Sessions:          1000,
-		HeldLocks:         10000,
-		QueuedWaits:       1000,
-		Watches:           1000,
-		MasterWatches:     16,
-		RequestsPerSecond: 1000,
-		RequestBurst:      2000,
+		Connections:       64,     // ~120 KB each: 8 MB
+		StreamsPerConn:    16,     // 1,024 streams per identity: ~90 MB at worst
+		Sessions:          10_000, // replicated to every node
+		HeldLocks:         100_000,
+		QueuedWaits:       10_000,
+		Watches:           10_000,
+		MasterWatches:     64, // a goroutine each
+		RequestsPerSecond: 5_000,
+		RequestBurst:      10_000,
 	}
 }
 
