@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -214,4 +215,6 @@ func newIncarnation() (uint64, error) {
 // ErrDiskFull is returned by Open and by Save when the data dir's disk has
 // less free space than Options.DiskReserve: nothing is written then, so the
 // state on disk stays intact (pebble cannot survive a failed WAL write).
-var ErrDiskFull = errors.New("pebblestore: disk full")
+// It wraps syscall.ENOSPC, so that callers that do not know this package
+// (the replica) can tell it apart and wait for space.
+var ErrDiskFull = fmt.Errorf("pebblestore: disk full: %w", syscall.ENOSPC)

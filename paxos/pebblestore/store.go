@@ -169,8 +169,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("%w: pebble cannot open %s: %w", ErrDiskFull, dir, err)
 	}
 	if err != nil {
-		if pebble.IsCorruptionError(err) {
-			return nil, fmt.Errorf("%w: pebble cannot open %s: %w", ErrDamaged, dir, err)
+		if openDamaged(err) {
+			return nil, fmt.Errorf("%w: pebble cannot open %s (a damaged, cut or missing WAL, MANIFEST or sstable): %w", ErrDamaged, dir, err)
 		}
 		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
 	}
@@ -206,6 +206,12 @@ func pebbleOptions(opts Options) *pebble.Options {
 				logger.Warn("pebble: writes stalled", "reason", info.Reason)
 			},
 			WriteStallEnd: func() { logger.Info("pebble: writes resumed") },
+			// pebble's default exits the process (Fatalf). The read that
+			// met the corruption returns it too, and the node stops with
+			// ErrDamaged from there.
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				logger.Error("pebble: on-disk corruption", "path", info.Path, "err", info.Details)
+			},
 		},
 		// The WAL is on (DisableWAL false): it is what Save's sync makes
 		// durable. No WALMinSyncInterval: a runtime step already batches
@@ -243,7 +249,7 @@ func (s *Store) HardState(g paxos.GroupID) (paxos.HardState, error) {
 		return paxos.HardState{}, nil
 	}
 	if err != nil {
-		return paxos.HardState{}, fmt.Errorf("pebblestore: read hard state of group %d in %s: %w", g, s.dir, err)
+		return paxos.HardState{}, readErr(fmt.Errorf("pebblestore: read hard state of group %d in %s: %w", g, s.dir, err))
 	}
 	defer closer.Close()
 	rec, err := unseal(key, v)
@@ -272,7 +278,7 @@ func (s *Store) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entr
 		UpperBound: appendLogKey(hi[:0], g, to), // exclusive, as is to
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pebblestore: read log of group %d in %s: %w", g, s.dir, err)
+		return nil, readErr(fmt.Errorf("pebblestore: read log of group %d in %s: %w", g, s.dir, err))
 	}
 	var out []paxos.Entry
 	for ok := it.First(); ok && len(out) < max; ok = it.Next() {
@@ -284,7 +290,7 @@ func (s *Store) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entr
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
-			return nil, fmt.Errorf("pebblestore: read group %d slot %d in %s: %w", g, slot, s.dir, err)
+			return nil, readErr(fmt.Errorf("pebblestore: read group %d slot %d in %s: %w", g, slot, s.dir, err))
 		}
 		rec, err := unseal(it.Key(), v)
 		if err != nil {
@@ -300,7 +306,7 @@ func (s *Store) Entries(g paxos.GroupID, from, to uint64, max int) ([]paxos.Entr
 		out = append(out, e)
 	}
 	if err := it.Close(); err != nil {
-		return nil, fmt.Errorf("pebblestore: read log of group %d in %s: %w", g, s.dir, err)
+		return nil, readErr(fmt.Errorf("pebblestore: read log of group %d in %s: %w", g, s.dir, err))
 	}
 	return out, nil
 }
@@ -439,6 +445,40 @@ func (s *Store) DeleteBefore(g paxos.GroupID, slot uint64) error {
 	err := s.db.DeleteRange(appendLogKey(lo[:0], g, 0), appendLogKey(hi[:0], g, slot), pebble.NoSync)
 	if err != nil {
 		return fmt.Errorf("pebblestore: delete log of group %d below slot %d in %s: %w", g, slot, s.dir, err)
+	}
+	return nil
+}
+
+// readErr marks a read error that pebble found corruption in as ErrDamaged.
+func readErr(err error) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: %w", ErrDamaged, err)
+	}
+	return err
+}
+
+// openDamaged tells whether pebble.Open failed on what it found in the
+// directory, rather than on access to it (permissions, the lock another
+// process holds, a full disk): then the data dir is damaged.
+func openDamaged(err error) bool {
+	if pebble.IsCorruptionError(err) {
+		return true
+	}
+	for _, e := range []error{os.ErrPermission, syscall.EACCES, syscall.EAGAIN, syscall.EWOULDBLOCK, syscall.ENOSPC, syscall.EMFILE, syscall.ENOMEM, syscall.EROFS} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return true
+}
+
+// Flush writes pebble's memtable to sstables and makes it durable.
+func (s *Store) Flush() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("pebblestore: flush %s: %w", s.dir, err)
 	}
 	return nil
 }

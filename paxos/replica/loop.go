@@ -347,6 +347,7 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 				// Durability point: nothing in AfterSync may leave before this.
 				err = r.cfg.Store.Save(writes)
 			}
+			err = r.retryWhileFull(ctx, err, func() error { return r.cfg.Store.Save(writes) })
 			if err != nil {
 				return fmt.Errorf("replica: persist paxos state: %w", err)
 			}
