@@ -26,6 +26,11 @@ type Elector struct {
 	up     []bool         // by index in nodes: what PeerUp last said
 	groups []*group
 	subs   map[*subscriber]struct{}
+	// retiring is set by Retire: hand every group over, campaign no more.
+	retiring bool
+	// wake has a token whenever a lease was applied, so that a driver
+	// waiting for the next expiry looks again (see NextExpiry).
+	wake chan struct{}
 }
 
 // held is a lease of another holder (or of an earlier incarnation of this
@@ -82,12 +87,16 @@ type group struct {
 	outstanding   uint64               // nonce of the proposal we wait for, 0 if none
 	outstandingAt time.Time
 	retry         bool // our last proposal failed: try again without waiting for RenewEvery
+	// needStatus is set when a renewal failed because this node is not the
+	// Paxos master: the next renewal asks the replica's status first.
+	needStatus bool
 
 	// Handover: givenUp is set from the moment this node decides to hand
 	// the group over (it stops serving then) until another command is
 	// applied.
 	givenUp      bool
 	givenUpAt    time.Time
+	handTo       paxos.NodeID // the node the release names
 	lastHandover time.Time
 
 	// Campaigning.
@@ -112,7 +121,7 @@ func New(cfg Config) (*Elector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	e := &Elector{cfg: cfg, nodes: sortedNodes(cfg.Nodes), subs: map[*subscriber]struct{}{}}
+	e := &Elector{cfg: cfg, nodes: sortedNodes(cfg.Nodes), subs: map[*subscriber]struct{}{}, wake: make(chan struct{}, 1)}
 	e.self = slices.Index(e.nodes, cfg.Self)
 	e.up = make([]bool, len(e.nodes))
 	for i := range e.up {
@@ -248,6 +257,10 @@ func (e *Elector) applyLease(g *group, slot uint64, cmd LeaseCmd, now time.Time)
 	g.givenUp = false
 	if t := c.expiry(); t.After(g.freeAt) {
 		g.freeAt = t
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -414,7 +427,102 @@ func (e *Elector) Failed(g paxos.GroupID, nonce uint64, err error) {
 	if gr, gerr := e.group(g); gerr == nil && gr.outstanding == nonce {
 		gr.outstanding = 0
 		gr.retry = true
+		// Renewals go out without asking the replica's status first (see
+		// Tick); after a failure (this node may no longer be the Paxos
+		// master), the next one asks, to campaign again if need be.
+		gr.needStatus = true
 	}
+}
+
+// NextExpiry returns when the earliest lease of a master this node
+// announces ends by its count, or false when it announces none. A driver
+// that calls Expire then announces "no master" at that moment, not at its
+// next Tick. Wake tells it to look again.
+func (e *Elector) NextExpiry() (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var next time.Time
+	for _, g := range e.groups {
+		if g.ev.master != 0 && g.cur.lease() {
+			if t := g.cur.expiry(); next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// Wake has a value whenever a lease was applied since it was last read, so
+// that the expiry the driver waits for may be another (see NextExpiry).
+func (e *Elector) Wake() <-chan struct{} { return e.wake }
+
+// Expire announces "no master" for every group whose master's lease has
+// run out by this node's count at now.
+func (e *Elector) Expire(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, g := range e.groups {
+		e.expire(g, now)
+	}
+}
+
+// Retire makes this node hand over every group it holds, to the group's
+// preferred node when that is up and another node, else to another node that
+// is up, and campaign for none, from the next Tick on: a node that is about
+// to stop calls it, then waits until Holding is zero. It returns how many
+// groups this node holds.
+func (e *Elector) Retire() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.retiring = true
+	return e.holdingLocked()
+}
+
+// Holding returns how many groups this node holds a lease of that no
+// release of its own has ended yet, whether or not it serves them.
+func (e *Elector) Holding() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.holdingLocked()
+}
+
+// Handing returns how many groups this node released whose successor's
+// lease this node has not applied yet, besides the groups it holds
+// (Holding). A node that stops right after its release is applied leaves
+// the others to learn of the release only from a new master, which waits a
+// lease first: it should keep running until Handing is zero, or a little.
+func (e *Elector) Handing() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, g := range e.groups {
+		if g.cur.set && g.cur.cmd.Holder == e.cfg.Self && incarnation(g.cur.cmd.Nonce) == g.inc {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *Elector) holdingLocked() int {
+	n := 0
+	for _, g := range e.groups {
+		if g.cur.lease() && g.cur.mine {
+			n++
+		}
+	}
+	return n
+}
+
+// PeersUp reports whether PeerUp last said some other node is up.
+func (e *Elector) PeersUp() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, up := range e.up {
+		if up && i != e.self {
+			return true
+		}
+	}
+	return false
 }
 
 // GroupMaster is one group's master as this node sees it.

@@ -45,7 +45,8 @@ type DriverConfig struct {
 }
 
 // Run drives e against a Paxos runtime until ctx ends: every tick it calls
-// Tick, campaigns where told, and proposes lease commands, each in its own
+// Tick, campaigns where told, and proposes lease commands; between ticks it
+// announces "no master" the moment a lease runs out (Expire), each in its own
 // goroutine (at most MaxProposals at once) so that a slow proposal never
 // holds up the loop. The caller must route applied lease commands to
 // e.Applied. Run returns nil when ctx ends.
@@ -71,10 +72,24 @@ func Run(ctx context.Context, e *Elector, cfg DriverConfig) error {
 	slots := make(chan struct{}, cfg.MaxProposals)
 	ticker := time.NewTicker(cfg.Tick)
 	defer ticker.Stop()
+	// "No master" is announced when the lease runs out, not at the next
+	// tick, which a busy machine may run late: events agree with leases.
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
+		if t, ok := e.NextExpiry(); ok {
+			expiry.Reset(max(t.Sub(cfg.Now()), time.Millisecond))
+		} else {
+			expiry.Reset(time.Hour)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-e.Wake():
+			continue
+		case <-expiry.C:
+			e.Expire(cfg.Now())
+			continue
 		case <-ticker.C:
 		}
 		if cfg.PeerUp != nil {

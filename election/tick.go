@@ -56,9 +56,19 @@ const (
 func (e *Elector) Tick(now time.Time, status func(paxos.GroupID) (paxos.GroupStatus, error)) []Action {
 	e.mu.Lock()
 	var want []paxos.GroupID
+	var acts []Action
 	for _, g := range e.groups {
 		e.expire(g, now)
 		e.prune(g, now)
+		if g.holding() && !g.needStatus && !e.handOverTo(g, now) && e.renewDue(g, now) && e.idle(g, now) {
+			// A renewal does not wait for the replica's status: on a busy
+			// node the status query queues behind client traffic and may
+			// time out tick after tick, while the lease runs out. If this
+			// node is no longer the Paxos master the proposal fails
+			// (Failed), and the next try asks first.
+			acts = append(acts, e.propose(g, now, LeaseCmd{Holder: e.cfg.Self, Duration: e.cfg.Lease}))
+			continue
+		}
 		if e.wantsStatus(g, now) {
 			want = append(want, g.id)
 		}
@@ -74,7 +84,6 @@ func (e *Elector) Tick(now time.Time, status func(paxos.GroupID) (paxos.GroupSta
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var acts []Action
 	for _, g := range want {
 		if s, ok := st[g]; ok {
 			acts = e.decide(e.groups[g], now, s, acts)
@@ -132,9 +141,31 @@ func (e *Elector) campaignAt(g *group, now time.Time) (time.Time, bool) {
 }
 
 func (e *Elector) handOverTo(g *group, now time.Time) bool {
+	if e.retiring {
+		_, ok := e.successor(g)
+		return ok && e.idle(g, now)
+	}
 	pref := g.id % paxos.GroupID(len(e.nodes))
 	return g.preferred != e.cfg.Self && e.up[pref] && e.serving(g, now) && e.idle(g, now) &&
 		(g.lastHandover.IsZero() || now.Sub(g.lastHandover) >= e.cfg.HandoverBackoff)
+}
+
+// successor is the node g is handed to: its preferred node, or, when this
+// node retires and the preferred node is itself or down, the next node up
+// after it in the sorted list.
+func (e *Elector) successor(g *group) (paxos.NodeID, bool) {
+	n := len(e.nodes)
+	pref := int(g.id) % n
+	for i := range n {
+		j := (pref + i) % n
+		if j != e.self && e.up[j] {
+			return e.nodes[j], true
+		}
+		if !e.retiring {
+			break
+		}
+	}
+	return 0, false
 }
 
 // renewDue reports whether the holder should renew now: every RenewEvery,
@@ -152,6 +183,9 @@ func (e *Elector) wantsStatus(g *group, now time.Time) bool {
 	case g.releasing(now):
 		return e.idle(g, now)
 	}
+	if e.retiring {
+		return false
+	}
 	at, ok := e.campaignAt(g, now)
 	return ok && !now.Before(at) && e.majorityUp()
 }
@@ -159,6 +193,9 @@ func (e *Elector) wantsStatus(g *group, now time.Time) bool {
 // decide picks the action for g at now, given its Paxos status.
 func (e *Elector) decide(g *group, now time.Time, st paxos.GroupStatus, acts []Action) []Action {
 	isMaster := st.Role == roleMaster
+	if isMaster {
+		g.needStatus = false
+	}
 	if !isMaster {
 		g.masterBallot = paxos.Ballot{}
 	} else if st.Ballot != g.masterBallot {
@@ -175,7 +212,9 @@ func (e *Elector) decide(g *group, now time.Time, st paxos.GroupStatus, acts []A
 			// not taken for ours and we cannot start serving on it again.
 			g.givenUp, g.givenUpAt, g.lastHandover = true, now, now
 			clear(g.sent)
-			return append(acts, e.propose(g, now, LeaseCmd{Holder: self, Release: true, To: g.preferred}))
+			to, _ := e.successor(g)
+			g.handTo = to
+			return append(acts, e.propose(g, now, LeaseCmd{Holder: self, Release: true, To: to}))
 		}
 		if !e.renewDue(g, now) || !e.idle(g, now) {
 			return acts
@@ -192,9 +231,12 @@ func (e *Elector) decide(g *group, now time.Time, st paxos.GroupStatus, acts []A
 		return acts
 	case g.releasing(now):
 		if isMaster && e.idle(g, now) && now.Sub(g.givenUpAt) < e.cfg.Lease {
-			return append(acts, e.propose(g, now, LeaseCmd{Holder: self, Release: true, To: g.preferred}))
+			return append(acts, e.propose(g, now, LeaseCmd{Holder: self, Release: true, To: g.handTo}))
 		}
 		return acts
+	}
+	if e.retiring {
+		return acts // a node about to stop takes no group
 	}
 	at, ok := e.campaignAt(g, now)
 	if !ok || now.Before(at) || !e.majorityUp() {

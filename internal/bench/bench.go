@@ -38,10 +38,14 @@ const (
 	Contended   = "contended"
 	Sessions    = "sessions"
 	Failover    = "failover"
+	// Soak: uncontended traffic on a local cluster while CPU burners load
+	// the machine; it reports the groups' time without a master and the
+	// master changes nothing caused.
+	Soak = "soak"
 )
 
 // Workloads lists the workload names.
-var Workloads = []string{Uncontended, Contended, Sessions, Failover}
+var Workloads = []string{Uncontended, Contended, Sessions, Failover, Soak}
 
 // Options shape one run. Zero values take the defaults beside them.
 type Options struct {
@@ -69,6 +73,10 @@ type Options struct {
 	LocksPerSession int
 	// OpTimeout bounds one operation (default 10s).
 	OpTimeout time.Duration
+	// Burn and BurnGoroutines are the CPU-burning processes and goroutines
+	// of the soak workload.
+	Burn           int
+	BurnGoroutines int
 
 	// Endpoints and TLS say where the cluster is. With Cluster set they
 	// are taken from it.
@@ -143,6 +151,12 @@ func (o *Options) defaults() error {
 	if o.Workload == Failover && o.Cluster == nil {
 		return errors.New("bench: the failover workload stops a node, so it runs only against a local cluster (--local)")
 	}
+	if o.Workload == Soak && o.Cluster == nil {
+		return errors.New("bench: the soak workload follows a local cluster's masters, so it runs only with --local")
+	}
+	if o.Burn < 0 || o.BurnGoroutines < 0 {
+		return fmt.Errorf("bench: burners %d and %d must not be negative", o.Burn, o.BurnGoroutines)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -174,6 +188,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	case Failover:
 		r.Names = o.Names
 		err = runFailover(ctx, &o, r)
+	case Soak:
+		r.Names = o.Names
+		err = runSoak(ctx, &o, r)
 	}
 	if la, ok := loadAverage(); ok {
 		r.Extra["loadavg_1m_at_end"] = la

@@ -39,7 +39,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:      "bench",
 		Usage:     "measure throughput, latency and failover of a cluster",
-		ArgsUsage: "[uncontended|contended|sessions|failover]",
+		ArgsUsage: "[uncontended|contended|sessions|failover|soak]",
 		Description: `Runs a workload with many clients, each with its own connections and
 session, and prints ops/s, latency percentiles and errors by kind.
 
@@ -48,16 +48,22 @@ pebble in a temp dir, real QUIC on 127.0.0.1, a throw-away CA); otherwise
 it uses --endpoints and the TLS flags. --groups, --window and --delay take
 comma-separated lists: every combination runs on a fresh local cluster,
 --runs times each in rotation, and the table shows the median of each
-figure. The failover workload needs --local.
+figure. The failover and soak workloads need --local.
+
+soak runs uncontended traffic for --duration while --burn processes (and
+--burn-goroutines goroutines) spin on the CPUs, stops nothing, and reports
+per group the time without a master per hour, the master changes in the
+logs (spontaneous_changes) and the leases that ran out (lapses).
 
 Examples:
    lockctl bench --local --clients 16 --names 1000 uncontended
    lockctl bench --local --clients 16 contended
    lockctl bench --local --groups 1,2,4,8,16 --window 1,64 --runs 3 uncontended
    lockctl bench --local --clients 256 --stop 3 --delay-node 2 --delay 0,30ms --window 1,64 uncontended
-   lockctl bench --local --ttl 3s --duration 20s failover`,
+   lockctl bench --local --ttl 3s --duration 20s failover
+   lockctl bench --local --groups 16 --clients 4 --burn 10 --duration 10m soak`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: Uncontended, Usage: "workload: uncontended, contended, sessions or failover (or give it as the argument)"},
+			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: Uncontended, Usage: "workload: uncontended, contended, sessions, failover or soak (or give it as the argument)"},
 			&cli.IntFlag{Name: "clients", Aliases: []string{"c"}, Value: 16, Usage: "simulated clients, each with its own connections and session"},
 			&cli.IntFlag{Name: "names", Value: 1000, Usage: "lock names (uncontended, failover)"},
 			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Second, Usage: "measured window per run (sessions: the hold phase)"},
@@ -69,6 +75,8 @@ Examples:
 			&cli.IntFlag{Name: "locks-per-session", Value: 1, Usage: "locks each session holds (sessions)"},
 			&cli.DurationFlag{Name: "op-timeout", Value: 10 * time.Second, Usage: "bound on one operation"},
 			&cli.IntFlag{Name: "runs", Value: 1, Usage: "runs per configuration; figures are medians"},
+			&cli.IntFlag{Name: "burn", Usage: "CPU-burning processes during the run (soak)"},
+			&cli.IntFlag{Name: "burn-goroutines", Usage: "CPU-burning goroutines of this process during the run (soak)"},
 
 			&cli.BoolFlag{Name: "local", Usage: "start a cluster in this process"},
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "nodes of the local cluster"},
@@ -113,6 +121,7 @@ func action(cc *cli.Context) error {
 		Duration: cc.Duration("duration"), Warmup: cc.Duration("warmup"), HardCap: cc.Duration("hard-cap"),
 		ValueSize: cc.Int("value-size"), TTL: cc.Duration("ttl"), Sessions: cc.Int("sessions"),
 		LocksPerSession: cc.Int("locks-per-session"), OpTimeout: cc.Duration("op-timeout"),
+		Burn: cc.Int("burn"), BurnGoroutines: cc.Int("burn-goroutines"),
 	}
 	if cc.Bool("progress") || IsTerminal(os.Stderr) {
 		base.Progress = cc.App.ErrWriter

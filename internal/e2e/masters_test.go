@@ -95,6 +95,7 @@ type masterStream struct {
 	name string
 	mu   sync.Mutex
 	evs  []client.MasterEvent
+	at   []time.Time // when each event arrived
 	done chan struct{}
 }
 
@@ -105,6 +106,7 @@ func collectMasters(name string, ch <-chan client.MasterEvent) *masterStream {
 		for ev := range ch {
 			s.mu.Lock()
 			s.evs = append(s.evs, ev)
+			s.at = append(s.at, time.Now())
 			s.mu.Unlock()
 		}
 	}()
@@ -327,4 +329,82 @@ func (s *masterStream) check(t *testing.T, truth [][]uint32, want []uint64) {
 		total += st[g].changes
 	}
 	t.Logf("%s: %d events, %d master changes followed across the kills", s.name, len(s.evs), total)
+}
+
+// TestSIGTERMHandsGroupsOverBeforeExit checks that a node stopped with
+// SIGTERM hands every group it masters over before it exits (issue 9, part
+// 5): a stream on another node sees each of them released (not expired) by
+// the stopping node, and then a new master. The time without a master is
+// logged: a few round trips instead of a lease.
+func TestSIGTERMHandsGroupsOverBeforeExit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test with real processes; skipped with -short")
+	}
+	const groups = 6
+	c := startCluster(t, groups, 2*time.Second)
+	masters := c.waitServing(60 * time.Second)
+	victim := masters[0]
+	held := groupsOf(masters, victim)
+
+	cfg, err := client.LoadConfigFile(c.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Endpoints = nil
+	for i, a := range c.addrs {
+		if i != victim-1 {
+			cfg.Endpoints = append(cfg.Endpoints, a)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cl, err := client.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ch, err := cl.WatchMasters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := collectMasters("stream", ch)
+	c.settle([]*masterStream{s}, 2*time.Minute)
+	s.mu.Lock()
+	mark := len(s.evs)
+	s.mu.Unlock()
+
+	t.Logf("SIGTERM to node %d, master of groups %v", victim, held)
+	c.nodes[victim-1].signal(syscall.SIGTERM)
+	if code := c.nodes[victim-1].mustExit(2 * time.Minute); code != 0 {
+		t.Errorf("node %d exited %d after SIGTERM:\n%s", victim, code, tail(c.nodes[victim-1].err.String(), 10))
+	}
+	c.waitServing(60 * time.Second)
+	c.settle([]*masterStream{s}, 2*time.Minute)
+	cancel()
+	s.wait()
+
+	for _, g := range held {
+		var evs []client.MasterEvent
+		var at []time.Time
+		for i := mark; i < len(s.evs); i++ {
+			if s.evs[i].Group == uint32(g) {
+				evs, at = append(evs, s.evs[i]), append(at, s.at[i])
+			}
+		}
+		if len(evs) < 2 || evs[0].Node != 0 || evs[0].Cause != "released" {
+			t.Errorf("group %d (mastered by node %d): after the SIGTERM the stream shows %+v, want a release, then a new master", g, victim, evs)
+			continue
+		}
+		if evs[1].Node == 0 || evs[1].Node == uint32(victim) {
+			t.Errorf("group %d: after the release the stream shows %+v, want another master", g, evs[1])
+			continue
+		}
+		t.Logf("group %d: released by node %d, node %d master %v later", g, victim, evs[1].Node, at[1].Sub(at[0]).Round(time.Millisecond))
+	}
+	for i, p := range c.nodes {
+		if i != victim-1 {
+			p.signal(syscall.SIGTERM)
+			p.mustExit(2 * time.Minute)
+		}
+	}
 }

@@ -253,10 +253,13 @@ func (s *Server) Addr() net.Addr { return s.qnode.Addr() }
 // Metrics returns the node's Prometheus registry.
 func (s *Server) Metrics() *metrics { return s.metrics }
 
-// Run serves until ctx ends, then stops everything and closes the store.
-func (s *Server) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+// Run serves until parent ends, then hands the groups this node holds over
+// to other nodes (handOver), stops everything and closes the store.
+func (s *Server) Run(parent context.Context) error {
+	// Everything runs until the groups are handed over after parent ends.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
+	defer context.AfterFunc(parent, func() { s.handOver(ctx); cancel() })()
 	errc := make(chan error, 1)
 	s.wg.Add(4)
 	go func() {
