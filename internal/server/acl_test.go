@@ -105,7 +105,7 @@ func TestCommandClientSeparatesIdentities(t *testing.T) {
 			seen[id] = who
 		}
 	}
-	if commandClient("svc-a", 7) != commandClient("svc-a", 7) {
+	if x, y := commandClient("svc-a", 7), commandClient("svc-a", 7); x != y {
 		t.Fatal("not deterministic")
 	}
 }
@@ -122,8 +122,10 @@ func TestIdentityCapsAndRate(t *testing.T) {
 		t.Fatalf("one past the cap: %q", r)
 	}
 	now := time.Unix(100, 0)
-	if !st.allow(lim, now) || !st.allow(lim, now) || st.allow(lim, now) {
-		t.Fatal("burst of 2")
+	for i, want := range []bool{true, true, false} {
+		if got := st.allow(lim, now); got != want {
+			t.Fatalf("request %d of a burst of 2: allowed %v", i+1, got)
+		}
 	}
 	if !st.allow(lim, now.Add(time.Second)) {
 		t.Fatal("refill")
