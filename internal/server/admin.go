@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"html/template"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -13,7 +11,8 @@ import (
 )
 
 // AdminHandler serves the admin HTTP port: Prometheus /metrics,
-// /debug/pprof, and a status page at /.
+// /debug/pprof, /healthz and /readyz (health.go), and a live status page at
+// / with its JSON API under /api/ (statuspage.go).
 func (s *Server) AdminHandler() http.Handler { return s.AdminHandlerWith(true) }
 
 // AdminHandlerWith is AdminHandler, without /debug/pprof unless withPprof.
@@ -28,7 +27,7 @@ func (s *Server) AdminHandlerWith(withPprof bool) http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("/", s.statusPage)
+	s.handleStatusPage(mux) // statuspage.go: /, /api/..., /healthz, /readyz
 	return mux
 }
 
@@ -90,39 +89,4 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 			Sessions: stats.Sessions, Locks: stats.Locks, Waiters: stats.Waiters})
 	}
 	return st, nil
-}
-
-var statusTmpl = template.Must(template.New("status").Parse(`<!doctype html>
-<html><head><title>lockd node {{.Node}}</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}th{background:#f4f4f4}.up{color:#080}.down{color:#b00}</style>
-</head><body>
-<h1>lockd node {{.Node}}</h1>
-<p>{{.Addr}} &middot; up {{.Uptime}} &middot; <a href="/metrics">metrics</a> &middot; <a href="/debug/pprof/">pprof</a></p>
-<h2>Members</h2>
-<table><tr><th>node</th><th>address</th><th>reachable</th></tr>
-{{range .Members}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td class="{{if .Up}}up{{else}}down{{end}}">{{if .Up}}yes{{else}}no{{end}}</td></tr>
-{{end}}</table>
-<h2>Groups</h2>
-<table><tr><th>group</th><th>master</th><th>epoch</th><th>serving here</th><th>paxos role</th><th>commit</th><th>applied</th><th>in flight</th><th>sessions</th><th>locks</th><th>waiters</th></tr>
-{{range .Groups}}<tr><td>{{.Group}}</td><td>{{if .Master}}{{.Master}}{{else}}none{{end}}</td><td>{{.Epoch}}</td><td>{{if .Serving}}yes{{end}}</td><td>{{.Role}}</td><td>{{.Commit}}</td><td>{{.Applied}}</td><td>{{.InFlight}}</td><td>{{.Sessions}}</td><td>{{.Locks}}</td><td>{{.Waiters}}</td></tr>
-{{end}}</table>
-</body></html>
-`))
-
-func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/" {
-		http.NotFound(w, r)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	st, err := s.Status(ctx)
-	if err != nil {
-		http.Error(w, fmt.Sprintf("status of node %d: %v", s.cfg.ID, err), http.StatusServiceUnavailable)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := statusTmpl.Execute(w, st); err != nil {
-		s.log.Warn("status page", "err", err)
-	}
 }

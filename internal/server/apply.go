@@ -52,7 +52,12 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 		}
 		gs := s.groups[g]
 		gs.mu.Lock()
+		var expiring lease.SessionInfo
+		if lc.Op == lease.OpExpireSession {
+			expiring, _ = gs.table.Session(lc.Session)
+		}
 		res := gs.table.Apply(lease.Position{Slot: slot, Index: uint32(index)}, lc)
+		s.obs.applied(g, lc, expiring, res) // logs and metrics (observe.go)
 		var opened lease.SessionInfo
 		ended := false
 		switch lc.Op {

@@ -86,6 +86,8 @@ func (s *Server) serveClients(ctx context.Context) {
 
 func (s *Server) serveConn(ctx context.Context, conn *quicnet.Conn) {
 	defer conn.Close()
+	s.ops.clientConns.Inc()
+	defer s.ops.clientConns.Dec()
 	who := identityOf(conn.PeerCertificate(), conn.PeerName())
 	idst := s.ids.get(who.Name)
 	lim := s.policy.Load().limitsFor(who.Name)
@@ -132,6 +134,7 @@ func (cs *clientStream) writeLoop() {
 				cs.close()
 				return
 			}
+			cs.s.ops.clientOut.Add(float64(len(b)))
 		case <-cs.done:
 			return
 		}
@@ -150,6 +153,7 @@ func (cs *clientStream) readLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		cs.s.ops.clientIn.Add(float64(len(b)))
 		req, err := wire.Decode(b)
 		if err != nil {
 			// A client that sends what it cannot encode is broken or

@@ -179,7 +179,7 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 		}
 		return appliedResult{}, res, fail(wire.CodeInternal, "propose in group %d: %v", g, err)
 	}
-	s.metrics.proposeNanos.Observe(time.Since(start).Seconds())
+	s.observePropose(g, time.Since(start))
 	ar, err := decodeResult(res.Value)
 	if err != nil {
 		return ar, res, fail(wire.CodeInternal, "group %d slot %d: %v", g, res.Slot, err)

@@ -91,6 +91,11 @@ func (p *peerTransport) send(k laneKey, b []byte) {
 // peer the mesh verified (its certificate), so a node cannot speak for
 // another.
 func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
+	s.ops.peerIn.Add(float64(len(b)))
+	if len(b) > 0 && b[0] == probeMarker {
+		s.obs.onProbe(paxos.NodeID(from), b) // observe.go
+		return
+	}
 	if err := splitPeerFrame(b, func(msg []byte) { s.deliverPeer(from, msg) }); err != nil {
 		s.log.Warn("dropped the rest of a malformed peer batch", "from", from, "err", err)
 	}

@@ -70,6 +70,11 @@ type Config struct {
 	// IdentityLimits are the per-identity caps unless the rules file sets
 	// them (default DefaultIdentityLimits).
 	IdentityLimits *IdentityLimits
+	// MetricsPrefixDepth is how many "/"-separated segments of a lock name
+	// label the per-lock metrics (default DefaultMetricsPrefixDepth;
+	// negative: one label for every lock). At most 200 distinct prefixes are
+	// kept, the rest count as "other".
+	MetricsPrefixDepth int
 }
 
 // Validate fills defaults and reports the first bad field.
@@ -140,6 +145,8 @@ type Server struct {
 	groups  []*groupState
 	hub     *hub
 	metrics *metrics
+	ops     *opsMetrics // metrics_ops.go
+	obs     *observer   // observe.go: logs and metrics of master changes, peers, expiries
 
 	sessions *sessionClock
 	// Commands this node proposes itself (expiry, ticks, leases) use their
@@ -213,6 +220,7 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.initOps()
 
 	peers := map[quicnet.NodeID]string{}
 	for id, addr := range cfg.Peers {
@@ -234,7 +242,7 @@ func New(cfg Config) (*Server, error) {
 		Tick:            cfg.Tick,
 		GroupCommitWait: max(cfg.GroupCommitWait, 0),
 		Store:           &meteredStore{Store: st, m: s.metrics},
-		Transport:       &peerTransport{sendFrame: s.qnode.Send, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
+		Transport:       &peerTransport{sendFrame: s.sendPeerFrame, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
 		StateMachine:    s,
 		Logger:          s.log,
 	})
@@ -275,6 +283,7 @@ func (s *Server) Run(parent context.Context) error {
 		defer s.wg.Done()
 		s.expireLoop(ctx)
 	}()
+	s.wg.Go(func() { s.obs.run(ctx) })
 	go func() {
 		defer s.wg.Done()
 		err := election.Run(ctx, s.elector, election.DriverConfig{
