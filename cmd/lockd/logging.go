@@ -6,9 +6,12 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // newLogger builds the slog logger of --log-level and --log-format, and makes
@@ -19,7 +22,7 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usageErrorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: sameInBothFormats}
 	var h slog.Handler
 	switch strings.ToLower(format) {
 	case "text", "":
@@ -33,6 +36,35 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	slog.SetDefault(logger)
 	log.SetFlags(0)
 	return logger, nil
+}
+
+// sameInBothFormats makes the JSON and text formats print the same values:
+// durations as text ("2s", where JSON would print nanoseconds) and network
+// addresses as host:port (where JSON would print {"IP":...,"Port":...}).
+func sameInBothFormats(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindDuration:
+		return slog.String(a.Key, a.Value.Duration().String())
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case net.Addr:
+			if v == nil || reflect.ValueOf(v).IsNil() {
+				return slog.String(a.Key, "")
+			}
+			return slog.String(a.Key, v.String())
+		case netip.AddrPort:
+			return slog.String(a.Key, v.String())
+		case netip.Addr:
+			return slog.String(a.Key, v.String())
+		case []time.Duration:
+			out := make([]string, len(v))
+			for i, d := range v {
+				out[i] = d.String()
+			}
+			return slog.Any(a.Key, out)
+		}
+	}
+	return a
 }
 
 // quicBufferBytes is the socket buffer size quic-go asks for (7 MiB); below
