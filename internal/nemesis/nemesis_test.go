@@ -436,7 +436,7 @@ func runOnce(t *testing.T, seed uint64, nodes int, d time.Duration, sched Schedu
 	phase("stopped")
 
 	if br.lowerToken || br.expiredGrant {
-		ops = plant(ops, events, br)
+		ops, events = plant(ops, events, br)
 	}
 
 	// The checkers.
@@ -473,7 +473,7 @@ func runOnce(t *testing.T, seed uint64, nodes int, d time.Duration, sched Schedu
 }
 
 // plant applies the history's planted faults.
-func plant(ops []Rec, events []Event, br breaks) []Rec {
+func plant(ops []Rec, events []Event, br breaks) ([]Rec, []Event) {
 	if br.lowerToken {
 		// The last acquire of some name reports a token below an earlier
 		// one's.
@@ -492,14 +492,31 @@ func plant(ops []Rec, events []Event, br breaks) []Rec {
 		}
 	}
 	if br.expiredGrant {
-		for _, e := range events {
+		var exp *Event
+		for i, e := range events {
 			if e.Kind == "expired" {
-				ops = append(ops, Rec{T: "op", Op: "acquire", W: 99, Name: e.Name, Sid: e.Sid, Token: 1 << 40, Res: "ok", Call: e.At + 1, Ret: e.At + 2})
+				exp = &events[i]
 				break
 			}
 		}
+		if exp == nil {
+			// No session expired in this run: use the last grant's
+			// session, as if it had.
+			for i := len(events) - 1; i >= 0; i-- {
+				if events[i].Kind == "granted" {
+					e := events[i]
+					e.Kind, e.At = "expired", events[len(events)-1].At+1
+					events = append(events, e)
+					exp = &events[len(events)-1]
+					break
+				}
+			}
+		}
+		if exp != nil {
+			ops = append(ops, Rec{T: "op", Op: "acquire", W: 99, Name: exp.Name, Sid: exp.Sid, Token: 1 << 40, Res: "ok", Call: exp.At + 1, Ret: exp.At + 2})
+		}
 	}
-	return ops
+	return ops, events
 }
 
 // trusted says whether a write's client timestamp shows the worker's own
