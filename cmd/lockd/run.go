@@ -73,6 +73,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster", Usage: "cluster name, recorded in the data dir so it cannot join another cluster", Value: "lockd", EnvVars: []string{"LOCKD_CLUSTER"}},
 			&cli.DurationFlag{Name: "lease", Usage: "master lease: a dead master's groups are served again about this long after it stops", Value: 2 * time.Second, EnvVars: []string{"LOCKD_LEASE"}},
 			&cli.IntFlag{Name: "window", Usage: "Paxos slots in flight per group", Value: 64, EnvVars: []string{"LOCKD_WINDOW"}},
+			&cli.IntFlag{Name: "metrics-prefix-depth", Usage: "label the per-lock metrics with the first `N` \"/\"-separated segments of lock names (0: no prefix label; at most 200 prefixes)", Value: 1, EnvVars: []string{"LOCKD_METRICS_PREFIX_DEPTH"}},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"LOCKD_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "log-format", Usage: "text or json", Value: "text", EnvVars: []string{"LOCKD_LOG_FORMAT"}},
 			securityFlags()[0], securityFlags()[1],
@@ -272,7 +273,8 @@ func runNode(c *cli.Context) error {
 	s, err := server.New(server.Config{
 		ID: f.id, Peers: f.peers, Listen: f.listen, Groups: f.groups, DataDir: f.dataDir,
 		ClusterID: f.cluster, TLS: tlsConf, Lease: f.lease, Window: f.window, Logger: logger,
-		ACLFile: c.String("acl"),
+		ACLFile:            c.String("acl"),
+		MetricsPrefixDepth: metricsPrefixDepth(c.Int("metrics-prefix-depth")),
 	})
 	if err != nil {
 		return startError(f.id, f.listen, err)
@@ -303,4 +305,13 @@ func runNode(c *cli.Context) error {
 	}
 	logger.Info("lockd node stopped", "node", f.id)
 	return nil
+}
+
+// metricsPrefixDepth maps --metrics-prefix-depth to server.Config's field,
+// where 0 means the default and a negative depth no prefix label.
+func metricsPrefixDepth(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
