@@ -169,7 +169,8 @@ func acquire(c *cli.Context, s *client.Session, o holdOpts) (*client.Lock, error
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		return nil, &exitErr{code: exitTimeout, err: fmt.Errorf("lock %q: not granted within --timeout %v", o.name, c.Duration("timeout"))}
 	case errors.Is(err, client.ErrLockHeld):
-		return nil, &exitErr{code: exitTimeout, err: err}
+		// In the user's terms: the server's text names its internals.
+		return nil, &exitErr{code: exitTimeout, err: fmt.Errorf("lock %q is held by another session, so it was not acquired (--wait=false); without --wait=false lockctl waits for it", o.name)}
 	}
 	return nil, err
 }
@@ -205,7 +206,7 @@ func acquireDetached(c *cli.Context, o holdOpts) error {
 	}
 	p := newPrinter(c)
 	if p.json {
-		return p.object(lockJSON{Event: "acquired", Name: l.Name(), Token: l.Token(), Session: l.SessionID(), TTLSeconds: o.ttl.Seconds()})
+		return p.event("acquired", lockJSON{Name: l.Name(), Token: l.Token(), Session: l.SessionID(), TTLSeconds: o.ttl.Seconds()})
 	}
 	p.table([]string{"LOCK", "TOKEN", "SESSION", "TTL"}, [][]string{{l.Name(), u64(l.Token()), u64(l.SessionID()), o.ttl.String()}})
 	p.linef("held for %v after the last keep-alive; keep it:  lockctl renew %s --session %d --token %d --ttl %v", o.ttl, l.Name(), l.SessionID(), l.Token(), o.ttl)
@@ -213,8 +214,9 @@ func acquireDetached(c *cli.Context, o holdOpts) error {
 	return nil
 }
 
+// lockJSON is a lock's line of --json output, after "kind" and "time"
+// (printer.event).
 type lockJSON struct {
-	Event      string  `json:"event"`
 	Name       string  `json:"name"`
 	Token      uint64  `json:"token,omitempty"`
 	Session    uint64  `json:"session,omitempty"`
@@ -249,7 +251,7 @@ that token. Exits with 5 when it does not.`,
 			defer cl.Close()
 			p := newPrinter(c)
 			if p.json {
-				return p.object(lockJSON{Event: "renewed", Name: l.Name(), Token: l.Token(), Session: l.SessionID(), TTLSeconds: c.Duration("ttl").Seconds()})
+				return p.event("renewed", lockJSON{Name: l.Name(), Token: l.Token(), Session: l.SessionID(), TTLSeconds: c.Duration("ttl").Seconds()})
 			}
 			p.linef("renewed %s (token %d, session %d): held for %v after this keep-alive", l.Name(), l.Token(), l.SessionID(), c.Duration("ttl"))
 			return nil
@@ -277,7 +279,7 @@ func releaseCommand() *cli.Command {
 			}
 			p := newPrinter(c)
 			if p.json {
-				return p.object(lockJSON{Event: "released", Name: l.Name(), Token: l.Token(), Session: l.SessionID()})
+				return p.event("released", lockJSON{Name: l.Name(), Token: l.Token(), Session: l.SessionID()})
 			}
 			p.linef("released %s (token %d)", l.Name(), l.Token())
 			return nil

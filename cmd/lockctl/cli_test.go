@@ -41,8 +41,13 @@ func TestCLIDetachedLockRenewReleaseValidate(t *testing.T) {
 	}
 	got := decodeLine(t, out)
 	token, session := num(got, "token"), num(got, "session")
-	if got["event"] != "acquired" || token == 0 || session == 0 {
+	if got["kind"] != "acquired" || token == 0 || session == 0 {
 		t.Fatalf("acquire printed %v", got)
+	}
+	if ts, _ := got["time"].(string); ts == "" {
+		t.Fatalf("acquire's --json line has no time: %v", got)
+	} else if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
+		t.Fatalf("acquire's time %q is not RFC 3339: %v", ts, err)
 	}
 	tok, sess := strconv.FormatUint(token, 10), strconv.FormatUint(session, 10)
 
@@ -52,8 +57,13 @@ func TestCLIDetachedLockRenewReleaseValidate(t *testing.T) {
 	if code != exitOK || st["held"] != true || !strings.Contains(out, `"metadata":"nightly"`) {
 		t.Fatalf("status: exit %d %s %s", code, out, errOut)
 	}
-	if code, _, _ = lockctl(t, "--config", cfg, "acquire", "job", "--wait=false"); code != exitTimeout {
+	code, out, errOut = lockctl(t, "--config", cfg, "acquire", "job", "--wait=false")
+	if code != exitTimeout {
 		t.Fatalf("acquire of a held lock without waiting: exit %d, want %d", code, exitTimeout)
+	}
+	// In the user's terms: no server internals, no library log lines.
+	if !strings.Contains(errOut, `lock "job" is held by another session`) || strings.Contains(errOut, "lease:") || strings.Contains(errOut, "level=") {
+		t.Fatalf("acquire of a held lock without waiting said %q", errOut+out)
 	}
 	if code, _, _ = lockctl(t, "--config", cfg, "--timeout", "300ms", "acquire", "job"); code != exitTimeout {
 		t.Fatalf("acquire timing out: exit %d, want %d", code, exitTimeout)

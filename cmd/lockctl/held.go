@@ -74,14 +74,16 @@ func runHeld(c *cli.Context, o holdOpts) error {
 		return interrupted(sw, o.name, err)
 	}
 	p := newPrinter(c)
-	p.w = c.App.ErrWriter // stdout belongs to CMD
+	if !p.json {
+		p.w = c.App.ErrWriter // stdout belongs to CMD; --json lines share it, one line each
+	}
 	report := func(event string, err error) {
 		if p.json {
-			j := lockJSON{Event: event, Name: l.Name(), Token: l.Token(), Session: l.SessionID()}
+			j := lockJSON{Name: l.Name(), Token: l.Token(), Session: l.SessionID()}
 			if err != nil {
 				j.Error = err.Error()
 			}
-			p.object(j)
+			p.event(event, j)
 			return
 		}
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -191,6 +192,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Usage: "a client config file (JSON: endpoints, ca, cert, key), as \"lockd dev\" writes; the flags above override it", EnvVars: []string{"LOCKD_CONFIG"}},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line, for scripts", EnvVars: []string{"LOCKD_JSON"}},
 		&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: wait for a lock as long as it takes; other commands 30s)", EnvVars: []string{"LOCKD_TIMEOUT"}},
+		&cli.BoolFlag{Name: "debug", Usage: "also print the client library's own log lines (retries, reconnects) on stderr", EnvVars: []string{"LOCKD_DEBUG"}},
 	}
 }
 
@@ -224,6 +226,12 @@ func clientConfig(c *cli.Context) (client.Config, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, &exitErr{code: exitUsage, err: err}
+	}
+	// lockctl says what happened in its own words (and exit code); the
+	// library's log lines (retries, reconnects) only with --debug.
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if c.Bool("debug") {
+		cfg.Logger = slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	}
 	return cfg, nil
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -20,6 +22,44 @@ type printer struct {
 }
 
 func newPrinter(c *cli.Context) printer { return printer{w: c.App.Writer, json: c.Bool("json")} }
+
+// event writes one streamed line of --json output: every such line has the
+// same two fields first, "kind" (what happened) and "time" (when lockctl
+// saw it, RFC 3339 with nanoseconds, UTC), then the fields of v, a struct or
+// map that marshals to a JSON object.
+func (p printer) event(kind string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	delete(fields, "kind")
+	delete(fields, "time")
+	out := []byte(`{"kind":`)
+	k, _ := json.Marshal(kind)
+	out = append(out, k...)
+	out = append(out, `,"time":"`...)
+	out = time.Now().UTC().AppendFormat(out, time.RFC3339Nano)
+	out = append(out, '"')
+	names := make([]string, 0, len(fields))
+	for n := range fields {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		nb, _ := json.Marshal(n)
+		out = append(out, ',')
+		out = append(out, nb...)
+		out = append(out, ':')
+		out = append(out, fields[n]...)
+	}
+	out = append(out, '}', '\n')
+	_, err = p.w.Write(out)
+	return err
+}
 
 // object writes v as one line of JSON.
 func (p printer) object(v any) error {

@@ -218,7 +218,7 @@ It runs until interrupted, or for --timeout when set.`,
 				}
 				for ev := range events {
 					if p.json {
-						p.object(ev)
+						p.event("master", ev)
 						continue
 					}
 					node := "none"
@@ -235,7 +235,7 @@ It runs until interrupted, or for --timeout when set.`,
 			}
 			for ev := range events {
 				if p.json {
-					p.object(map[string]any{"kind": ev.Kind.String(), "name": ev.Name, "session": ev.Session, "token": ev.Token,
+					p.event(ev.Kind.String(), map[string]any{"name": ev.Name, "session": ev.Session, "token": ev.Token,
 						"shared": ev.Shared, "holders": holdersJSON(ev.Holders), "waiters": ev.Waiters})
 					continue
 				}
