@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,6 +177,7 @@ type cluster struct {
 
 	portMu    sync.Mutex
 	portCache map[int]string
+	seen      []string // every client endpoint classified (guarded by portMu)
 }
 
 func (c *cluster) peers() string {
@@ -261,6 +263,7 @@ func (c *cluster) classify(a *net.UDPAddr) string {
 		}
 	}
 	c.portCache[a.Port] = who
+	c.seen = append(c.seen, who)
 	return who
 }
 
@@ -461,4 +464,13 @@ func (w *watcher) all() []Event {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]Event(nil), w.events...)
+}
+
+// clients returns the distinct client endpoints the proxies have seen.
+func (c *cluster) clients() []string {
+	c.portMu.Lock()
+	defer c.portMu.Unlock()
+	s := slices.Clone(c.seen)
+	slices.Sort(s)
+	return slices.Compact(s)
 }

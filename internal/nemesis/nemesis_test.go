@@ -24,7 +24,7 @@ import (
 
 var (
 	flagRuns     = flag.Int("nemesis.runs", 10, "number of runs (seeds) of TestNemesis; -short runs 3")
-	flagDuration = flag.Duration("nemesis.duration", 20*time.Second, "traffic time of one run")
+	flagDuration = flag.Duration("nemesis.duration", 18*time.Second, "traffic time of one run")
 	flagSeed     = flag.Uint64("nemesis.seed", 1, "seed of the first run; run i uses seed+i")
 	flagNodes    = flag.Int("nemesis.nodes", 0, "nodes per cluster: 3 or 5 (0: 5 on every third seed, else 3)")
 	flagSchedule = flag.String("nemesis.schedule", "", "fault schedule to replay instead of the seed's (as a failing run prints it)")
@@ -181,6 +181,7 @@ type result struct {
 	expired    int
 	dir        string
 	resolved   Schedule
+	clients    []string // client endpoints the proxies told apart
 }
 
 func replayCommand(seed uint64, nodes int, d time.Duration, s Schedule) string {
@@ -199,7 +200,7 @@ func nodesFor(seed uint64) int {
 
 // TestNemesis runs -nemesis.runs seeds of -nemesis.duration each: real
 // lockd processes behind proxies, worker client processes, faults from the
-// seed, and the six checkers. CI runs the default (10 seeds of 20s).
+// seed, and the six checkers. CI runs the default (10 seeds of 18s).
 func TestNemesis(t *testing.T) {
 	setup(t)
 	runs := *flagRuns
@@ -228,8 +229,8 @@ func TestNemesis(t *testing.T) {
 			mu.Lock()
 			avails = append(avails, r.avail)
 			mu.Unlock()
-			t.Logf("seed %d, %d nodes, schedule %s (resolved %s): %d ops, %d writes (%d accepted), %d watch events (%d expiries), availability after heal %v",
-				seed, nodes, s, r.resolved, r.ops, r.writes, r.accepted, r.events, r.expired, r.avail.Round(time.Millisecond))
+			t.Logf("seed %d, %d nodes, schedule %s (resolved %s): %d ops, %d writes (%d accepted), %d watch events (%d expiries), availability after heal %v; clients seen by the proxies %v",
+				seed, nodes, s, r.resolved, r.ops, r.writes, r.accepted, r.events, r.expired, r.avail.Round(time.Millisecond), r.clients)
 			if r.unknown {
 				t.Logf("linearizability check timed out after %v: not judged", linearTimeout)
 			}
@@ -343,6 +344,7 @@ func runOnce(t *testing.T, seed uint64, nodes int, d time.Duration, sched Schedu
 	}
 	healAt = time.Now()
 	res.resolved = resolved
+	res.clients = c.clients()
 	// (5) Availability: every group has a master that serves, and every
 	// client succeeds, within availBound of the last heal.
 	type availRes struct {
