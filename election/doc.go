@@ -48,7 +48,9 @@
 //     before its own, and does not supersede a live master it had not heard
 //     of; rule 3 keeps this safe anyway, this keeps it quiet.
 //  6. The holder renews every RenewEvery (L/4 by default), well before the
-//     lease ends; when renewals fail it stops serving at its own conservative
+//     lease ends, without first asking the replica for its status (on a
+//     busy node that query waits behind client traffic; after a failed
+//     proposal the next one asks); when renewals fail it stops serving at its own conservative
 //     expiry at the latest (rule 2), and it keeps trying, from the next Tick
 //     on, until another command supersedes its lease. When it loses Paxos
 //     mastership while it holds the lease, it campaigns again.
@@ -63,7 +65,14 @@
 //     the send times of its earlier proposals when it gives up, so a renewal
 //     still in flight cannot make it serve again. A node hands the same group
 //     over at most once per HandoverBackoff, so a preferred node that is up
-//     but cannot take the group does not make it bounce.
+//     but cannot take the group does not make it bounce. A node about to
+//     stop calls Retire: it hands every group it holds over the same way
+//     (to the preferred node, or the next node up), campaigns no more, and
+//     keeps running until Holding, then Handing, is zero.
+//
+// "No master" is announced when a lease runs out by this node's count: Run
+// waits for NextExpiry between ticks, so events agree with leases even when
+// ticks run late.
 //
 // # Events
 //
