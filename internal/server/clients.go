@@ -264,7 +264,7 @@ func (cs *clientStream) dropWatch(name string) {
 }
 
 // addMasterWatch counts a master watch against the identity's cap until
-// the stream closes.
+// its stream of events ends (dropMasterWatch) or the client stream closes.
 func (cs *clientStream) addMasterWatch(lim IdentityLimits) *wire.Msg {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
@@ -273,4 +273,14 @@ func (cs *clientStream) addMasterWatch(lim IdentityLimits) *wire.Msg {
 	}
 	cs.masterWatches++
 	return nil
+}
+
+// dropMasterWatch gives back one master watch whose event stream ended.
+func (cs *clientStream) dropMasterWatch() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.masterWatches > 0 {
+		cs.masterWatches--
+		cs.idst.give(&cs.idst.masterWatches)
+	}
 }

@@ -100,7 +100,11 @@ func (s *Server) handle(ctx context.Context, cs *clientStream, req *wire.Msg) *w
 		if bad := cs.addMasterWatch(s.policy.Load().limitsFor(caller)); bad != nil {
 			return bad
 		}
-		return s.watchMasters(ctx, cs, req)
+		resp := s.watchMasters(ctx, cs, req)
+		if resp.Code != wire.CodeOK {
+			cs.dropMasterWatch() // no stream was started
+		}
+		return resp
 	}
 	return fail(wire.CodeBadRequest, "unknown request type %d: is the client newer than this node?", req.Type)
 }

@@ -52,6 +52,7 @@ func (s *Server) watchMasters(ctx context.Context, cs *clientStream, req *wire.M
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
+		defer cs.dropMasterWatch() // counted by handle (per-identity cap)
 		for {
 			select {
 			case ev, ok := <-events:
