@@ -10,6 +10,10 @@
 //	3  set-up refused: missing or invalid certificates, a data dir made for
 //	   another cluster, node or group count, a CA that already exists
 //	4  an address is in use: pick another port
+//	5  the data dir lost or damaged durable state (an empty data dir for a
+//	   node its peers know, a WAL or MANIFEST that lost synced records, a
+//	   checksum failure): the node must be replaced, see README "Operations"
+//	6  the disk is full: free space, then start again
 package main
 
 import (
@@ -33,6 +37,8 @@ const (
 	exitUsage    = 2
 	exitSetup    = 3
 	exitAddrBusy = 4
+	exitDamaged  = 5
+	exitDiskFull = 6
 )
 
 const exitCodesHelp = `EXIT CODES:
@@ -42,6 +48,11 @@ const exitCodesHelp = `EXIT CODES:
    3  set-up refused: missing or invalid certificates, a data dir made for
       another cluster, node or group count, a CA that already exists
    4  an address is in use: pick another port (--listen, --admin, --base-port)
+   5  the data dir lost or damaged durable state (an empty data dir for a
+      node its peers know, a WAL or MANIFEST that lost synced records, a
+      checksum failure): the node refuses to serve; replace it (README
+      "Operations": lockd run --recover-from-peers on an empty data dir)
+   6  the disk is full: free space, then start again
 `
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); without

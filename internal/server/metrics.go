@@ -21,6 +21,7 @@ type metrics struct {
 	proposeNanos prometheus.Histogram
 	syncedWrites prometheus.Counter
 	syncSeconds  prometheus.Histogram
+	diskFull     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -53,6 +54,9 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14),
 		}),
 	}
+	m.diskFull = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lockd_disk_full",
+		Help: "1 while the data dir's disk is below its free-space reserve and the node writes nothing (it does not vote), else 0."})
+	m.reg.MustRegister(m.diskFull)
 	m.reg.MustRegister(m.requests, m.inboxDrops, m.peerDrops, m.expired, m.slowClients, m.proposeNanos, m.syncedWrites, m.syncSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -71,5 +75,6 @@ func (s *meteredStore) Save(w []paxos.GroupWrite) error {
 	err := s.Store.Save(w)
 	s.m.syncSeconds.Observe(time.Since(t).Seconds())
 	s.m.syncedWrites.Inc()
+	s.m.noteDisk(err)
 	return err
 }
