@@ -91,8 +91,8 @@ func (p *peerTransport) send(k laneKey, b []byte) {
 // peer the mesh verified (its certificate), so a node cannot speak for
 // another.
 func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
-	if len(b) > 0 && b[0] == helloMarker {
-		s.inc.onFrame(paxos.NodeID(from), b)
+	if len(b) > 0 && b[0] == snapMarker {
+		s.snap.onFrame(paxos.NodeID(from), b)
 		return
 	}
 	s.ops.peerIn.Add(float64(len(b)))
@@ -134,9 +134,6 @@ func (s *Server) deliverPeer(from quicnet.NodeID, b []byte) {
 	if m.From != paxos.NodeID(from) || m.To != s.cfg.ID {
 		s.log.Warn("dropped a peer message with wrong addresses", "peer", from, "from", m.From, "to", m.To)
 		return
-	}
-	if !s.inc.allows(&m) {
-		return // not yet introduced, refused, or a vote this node may not cast
 	}
 	if r := s.ready.Load(); r != nil && !r.Deliver(m) {
 		s.metrics.inboxDrops.Inc()

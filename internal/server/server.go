@@ -63,10 +63,6 @@ type Config struct {
 	GroupCommitWait time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
-	// RecoverFromPeers re-creates a node that lost its state, on an empty
-	// data dir: it waits for every peer, and does not vote until it has
-	// caught up (incarnation.go).
-	RecoverFromPeers bool
 	// ACLFile is the access rules file (lockd run --acl; JSON, see
 	// RulesFile); empty: every client identity may lock and read every
 	// name, and nobody is admin. ReloadRules reads it again.
@@ -74,6 +70,13 @@ type Config struct {
 	// IdentityLimits are the per-identity caps unless the rules file sets
 	// them (default DefaultIdentityLimits).
 	IdentityLimits *IdentityLimits
+	// SnapshotEvery is how many applied slots of a group lead to a new
+	// snapshot of it, after which its log is compacted (lockd run
+	// --snapshot-every; 0: replica.DefaultSnapshotEvery, negative: never).
+	// SnapshotMargin is how many slots below a snapshot the log keeps for
+	// peers slightly behind (0: replica.DefaultSnapshotMargin).
+	SnapshotEvery  int
+	SnapshotMargin uint64
 	// MetricsPrefixDepth is how many "/"-separated segments of a lock name
 	// label the per-lock metrics (default DefaultMetricsPrefixDepth;
 	// negative: one label for every lock). At most 200 distinct prefixes are
@@ -143,6 +146,7 @@ type Server struct {
 	store   *pebblestore.Store
 	qnode   *quicnet.Node
 	replica *replica.Replica
+	snap    *snapXfer // snapshot transfers with peers (snapxfer.go)
 	// ready is the replica once New has made it: peers may send before.
 	ready   atomic.Pointer[replica.Replica]
 	elector *election.Elector
@@ -160,11 +164,6 @@ type Server struct {
 	electionClient uint64
 	electionSeq    atomic.Uint64
 	ownInFlight    limiter
-
-	// inc checks peers' incarnations (incarnation.go); recoverTo is the
-	// commit index per group a recovering node catches up to.
-	inc       *incarnations
-	recoverTo []uint64
 
 	// policy is the access rules and per-identity limits in force; ids
 	// what each identity uses; warn rate-limits repeated warnings.
@@ -202,17 +201,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("node %d: open data dir: %w", cfg.ID, err)
 	}
 	s.store = st
-	// Before anything is read for serving: a data dir that lost or
-	// damaged durable state must not vote (see pebblestore's doc).
-	rep, err := st.Verify()
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
-	}
-	if cfg.RecoverFromPeers && !rep.Fresh && !st.Recovering() {
-		st.Close()
-		return nil, fmt.Errorf("node %d: %w", cfg.ID, ErrRecoverNotEmpty)
-	}
 	want := pebblestore.Meta{ClusterID: cfg.ClusterID, Groups: cfg.Groups, NodeID: uint32(cfg.ID)}
 	if _, ok, err := st.LoadMeta(); err != nil {
 		st.Close()
@@ -227,14 +215,6 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if cfg.RecoverFromPeers {
-		if err := st.SetRecovering(true); err != nil {
-			st.Close()
-			return nil, err
-		}
-	}
-	s.inc = newIncarnations(cfg.ID, st, s.log)
-	s.inc.send = s.sendHello
 
 	s.groups = make([]*groupState, cfg.Groups)
 	for i := range s.groups {
@@ -256,21 +236,17 @@ func New(cfg Config) (*Server, error) {
 			peers[quicnet.NodeID(id)] = addr
 		}
 	}
+	s.snap = newSnapXfer(cfg.ID, ids, nil, st, s.log)
 	s.qnode, err = quicnet.New(quicnet.Config{
 		ID: quicnet.NodeID(cfg.ID), ListenAddr: cfg.Listen, PacketConn: cfg.PacketConn, Peers: peers,
 		TLS: cfg.TLS, Handler: s.onPeerMessage, Logger: cfg.Logger, // quicnet adds the node id itself
+		Lanes: snapLane + 1, // Paxos lanes, then the snapshot lane
 	})
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("node %d: listen on %s: %w", cfg.ID, cfg.Listen, err)
 	}
-	if s.inc.isRecovering() {
-		if s.recoverTo, err = s.startRecovery(); err != nil {
-			s.qnode.Close()
-			st.Close()
-			return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
-		}
-	}
+	s.snap.setNode(s.qnode)
 	s.replica, err = replica.New(replica.Config{
 		Core: paxos.Config{ID: cfg.ID, Nodes: ids, Groups: cfg.Groups, Window: cfg.Window,
 			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
@@ -279,6 +255,9 @@ func New(cfg Config) (*Server, error) {
 		Store:           &meteredStore{Store: st, m: s.metrics},
 		Transport:       &peerTransport{sendFrame: s.sendPeerFrame, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
 		StateMachine:    s,
+		SnapshotEvery:   cfg.SnapshotEvery,
+		SnapshotMargin:  cfg.SnapshotMargin,
+		Fetcher:         s.snap,
 		Logger:          s.log,
 	})
 	if err != nil {
@@ -286,9 +265,6 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s.inc.mu.Lock()
-	s.inc.status = s.groupMarks
-	s.inc.mu.Unlock()
 	s.ready.Store(s.replica)
 	return s, nil
 }
@@ -307,26 +283,7 @@ func (s *Server) Run(parent context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(parent, func() { s.handOver(ctx); cancel() })()
 	errc := make(chan error, 1)
-	s.wg.Add(7)
-	go func() {
-		defer s.wg.Done()
-		s.inc.run(ctx, s.nodeIDs())
-	}()
-	go func() {
-		defer s.wg.Done()
-		if s.recoverTo != nil {
-			s.finishRecovery(ctx, s.recoverTo)
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-s.inc.refusedc:
-			s.log.Error("a peer refused this node", "err", s.inc.err())
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
 		errc <- s.replica.Run(ctx)
@@ -359,9 +316,6 @@ func (s *Server) Run(parent context.Context) error {
 	err := <-errc
 	if cerr := s.store.Close(); err == nil {
 		err = cerr
-	}
-	if rerr := s.inc.err(); rerr != nil {
-		return rerr
 	}
 	return err
 }
