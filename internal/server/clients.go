@@ -86,8 +86,8 @@ func (s *Server) serveClients(ctx context.Context) {
 
 func (s *Server) serveConn(ctx context.Context, conn *quicnet.Conn) {
 	defer conn.Close()
-	s.ops.clientConns.Inc()
-	defer s.ops.clientConns.Dec()
+	s.obs.clientConn(1)
+	defer s.obs.clientConn(-1)
 	who := identityOf(conn.PeerCertificate(), conn.PeerName())
 	idst := s.ids.get(who.Name)
 	lim := s.policy.Load().limitsFor(who.Name)
@@ -134,7 +134,7 @@ func (cs *clientStream) writeLoop() {
 				cs.close()
 				return
 			}
-			cs.s.ops.clientOut.Add(float64(len(b)))
+			cs.s.obs.countClient(0, len(b))
 		case <-cs.done:
 			return
 		}
@@ -153,7 +153,7 @@ func (cs *clientStream) readLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		cs.s.ops.clientIn.Add(float64(len(b)))
+		cs.s.obs.countClient(len(b), 0)
 		req, err := wire.Decode(b)
 		if err != nil {
 			// A client that sends what it cannot encode is broken or

@@ -156,6 +156,9 @@ func lockPrefix(name string, depth int) string {
 // observePropose records one client command's trip through Paxos.
 func (s *Server) observePropose(g paxos.GroupID, d time.Duration) {
 	s.metrics.proposeNanos.Observe(d.Seconds())
+	if s.ops == nil {
+		return
+	}
 	s.ops.proposeGroup.WithLabelValues(groupLabel(g)).Observe(d.Seconds())
 }
 
@@ -239,7 +242,7 @@ func (s *Server) initOps() {
 // sendPeerFrame is the mesh's Send, counting the bytes.
 func (s *Server) sendPeerFrame(to quicnet.NodeID, lane int, b []byte) error {
 	err := s.qnode.Send(to, lane, b)
-	if err == nil {
+	if err == nil && s.ops != nil {
 		s.ops.peerOut.Add(float64(len(b)))
 	}
 	return err

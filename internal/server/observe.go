@@ -356,7 +356,6 @@ func (o *observer) probeRound(now time.Time) {
 		state   string
 		reason  string
 		silence time.Duration
-		rtt     time.Duration
 	}
 	var changes []change
 	send := map[paxos.NodeID]uint64{}
@@ -414,7 +413,7 @@ func (o *observer) peerChanged(id paxos.NodeID, state, reason string, silence, r
 // onProbe handles a probe frame from peer from: answers a ping, takes the
 // round trip of a pong.
 func (o *observer) onProbe(from paxos.NodeID, b []byte) {
-	if len(b) < 3 {
+	if o == nil || len(b) < 3 {
 		return
 	}
 	switch b[1] {
@@ -460,6 +459,9 @@ func (o *observer) onProbe(from paxos.NodeID, b []byte) {
 // result. It logs the expiries a master decided and keeps the per-lock
 // metrics; now is the command's table time.
 func (o *observer) applied(g paxos.GroupID, lc lease.Command, expiring lease.SessionInfo, res lease.Result) {
+	if o == nil {
+		return // a Server made without New, in tests
+	}
 	master := o.isMaster(g)
 	now := lc.Now
 	o.lmu.Lock()
@@ -567,3 +569,30 @@ func (o *observer) applied(g paxos.GroupID, lc lease.Command, expiring lease.Ses
 func secs(ns int64) float64 { return float64(max(ns, 0)) / 1e9 }
 
 func nodeLabel(n paxos.NodeID) string { return strconv.FormatUint(uint64(n), 10) }
+
+// The byte and connection counters; like every hook the server calls, they
+// do nothing on a nil observer (a Server made without New, in tests).
+
+func (o *observer) countPeerIn(n int) {
+	if o != nil {
+		o.s.ops.peerIn.Add(float64(n))
+	}
+}
+
+func (o *observer) countClient(in, out int) {
+	if o == nil {
+		return
+	}
+	if in > 0 {
+		o.s.ops.clientIn.Add(float64(in))
+	}
+	if out > 0 {
+		o.s.ops.clientOut.Add(float64(out))
+	}
+}
+
+func (o *observer) clientConn(delta int) {
+	if o != nil {
+		o.s.ops.clientConns.Add(float64(delta))
+	}
+}

@@ -95,7 +95,7 @@ func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
 		s.snap.onFrame(paxos.NodeID(from), b)
 		return
 	}
-	s.ops.peerIn.Add(float64(len(b)))
+	s.obs.countPeerIn(len(b))
 	if len(b) > 0 && b[0] == probeMarker {
 		s.obs.onProbe(paxos.NodeID(from), b) // observe.go
 		return
