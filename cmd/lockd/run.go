@@ -74,6 +74,7 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "lease", Usage: "master lease: a dead master's groups are served again about this long after it stops", Value: 2 * time.Second, EnvVars: []string{"LOCKD_LEASE"}},
 			&cli.IntFlag{Name: "window", Usage: "Paxos slots in flight per group", Value: 64, EnvVars: []string{"LOCKD_WINDOW"}},
 			&cli.IntFlag{Name: "metrics-prefix-depth", Usage: "label the per-lock metrics with the first `N` \"/\"-separated segments of lock names (0: no prefix label; at most 200 prefixes)", Value: 1, EnvVars: []string{"LOCKD_METRICS_PREFIX_DEPTH"}},
+			&cli.BoolFlag{Name: "recover-from-peers", Usage: "re-create this node after it lost its state (exit code 5), on an empty data dir: waits for every other node, and votes only once caught up (README, Operations)", EnvVars: []string{"LOCKD_RECOVER_FROM_PEERS"}},
 			&cli.IntFlag{Name: "snapshot-every", Usage: "snapshot each group every `N` applied slots and delete its log below (minus --snapshot-margin); negative: never", Value: 10000, EnvVars: []string{"LOCKD_SNAPSHOT_EVERY"}},
 			&cli.Uint64Flag{Name: "snapshot-margin", Usage: "log slots kept below a group's snapshot for peers slightly behind", Value: 1024, EnvVars: []string{"LOCKD_SNAPSHOT_MARGIN"}},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"LOCKD_LOG_LEVEL"}},
@@ -96,6 +97,7 @@ type nodeFlags struct {
 	cluster string
 	lease   time.Duration
 	window  int
+	recover bool
 }
 
 func parseNodeFlags(c *cli.Context) (nodeFlags, error) {
@@ -105,7 +107,7 @@ func parseNodeFlags(c *cli.Context) (nodeFlags, error) {
 	f := nodeFlags{
 		listen: c.String("listen"), dataDir: c.String("data-dir"), certs: c.String("certs"),
 		groups: c.Int("groups"), admin: c.String("admin"), cluster: c.String("cluster"),
-		lease: c.Duration("lease"), window: c.Int("window"),
+		lease: c.Duration("lease"), window: c.Int("window"), recover: c.Bool("recover-from-peers"),
 	}
 	id := c.Uint("id")
 	if id == 0 || id > 1<<32-1 {
@@ -197,8 +199,23 @@ func startError(id paxos.NodeID, listen string, err error) error {
 		return withCode(exitAddrBusy, fmt.Errorf("node %d: UDP address %s is in use (is another lockd running?): stop it or pick another --listen and --peers entry: %w", id, listen, err))
 	case errors.Is(err, pebblestore.ErrMetaMismatch):
 		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: %w", id, err))
+	case errors.Is(err, server.ErrRecoverNotEmpty):
+		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: %w", id, err))
+	case errors.Is(err, pebblestore.ErrDamaged):
+		return damagedError(id, err)
+	case errors.Is(err, pebblestore.ErrDiskFull):
+		return withCode(exitDiskFull, fmt.Errorf("node %d refuses to start: %w: free space on the data dir's disk, then start it again", id, err))
 	}
 	return withCode(exitFailed, fmt.Errorf("node %d: %w", id, err))
+}
+
+// damagedError says what to do about a data dir that lost durable state,
+// with exit code 5.
+func damagedError(id paxos.NodeID, err error) error {
+	return withCode(exitDamaged, fmt.Errorf("node %d refuses to serve: %w. "+
+		"It must not vote with this state: it could break a promise it made. "+
+		"Replace it: move the data dir aside (keep it for inspection), then, with the other nodes up, "+
+		"start node %d on an empty data dir with --recover-from-peers; it catches up before it votes (README, \"Operations\")", id, err, id))
 }
 
 // listenAdmin opens the admin port before anything else starts, so that a
@@ -275,6 +292,7 @@ func runNode(c *cli.Context) error {
 	s, err := server.New(server.Config{
 		ID: f.id, Peers: f.peers, Listen: f.listen, Groups: f.groups, DataDir: f.dataDir,
 		ClusterID: f.cluster, TLS: tlsConf, Lease: f.lease, Window: f.window, Logger: logger,
+		RecoverFromPeers:   f.recover,
 		ACLFile:            c.String("acl"),
 		SnapshotEvery:      c.Int("snapshot-every"),
 		SnapshotMargin:     c.Uint64("snapshot-margin"),
@@ -302,6 +320,9 @@ func runNode(c *cli.Context) error {
 	waitAdmin()
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		logger.Error("lockd node failed", "node", f.id, "err", runErr)
+		if errors.Is(runErr, pebblestore.ErrDamaged) {
+			return damagedError(f.id, runErr)
+		}
 		return withCode(exitFailed, fmt.Errorf("node %d: %w", f.id, runErr))
 	}
 	if !stopped {

@@ -91,13 +91,17 @@ func (p *peerTransport) send(k laneKey, b []byte) {
 // peer the mesh verified (its certificate), so a node cannot speak for
 // another.
 func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
+	s.obs.countPeerIn(len(b))
 	if len(b) > 0 && b[0] == snapMarker {
 		s.snap.onFrame(paxos.NodeID(from), b)
 		return
 	}
-	s.obs.countPeerIn(len(b))
 	if len(b) > 0 && b[0] == probeMarker {
 		s.obs.onProbe(paxos.NodeID(from), b) // observe.go
+		return
+	}
+	if len(b) > 0 && b[0] == helloMarker {
+		s.inc.onFrame(paxos.NodeID(from), b)
 		return
 	}
 	if err := splitPeerFrame(b, func(msg []byte) { s.deliverPeer(from, msg) }); err != nil {
@@ -134,6 +138,9 @@ func (s *Server) deliverPeer(from quicnet.NodeID, b []byte) {
 	if m.From != paxos.NodeID(from) || m.To != s.cfg.ID {
 		s.log.Warn("dropped a peer message with wrong addresses", "peer", from, "from", m.From, "to", m.To)
 		return
+	}
+	if !s.inc.allows(&m) {
+		return // not yet introduced, refused, or a vote this node may not cast
 	}
 	if r := s.ready.Load(); r != nil && !r.Deliver(m) {
 		s.metrics.inboxDrops.Inc()

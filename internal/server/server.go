@@ -63,6 +63,10 @@ type Config struct {
 	GroupCommitWait time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
+	// RecoverFromPeers re-creates a node that lost its state, on an empty
+	// data dir: it waits for every peer, and does not vote until it has
+	// caught up (incarnation.go).
+	RecoverFromPeers bool
 	// ACLFile is the access rules file (lockd run --acl; JSON, see
 	// RulesFile); empty: every client identity may lock and read every
 	// name, and nobody is admin. ReloadRules reads it again.
@@ -70,6 +74,11 @@ type Config struct {
 	// IdentityLimits are the per-identity caps unless the rules file sets
 	// them (default DefaultIdentityLimits).
 	IdentityLimits *IdentityLimits
+	// MetricsPrefixDepth is how many "/"-separated segments of a lock name
+	// label the per-lock metrics (default DefaultMetricsPrefixDepth;
+	// negative: one label for every lock). At most 200 distinct prefixes are
+	// kept, the rest count as "other".
+	MetricsPrefixDepth int
 	// SnapshotEvery is how many applied slots of a group lead to a new
 	// snapshot of it, after which its log is compacted (lockd run
 	// --snapshot-every; 0: replica.DefaultSnapshotEvery, negative: never).
@@ -77,11 +86,6 @@ type Config struct {
 	// peers slightly behind (0: replica.DefaultSnapshotMargin).
 	SnapshotEvery  int
 	SnapshotMargin uint64
-	// MetricsPrefixDepth is how many "/"-separated segments of a lock name
-	// label the per-lock metrics (default DefaultMetricsPrefixDepth;
-	// negative: one label for every lock). At most 200 distinct prefixes are
-	// kept, the rest count as "other".
-	MetricsPrefixDepth int
 }
 
 // Validate fills defaults and reports the first bad field.
@@ -165,6 +169,11 @@ type Server struct {
 	electionSeq    atomic.Uint64
 	ownInFlight    limiter
 
+	// inc checks peers' incarnations (incarnation.go); recoverTo is the
+	// commit index per group a recovering node catches up to.
+	inc       *incarnations
+	recoverTo []uint64
+
 	// policy is the access rules and per-identity limits in force; ids
 	// what each identity uses; warn rate-limits repeated warnings.
 	policy atomic.Pointer[policy]
@@ -201,6 +210,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("node %d: open data dir: %w", cfg.ID, err)
 	}
 	s.store = st
+	// Before anything is read for serving: a data dir that lost or
+	// damaged durable state must not vote (see pebblestore's doc).
+	rep, err := st.Verify()
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	if cfg.RecoverFromPeers && !rep.Fresh && !st.Recovering() {
+		st.Close()
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, ErrRecoverNotEmpty)
+	}
 	want := pebblestore.Meta{ClusterID: cfg.ClusterID, Groups: cfg.Groups, NodeID: uint32(cfg.ID)}
 	if _, ok, err := st.LoadMeta(); err != nil {
 		st.Close()
@@ -215,6 +235,14 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if cfg.RecoverFromPeers {
+		if err := st.SetRecovering(true); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	s.inc = newIncarnations(cfg.ID, st, s.log)
+	s.inc.send = s.sendHello
 
 	s.groups = make([]*groupState, cfg.Groups)
 	for i := range s.groups {
@@ -247,6 +275,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("node %d: listen on %s: %w", cfg.ID, cfg.Listen, err)
 	}
 	s.snap.setNode(s.qnode)
+	if s.inc.isRecovering() {
+		if s.recoverTo, err = s.startRecovery(); err != nil {
+			s.qnode.Close()
+			st.Close()
+			return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+		}
+	}
 	s.replica, err = replica.New(replica.Config{
 		Core: paxos.Config{ID: cfg.ID, Nodes: ids, Groups: cfg.Groups, Window: cfg.Window,
 			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
@@ -265,6 +300,9 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.inc.mu.Lock()
+	s.inc.status = s.groupMarks
+	s.inc.mu.Unlock()
 	s.ready.Store(s.replica)
 	return s, nil
 }
@@ -283,7 +321,26 @@ func (s *Server) Run(parent context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(parent, func() { s.handOver(ctx); cancel() })()
 	errc := make(chan error, 1)
-	s.wg.Add(4)
+	s.wg.Add(7)
+	go func() {
+		defer s.wg.Done()
+		s.inc.run(ctx, s.nodeIDs())
+	}()
+	go func() {
+		defer s.wg.Done()
+		if s.recoverTo != nil {
+			s.finishRecovery(ctx, s.recoverTo)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-s.inc.refusedc:
+			s.log.Error("a peer refused this node", "err", s.inc.err())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		errc <- s.replica.Run(ctx)
@@ -316,6 +373,9 @@ func (s *Server) Run(parent context.Context) error {
 	err := <-errc
 	if cerr := s.store.Close(); err == nil {
 		err = cerr
+	}
+	if rerr := s.inc.err(); rerr != nil {
+		return rerr
 	}
 	return err
 }
