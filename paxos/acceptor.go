@@ -46,7 +46,7 @@ func (g *group) onAccept(m *Message) {
 	known := e.Slot < g.commit // chosen: its value is in the log, or in a snapshot
 	if c, ok := g.log[e.Slot]; ok && e.Slot >= g.memFloor {
 		cur, known = c, known || c.Chosen
-	} else if known {
+	} else if known && e.Slot >= g.untrusted {
 		if es, err := g.n.storage.Entries(g.id, e.Slot, e.Slot+1, 1); err == nil && len(es) == 1 {
 			cur = &es[0]
 		}

@@ -76,6 +76,14 @@ type group struct {
 	// snap is the newest snapshot slot: entries below it may be gone from
 	// storage (see snapshot.go).
 	snap uint64
+	// untrusted: storage entries below it may hold values this node
+	// accepted but never learned as chosen (it skipped them by installing a
+	// snapshot, or restarted from one), so they are never read back as
+	// chosen. Entries at or above it that are below memFloor are chosen.
+	untrusted uint64
+	// durable: every slot below it was handed out to apply in a Ready that
+	// was advanced, so its chosen entry is in storage (see Advance).
+	durable uint64
 
 	// Learning.
 	knownCommit  uint64 // highest commit index heard of
@@ -159,6 +167,9 @@ func (g *group) entry(slot uint64) (*Entry, bool) {
 		e, ok := g.log[slot]
 		return e, ok
 	}
+	if slot < g.untrusted {
+		return nil, false // in a snapshot: its value is not in our log
+	}
 	es, err := g.n.storage.Entries(g.id, slot, slot+1, 1)
 	if err != nil || len(es) == 0 {
 		g.n.storageErr(g.id, slot, err)
@@ -173,6 +184,11 @@ func (g *group) entry(slot uint64) (*Entry, bool) {
 // those below commit as chosen.
 func (g *group) entries(from, to uint64, max int) []Entry {
 	var out []Entry
+	if from < g.untrusted {
+		// What the store holds below it may not be the chosen values: the
+		// caller sees those slots as missing (compacted into a snapshot).
+		from = g.untrusted
+	}
 	if from < g.memFloor {
 		end := min(to, g.memFloor)
 		es, err := g.n.storage.Entries(g.id, from, end, max)

@@ -138,7 +138,7 @@ func New(cfg Config, st Storage) (*Node, error) {
 			// between writing an installed snapshot and its commit index
 			// leaves the commit index below it: the snapshot vouches for
 			// those slots.
-			g.snap, g.applied = snap, snap
+			g.snap, g.applied, g.untrusted = snap, snap, snap
 			g.commit = max(g.commit, snap)
 		}
 		g.memFloor = 0
@@ -343,6 +343,9 @@ func (n *Node) Ready() Ready {
 // back from storage (to answer a Fetch or a Prepare) is safe.
 func (n *Node) Advance(r Ready) {
 	for _, a := range r.Committed {
+		if g := n.groups[a.Group]; a.Slot+1 > g.durable {
+			g.durable = a.Slot + 1
+		}
 		if a.Slot+1 <= n.keepInMemory {
 			continue
 		}

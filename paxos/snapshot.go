@@ -61,12 +61,15 @@ func (n *Node) SnapshotTaken(g GroupID, slot uint64) error {
 	if slot > gr.snap {
 		gr.snap = slot
 	}
-	// The snapshot holds these slots: memory need not. A peer that fetches
-	// them gets what the store's margin still holds, or the snapshot.
-	for s := gr.memFloor; s < slot; s++ {
+	// The snapshot holds these slots: memory need not, once their chosen
+	// entries are durable (advanced); a peer that fetches them then gets
+	// what the store's margin still holds, or the snapshot. Before that the
+	// store may still hold an older, unchosen accept for such a slot.
+	floor := min(slot, gr.durable)
+	for s := gr.memFloor; s < floor; s++ {
 		delete(gr.log, s)
 	}
-	gr.memFloor = max(gr.memFloor, slot)
+	gr.memFloor = max(gr.memFloor, floor)
 	return nil
 }
 
@@ -97,7 +100,9 @@ func (g *group) installSnapshot(slot uint64) {
 		g.stepDown(0)
 	}
 	g.snap = max(g.snap, slot)
+	g.untrusted = max(g.untrusted, slot)
 	g.applied = slot
+	g.durable = max(g.durable, slot)
 	if slot > g.commit {
 		// Our own values in the slots the snapshot covers may or may not
 		// be in it: the caller retries them by id, and the state machine's

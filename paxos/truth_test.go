@@ -118,6 +118,18 @@ func (t *truth) sent(m Message) error {
 		}
 	case MsgCommit:
 		return t.checkAnnounce(m)
+	case MsgFetchReply, MsgPromise:
+		// A chosen mark is only ever copied from a node that learned it:
+		// it must name the value that was chosen.
+		for _, e := range m.Entries {
+			if !e.Chosen {
+				continue
+			}
+			if v, ok := t.chosen[slotKey{m.Group, e.Slot}]; !ok || v != e.Value.ID {
+				return fmt.Errorf("CHOSEN MARK: node %d sends group %d slot %d as chosen with %v in a %s, but the chosen value is %v (chosen: %v)",
+					m.From, m.Group, e.Slot, e.Value.ID, m.Type, v, ok)
+			}
+		}
 	}
 	return nil
 }

@@ -86,8 +86,11 @@ type Entry struct {
 
 // HardState is the durable per-group state besides the log.
 //
-// Invariant: every slot below Commit is chosen, and its stored entry holds the
-// chosen value.
+// Invariant: every slot below Commit is chosen, and its stored entry, if the
+// log still holds it and the slot is at or above the snapshot the node last
+// installed or restarted from, holds the chosen value. Below that snapshot the
+// store may keep an accept the node never learned the fate of (it skipped the
+// slot by installing the snapshot); the core never reads those back.
 type HardState struct {
 	Promised Ballot
 	Commit   uint64
