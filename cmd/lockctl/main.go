@@ -28,6 +28,7 @@ const (
 	exitUnreachable = 3
 	exitTimeout     = 4 // timed out waiting for the lock, or it is held (--wait=false)
 	exitLockLost    = 5
+	exitPermission  = 6   // the identity may not do this (README, Security)
 	exitInternal    = 70  // a bug in lockctl (a panic): please report it
 	exitNotRunnable = 126 // CMD exists but cannot be run
 	exitNotFound    = 127 // CMD is not found
@@ -41,6 +42,8 @@ const exitCodesHelp = `EXIT CODES
    4  timed out waiting for the lock (--timeout), or it is held (--wait=false)
    5  the lock was lost (with CMD: CMD was stopped); renew, release and
       validate: the lock is not held under that session and token
+   6  permission denied: the session belongs to another identity, or an
+      access rule refuses it (the message names the owner or the rule)
    N  with CMD: CMD's own exit code, when it ran and exited by itself
   70  a bug in lockctl (it panicked): please report it with its output
  126  acquire, elect: CMD exists but cannot be run (permissions); nothing
@@ -109,6 +112,8 @@ func exitCode(err error) int {
 		return exitTimeout
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrNoMaster), errors.Is(err, context.DeadlineExceeded):
 		return exitUnreachable
+	case errors.Is(err, client.ErrPermission):
+		return exitPermission
 	}
 	return exitError
 }
