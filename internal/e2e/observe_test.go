@@ -190,6 +190,14 @@ func TestFailoverSeenByOperator(t *testing.T) {
 		}
 	}
 	t.Logf("node %d log after the kill:\n%s", watcher, strings.Join(lines, "\n"))
+	// No group is handed over to the dead node: the election asks the mesh
+	// probes, not only the QUIC connection, which looks alive until its
+	// idle timeout.
+	for _, l := range jsonLines(c.nodes[wi].err.String()[seen:]) {
+		if l.str("msg") == "group master changed" && l.str("why") == "handover" && l.str("to") == strconv.Itoa(victim) {
+			t.Errorf("node %d handed group %s over to the killed node %d: %v", watcher, l.str("group"), victim, l)
+		}
+	}
 	var series []string
 	for _, line := range strings.Split(metricsPage, "\n") {
 		for _, name := range []string{"lockd_group_master{", "lockd_group_has_master{", "lockd_group_is_master{", "lockd_group_master_changes_total{",

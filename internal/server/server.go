@@ -394,6 +394,13 @@ func (s *Server) electionCommand(g paxos.GroupID, lc election.LeaseCmd) paxos.Co
 func (s *Server) peerUp(n paxos.NodeID) bool {
 	for _, ps := range s.qnode.Stats() {
 		if paxos.NodeID(ps.ID) == n {
+			// A QUIC connection to a dead peer stays "connected" until its
+			// idle timeout (15s); the mesh probes notice within a second.
+			// Without them a node handed groups back to a peer that had
+			// just been killed, and the group lost its master for a lease.
+			if s.obs != nil && s.obs.peerState(n).State == "down" {
+				return false
+			}
 			return ps.Connected
 		}
 	}
