@@ -126,15 +126,25 @@ func TestDevClusterServesLocks(t *testing.T) {
 		}
 	}
 
-	// The status page answers.
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", base))
+	// The status page answers, and its data says which node it is.
+	hc := &http.Client{Timeout: 30 * time.Second}
+	resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/", base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(page), "lockd node 1") {
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "<title>lockd") {
 		t.Errorf("status page: %d\n%s", resp.StatusCode, page)
+	}
+	resp, err = hc.Get(fmt.Sprintf("http://127.0.0.1:%d/api/status", base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), `"node":1`) {
+		t.Errorf("/api/status: %d\n%s", resp.StatusCode, page)
 	}
 
 	// Ctrl-C stops it and removes the temp dir.

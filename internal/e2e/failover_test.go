@@ -94,7 +94,12 @@ func TestGoClientWaiterIsGrantedAfterHolderAndMasterDie(t *testing.T) {
 	g := wire.GroupOf(name, groups)
 	holder := c.startHelper("holder", name, ttl, true)
 	holderToken := atou(t, holder.mustSee(`granted token=([0-9]+)\n`, 15*time.Second)[1])
-	early := c.startHelper("waiter-early", name, ttl, false)
+	// The waiters' sessions outlive a failover on a busy machine (the
+	// holder's TTL is what the grant waits for): with TTL 5s a failover
+	// slowed past 4.4s by other builds made the early waiter give up its
+	// session, which is right for it, but not what this test is about.
+	waiterTTL := 20 * time.Second
+	early := c.startHelper("waiter-early", name, waiterTTL, false)
 	c.waitWaiters(name, 1, 10*time.Second)
 
 	victim := c.masters()[g]
@@ -104,8 +109,8 @@ func TestGoClientWaiterIsGrantedAfterHolderAndMasterDie(t *testing.T) {
 	killed := time.Now()
 	holder.signal(syscall.SIGKILL)
 	c.nodes[victim-1].signal(syscall.SIGKILL)
-	late := c.startHelper("waiter-late", name, ttl, false)
-	probe := c.startHelper("probe", nameInGroup("e2e-go-probe", g, groups), ttl, false)
+	late := c.startHelper("waiter-late", name, waiterTTL, false)
+	probe := c.startHelper("probe", nameInGroup("e2e-go-probe", g, groups), waiterTTL, false)
 
 	f := failover{t: t, killed: killed, ttl: ttl, bound: ttl + lease + 4*time.Second, prev: holderToken}
 	earlyOK := f.granted(early, "the waiter queued before the failure")
