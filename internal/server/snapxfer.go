@@ -284,6 +284,13 @@ func newSnapXfer(self paxos.NodeID, peers []paxos.NodeID, send func(paxos.NodeID
 	return x
 }
 
+// stallTime is how long a transfer may go without a chunk.
+func (x *snapXfer) stallTime() time.Duration {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.stall
+}
+
 // setNode makes the default send use n.
 func (x *snapXfer) setNode(n *quicnet.Node) { x.node.Store(n) }
 
@@ -313,7 +320,7 @@ func (x *snapXfer) FetchSnapshot(ctx context.Context, from paxos.NodeID, g paxos
 			// Every peer was tried: pause before the next round.
 			select {
 			case <-ctx.Done():
-			case <-time.After(x.stall):
+			case <-time.After(x.stallTime()):
 			}
 		}
 		for tries := 0; tries < 3 && ctx.Err() == nil; tries++ {
@@ -364,7 +371,8 @@ func (x *snapXfer) fetchFrom(ctx context.Context, peer paxos.NodeID, g paxos.Gro
 	if err := x.send(peer, appendSnapRequest(nil, &req)); err != nil {
 		return abandon(fmt.Errorf("send the request: %w", err))
 	}
-	tick := time.NewTicker(max(x.stall/4, 10*time.Millisecond))
+	stall := x.stallTime()
+	tick := time.NewTicker(max(stall/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -384,7 +392,7 @@ func (x *snapXfer) fetchFrom(ctx context.Context, peer paxos.NodeID, g paxos.Gro
 			x.mu.Lock()
 			idle := time.Since(in.last)
 			x.mu.Unlock()
-			if idle >= x.stall {
+			if idle >= stall {
 				return abandon(fmt.Errorf("stalled: no chunk for %v", idle.Round(time.Millisecond)))
 			}
 		}
