@@ -46,7 +46,8 @@ const exitCodesHelp = `EXIT CODES:
    1  the node failed while running (storage or transport error)
    2  bad usage: an unknown flag, a missing or malformed argument
    3  set-up refused: missing or invalid certificates, a data dir made for
-      another cluster, node or group count, a CA that already exists
+      another cluster, node or group count, a data dir locked by another
+      process or not writable, a CA that already exists
    4  an address is in use: pick another port (--listen, --admin, --base-port)
    5  the data dir lost or damaged durable state (an empty data dir for a
       node its peers know, a WAL or MANIFEST that lost synced records, a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -109,6 +110,29 @@ func TestRunRefusesADataDirOfAnotherGroupCount(t *testing.T) {
 		t.Fatalf("exit %d, want %d\n%s", code, exitSetup, errOut)
 	}
 	mustContain(t, "the error", errOut, "created with 4 groups", "--groups 8")
+}
+
+// A data dir another process holds (another lockd on the same dir) is a
+// set-up refusal that says so, not a failure (issue 9, part 4).
+func TestRunRefusesALockedDataDir(t *testing.T) {
+	certs := makeCerts(t)
+	data := t.TempDir()
+	st, err := pebblestore.Open(data, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	code, _, errOut := lockd(t, "run", "--id", "1", "--peers", fmt.Sprintf("1=127.0.0.1:%d", port), "--data-dir", data, "--certs", certs)
+	if code != exitSetup {
+		t.Fatalf("exit %d, want %d\n%s", code, exitSetup, errOut)
+	}
+	mustContain(t, "the error", errOut, "locked by another process")
 }
 
 func TestRunReportsABusyPort(t *testing.T) {

@@ -205,6 +205,10 @@ func startError(id paxos.NodeID, listen string, err error) error {
 		return damagedError(id, err)
 	case errors.Is(err, pebblestore.ErrDiskFull):
 		return withCode(exitDiskFull, fmt.Errorf("node %d refuses to start: %w: free space on the data dir's disk, then start it again", id, err))
+	case errors.Is(err, pebblestore.ErrLocked):
+		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: its data dir is locked by another process (is another lockd running on it?): stop that one, or give this one its own --data-dir: %w", id, err))
+	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: it cannot write its data dir (read-only, or not its owner's): give it a writable --data-dir: %w", id, err))
 	}
 	return withCode(exitFailed, fmt.Errorf("node %d: %w", id, err))
 }

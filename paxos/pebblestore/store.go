@@ -79,6 +79,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -167,6 +168,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	db, err := pebble.Open(dir, pebbleOptions(opts))
 	if errors.Is(err, syscall.ENOSPC) {
 		return nil, fmt.Errorf("%w: pebble cannot open %s: %w", ErrDiskFull, dir, err)
+	}
+	if err != nil && dirLocked(err) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrLocked, dir, err)
 	}
 	if err != nil {
 		if openDamaged(err) {
@@ -455,6 +459,19 @@ func readErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrDamaged, err)
 	}
 	return err
+}
+
+// ErrLocked is returned by Open for a data dir that another process (or
+// another Store of this one) holds open: another lockd runs on it. Nothing
+// is wrong with the dir.
+var ErrLocked = errors.New("pebblestore: the data dir is locked by another process")
+
+// dirLocked tells whether pebble.Open failed on the data dir's LOCK file.
+// pebble reports a lock this process holds with a plain error text, and
+// one another process holds with EAGAIN (flock); neither means damage, and
+// calling either damage would tell the operator to wipe a healthy dir.
+func dirLocked(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "lock held by")
 }
 
 // openDamaged tells whether pebble.Open failed on what it found in the
