@@ -270,6 +270,11 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func runNode(c *cli.Context) error {
+	// Signals are taken from the start: a SIGTERM while the node opens and
+	// checks its data dir (which can take a while) stops it cleanly once
+	// it is up, instead of killing it mid-open with the runtime's default.
+	ctx, stop := signalContext()
+	defer stop()
 	logger, err := newLogger(c.String("log-level"), c.String("log-format"), c.App.ErrWriter)
 	if err != nil {
 		return err
@@ -305,8 +310,6 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return startError(f.id, f.listen, err)
 	}
-	ctx, stop := signalContext()
-	defer stop()
 	logger.Info("lockd node starting", "node", f.id, "version", versionString(), "listen", s.Addr().String(),
 		"peers", formatPeers(f.peers), "groups", f.groups, "data_dir", f.dataDir, "admin", f.admin, "lease", f.lease, "window", f.window)
 	waitAdmin := func() {}
