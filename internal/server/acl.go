@@ -112,13 +112,13 @@ func ParseRules(b []byte) (*ACL, *RulesFile, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rf); err != nil {
 		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
+		var ute *json.UnmarshalTypeError
 		off := int64(-1)
 		switch {
 		case errors.As(err, &se):
 			off = se.Offset
-		case errors.As(err, &te):
-			off = te.Offset
+		case errors.As(err, &ute):
+			off = ute.Offset
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			off = int64(len(b))
 		default:
