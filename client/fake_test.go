@@ -98,9 +98,11 @@ func newFakeCluster(t *testing.T, n, groups int) *fakeCluster {
 			<-done
 		})
 	}
+	fc.mu.Lock() // the nodes above accept connections already
 	for g := range fc.masters {
 		fc.masters[g] = 1
 	}
+	fc.mu.Unlock()
 	return fc
 }
 
