@@ -131,7 +131,7 @@ func TestCLIStopsCommandWhenLockIsLost(t *testing.T) {
 		done <- result{code, out, errOut}
 	}()
 	var f []string
-	for time.Since(start) < 10*time.Second {
+	for time.Since(start) < time.Minute { // a hang guard
 		b, _ := os.ReadFile(ids)
 		if f = strings.Fields(string(b)); len(f) == 2 {
 			break
@@ -141,7 +141,15 @@ func TestCLIStopsCommandWhenLockIsLost(t *testing.T) {
 	if len(f) != 2 {
 		t.Fatal("CMD did not start")
 	}
-	if code, _, errOut := lockctl(t, "--config", cfg, "release", "held", "--session", f[0], "--token", f[1], "--ttl", "10s"); code != exitOK {
+	// A machine busy with other work can leave the release's keep-alive
+	// unanswered within its bound (exit 3, "unavailable"): that is retried,
+	// as a user would; any other outcome is the answer.
+	code, _, errOut := lockctl(t, "--config", cfg, "release", "held", "--session", f[0], "--token", f[1], "--ttl", "10s")
+	for i := 0; code == exitUnreachable && i < 3; i++ {
+		t.Logf("release from outside: exit %d (%s); again", code, strings.TrimSpace(errOut))
+		code, _, errOut = lockctl(t, "--config", cfg, "release", "held", "--session", f[0], "--token", f[1], "--ttl", "10s")
+	}
+	if code != exitOK {
 		t.Fatalf("release from outside: exit %d %s", code, errOut)
 	}
 	released := time.Now()

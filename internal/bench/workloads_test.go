@@ -33,6 +33,14 @@ func runShort(t *testing.T, c *localcluster.Cluster, o Options) *Result {
 		o.Progress = os.Stderr
 	}
 	r, err := Run(context.Background(), o)
+	// A machine busy with other work may finish no op in a short window
+	// (seen at load 15: 36 proposals, none inside the 1.5s measured). The
+	// tests check that the workload runs, not its rate: give it longer.
+	for i := 0; err == nil && r.Ops == 0 && i < 3; i++ {
+		o.Duration *= 4
+		t.Logf("%s: no op completed in the window; again with %v", o.Workload, o.Duration)
+		r, err = Run(context.Background(), o)
+	}
 	if err != nil {
 		t.Fatalf("%s: %v", o.Workload, err)
 	}
