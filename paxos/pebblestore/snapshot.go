@@ -52,6 +52,7 @@ func (s *Store) SaveSnapshot(g paxos.GroupID, slot uint64, data []byte, margin u
 	if err := s.db.Set(key, v, pebble.Sync); err != nil {
 		return fmt.Errorf("pebblestore: save snapshot of group %d at slot %d in %s: %w", g, slot, s.dir, err)
 	}
+	s.cacheSnapSlot(g, slot)
 	// The floor goes to the state file before anything is deleted.
 	if err := s.raiseFloor(g, slot); err != nil {
 		return err
@@ -72,10 +73,29 @@ func (s *Store) LoadSnapshot(g paxos.GroupID) (uint64, []byte, error) {
 	return slot, data, err
 }
 
-// SnapshotSlot implements paxos.SnapshotStorage.
+// SnapshotSlot implements paxos.SnapshotStorage. The slot is read from the
+// store once per group and then kept.
 func (s *Store) SnapshotSlot(g paxos.GroupID) (uint64, error) {
+	s.snapMu.Lock()
+	slot, ok := s.snapSlots[g]
+	s.snapMu.Unlock()
+	if ok {
+		return slot, nil
+	}
 	slot, _, err := s.loadSnapshot(g, false)
+	if err == nil {
+		s.cacheSnapSlot(g, slot)
+	}
 	return slot, err
+}
+
+func (s *Store) cacheSnapSlot(g paxos.GroupID, slot uint64) {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	if s.snapSlots == nil {
+		s.snapSlots = map[paxos.GroupID]uint64{}
+	}
+	s.snapSlots[g] = max(s.snapSlots[g], slot)
 }
 
 func (s *Store) loadSnapshot(g paxos.GroupID, withData bool) (uint64, []byte, error) {

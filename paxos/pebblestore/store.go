@@ -146,6 +146,11 @@ type Store struct {
 	hwm   hwm
 	// reserve is Options.DiskReserve, with its default.
 	reserve int64
+	// snapMu guards snapSlots, each group's newest snapshot slot once read
+	// or saved, so that neither SaveSnapshot nor SnapshotSlot reads (and
+	// checksums) a whole snapshot of megabytes to learn one number.
+	snapMu    sync.Mutex
+	snapSlots map[paxos.GroupID]uint64
 }
 
 var syncOpts = pebble.Sync
