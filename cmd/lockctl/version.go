@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/lockd/lockd/internal/buildinfo"
 )
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); without
@@ -16,36 +18,17 @@ var version = ""
 // built from (with "+dirty" for uncommitted changes) and its time, and the
 // Go toolchain.
 func versionString() string {
-	v, rev, at, dirty := version, "", "", false
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.time":
-				at = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "" {
+		v = bi.Main.Version
 	}
 	if v == "" {
 		v = "(devel)"
 	}
-	out := v
-	if rev != "" {
-		out += " revision " + rev
-		if dirty {
-			out += "+dirty"
-		}
-		if at != "" {
-			out += " (" + at + ")"
-		}
+	if rev := buildinfo.Revision(); rev != "" {
+		v += " " + rev
 	}
-	return fmt.Sprintf("%s %s %s/%s", out, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%s %s %s/%s", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 func versionCommand() *cli.Command {

@@ -19,6 +19,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/lockd/lockd/internal/buildinfo"
 	"io"
 	"os"
 	"runtime"
@@ -68,7 +69,7 @@ func versionString() string {
 			v = bi.Main.Version
 		}
 	}
-	if rev := vcsRevision(); rev != "" {
+	if rev := buildinfo.Revision(); rev != "" {
 		v += " " + rev
 	}
 	return fmt.Sprintf("%s %s %s/%s", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)

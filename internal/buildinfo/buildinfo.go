@@ -1,11 +1,13 @@
-package main
+// Package buildinfo says which revision a lockd binary was built from, for
+// the version commands of lockd and lockctl.
+package buildinfo
 
 import "runtime/debug"
 
-// vcsRevision is the VCS revision the binary was built from, with "+dirty"
-// for uncommitted changes and the commit's time: "revision REV (TIME)", or
-// "" when the build did not record it (-buildvcs=false, no git).
-func vcsRevision() string {
+// Revision is "revision REV (TIME)", with "+dirty" after REV for a build
+// with uncommitted changes, or "" when the build did not record it
+// (-buildvcs=false, no git).
+func Revision() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return ""
