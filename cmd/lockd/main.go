@@ -19,13 +19,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/lockd/lockd/internal/buildinfo"
 	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
 
+	"github.com/lockd/lockd/internal/buildinfo"
 	"github.com/lockd/lockd/internal/procs"
 	"github.com/urfave/cli/v2"
 )
