@@ -53,13 +53,7 @@ func runSoak(ctx context.Context, o *Options, r *Result) error {
 		}
 	}()
 
-	workers, err := startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
-		ls, err := newLiveSession(ctx, o)
-		if err != nil {
-			return nil, err
-		}
-		return &worker{op: pairOp(o, w, ls, nil), close: ls.close}, nil
-	})
+	workers, err := startPairWorkers(ctx, o, r)
 	if err != nil {
 		return err
 	}

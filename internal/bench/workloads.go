@@ -68,14 +68,20 @@ func pairOp(o *Options, w int, ls *liveSession, onOK func(name string)) func(ctx
 	}
 }
 
-func runUncontended(ctx context.Context, o *Options, r *Result) error {
-	workers, err := startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
+// startPairWorkers starts o.Clients workers, each with a session of its own
+// that acquires and releases its own names (pairOp).
+func startPairWorkers(ctx context.Context, o *Options, r *Result) ([]*worker, error) {
+	return startWorkers(ctx, o.Clients, r, func(ctx context.Context, w int) (*worker, error) {
 		ls, err := newLiveSession(ctx, o)
 		if err != nil {
 			return nil, err
 		}
 		return &worker{op: pairOp(o, w, ls, nil), close: ls.close}, nil
 	})
+}
+
+func runUncontended(ctx context.Context, o *Options, r *Result) error {
+	workers, err := startPairWorkers(ctx, o, r)
 	if err != nil {
 		return err
 	}

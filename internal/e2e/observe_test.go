@@ -219,7 +219,7 @@ func TestFailoverSeenByOperator(t *testing.T) {
 	if v, ok := metricValue(metricsPage, fmt.Sprintf(`lockd_group_master_changes_total{group="%d"}`, g)); !ok || v < 1 {
 		t.Errorf("lockd_group_master_changes_total = %v (found %v), want at least 1", v, ok)
 	}
-	_ = peerLine
+	t.Logf("node %d's peer line: %s", watcher, peerLine)
 	d := func(at time.Time) string { return at.Sub(servedAt).Round(time.Millisecond).String() }
 	t.Logf("SIGKILL to group %d served by node %d: %v; dead node left the mesh in the log after %v; "+
 		"from the new master serving to: the log line %s, the metric %s, the page %s (negative: seen before the first successful probe)",
