@@ -4,12 +4,10 @@ import "testing"
 
 // Rules the protocol model (paxos/internal/protomodel) pointed at.
 
-// A master that learns, from a FetchReply, slots chosen beyond the ones it
-// proposed in puts its new values after them. Before, next stayed below the
-// commit index, the window test next-commit wrapped around, and the master
-// never proposed again.
-func TestStepMasterProposesAfterSlotsLearnedBeyondNext(t *testing.T) {
-	n, st := newTestNode(t, 1, nil)
+// becomeMaster makes node 1 of nodes3 master of group 0: it campaigns, and
+// its own promise and node 2's complete a majority.
+func becomeMaster(t *testing.T, n *Node, st *MemoryStorage) {
+	t.Helper()
 	if err := n.Campaign(0); err != nil {
 		t.Fatal(err)
 	}
@@ -18,6 +16,15 @@ func TestStepMasterProposesAfterSlotsLearnedBeyondNext(t *testing.T) {
 	own, _ := find(r.AfterSync, MsgPromise, 1)
 	step(t, n, own)
 	step(t, n, Message{Type: MsgPromise, From: 2, To: 1, Ballot: p.Ballot})
+}
+
+// A master that learns, from a FetchReply, slots chosen beyond the ones it
+// proposed in puts its new values after them. Before, next stayed below the
+// commit index, the window test next-commit wrapped around, and the master
+// never proposed again.
+func TestStepMasterProposesAfterSlotsLearnedBeyondNext(t *testing.T) {
+	n, st := newTestNode(t, 1, nil)
+	becomeMaster(t, n, st)
 	drain(t, n, st)
 	other := Ballot{Round: 9, Node: 3}
 	var es []Entry
@@ -32,7 +39,7 @@ func TestStepMasterProposesAfterSlotsLearnedBeyondNext(t *testing.T) {
 	if err := n.Propose(0, Command{ID: CommandID{Client: 1, Seq: 1}, Data: []byte("mine")}); err != nil {
 		t.Fatal(err)
 	}
-	r = drain(t, n, st)
+	r := drain(t, n, st)
 	acc, ok := find(r.Messages, MsgAccept, 2)
 	if !ok || acc.Entries[0].Slot != 3 {
 		t.Fatalf("after learning slots 0..2 chosen, a proposal sent %+v, want an Accept for slot 3", r.Messages)

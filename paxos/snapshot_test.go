@@ -148,14 +148,7 @@ func TestSnapshotInstallRaisesCommitAndApplied(t *testing.T) {
 // it proposed in may have chosen other values (the commit rule).
 func TestSnapshotInstallMakesMasterStepDown(t *testing.T) {
 	n, st := newTestNode(t, 1, nil)
-	if err := n.Campaign(0); err != nil {
-		t.Fatal(err)
-	}
-	r := drain(t, n, st)
-	p, _ := find(r.AfterSync, MsgPrepare, 2)
-	own, _ := find(r.AfterSync, MsgPromise, 1)
-	step(t, n, own)
-	step(t, n, Message{Type: MsgPromise, From: 2, To: 1, Ballot: p.Ballot})
+	becomeMaster(t, n, st)
 	if err := n.Propose(0, Command{ID: CommandID{Client: 1, Seq: 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +159,7 @@ func TestSnapshotInstallMakesMasterStepDown(t *testing.T) {
 	if err := n.InstallSnapshot(0, 5); err != nil {
 		t.Fatal(err)
 	}
-	r = drain(t, n, st)
+	r := drain(t, n, st)
 	if s, _ := n.Status(0); s.Role != "follower" || s.Commit != 5 {
 		t.Fatalf("after installing a snapshot at 5 past its slot in flight: %+v, want a follower with commit 5", s)
 	}
