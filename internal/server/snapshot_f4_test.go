@@ -68,8 +68,10 @@ func lockTraffic(t *testing.T, cl *client.Client, prefix string, rounds, held, m
 	errs := make(chan error, 8)
 	for w := range 8 {
 		wg.Go(func() {
+			// Each worker churns its own names: one session may not wait
+			// for the same name twice at once, and workers share a session.
 			for i := w; i < rounds; i += 8 {
-				l, err := sess.Acquire(ctx, fmt.Sprintf("%s-churn-%d", prefix, i%50), client.LockOptions{})
+				l, err := sess.Acquire(ctx, fmt.Sprintf("%s-churn-%d-%d", prefix, w, (i/8)%6), client.LockOptions{})
 				if err == nil {
 					err = l.Release(ctx)
 				}
