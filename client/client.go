@@ -225,11 +225,17 @@ func (c *Client) lockStatus(ctx context.Context, name string, s *Session) (*Lock
 	if err != nil {
 		return nil, err
 	}
-	info := &LockInfo{Name: name, Held: m.Flags&wire.FlagHeld != 0, Waiters: int(m.Waiters)}
-	for _, h := range m.Holders {
-		info.Holders = append(info.Holders, Holder{Session: h.Session, Token: h.Token, Shared: h.Shared, Metadata: h.Metadata})
-	}
+	info := &LockInfo{Name: name, Held: m.Flags&wire.FlagHeld != 0, Waiters: int(m.Waiters), Holders: holdersOf(m.Holders)}
 	return info, nil
+}
+
+// holdersOf converts the holder items of an answer or an event.
+func holdersOf(items []wire.HolderItem) []Holder {
+	var hs []Holder
+	for _, h := range items {
+		hs = append(hs, Holder{Session: h.Session, Token: h.Token, Shared: h.Shared, Metadata: h.Metadata})
+	}
+	return hs
 }
 
 // Validate reports whether token is the fencing token of a current holder

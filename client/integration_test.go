@@ -311,12 +311,41 @@ func TestIntegrationWatchAndWatchMasters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextEvent(t, events); ev.Kind != EventGranted || ev.Token != l.Token() || ev.Session != l.SessionID() {
-		t.Fatalf("got %+v, want the grant of token %d", ev, l.Token())
+	if ev := nextEvent(t, events); ev.Kind != EventGranted || ev.Token != l.Token() || ev.Session != l.SessionID() ||
+		ev.HolderCount != 1 || len(ev.Holders) != 1 || ev.Holders[0].Token != l.Token() || ev.Waiters != 0 {
+		t.Fatalf("got %+v, want the grant of token %d, with that holder and no waiter", ev, l.Token())
 	}
+	// A change carries the lock's state after it: the queue while another
+	// session waits, and the next holder when a release grants it.
+	s2, err := c.NewSession(ctx, SessionOptions{TTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan *Lock, 1)
+	go func() {
+		l2, err := s2.Acquire(ctx, "watched", LockOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		granted <- l2
+	}()
+	waitFor(t, time.Minute, "the second session waits", func() bool {
+		info, err := c.LockStatus(ctx, "watched")
+		return err == nil && info.Waiters == 1
+	})
 	l.Release(ctx)
-	if ev := nextEvent(t, events); ev.Kind != EventReleased || ev.Token != l.Token() {
-		t.Fatalf("got %+v, want the release of token %d", ev, l.Token())
+	rel, grant := nextEvent(t, events), nextEvent(t, events)
+	l2 := <-granted
+	if rel.Kind != EventReleased || rel.Token != l.Token() || rel.HolderCount != 1 || len(rel.Holders) != 1 ||
+		rel.Holders[0].Session != l2.SessionID() || rel.Holders[0].Token != l2.Token() || rel.Waiters != 0 {
+		t.Fatalf("got %+v, want the release of token %d, then held by session %d (token %d) with nobody waiting", rel, l.Token(), l2.SessionID(), l2.Token())
+	}
+	if grant.Kind != EventGranted || grant.Session != l2.SessionID() || grant.HolderCount != 1 || grant.Holders[0].Token != l2.Token() {
+		t.Fatalf("got %+v, want the grant to session %d with that holder", grant, l2.SessionID())
+	}
+	l2.Release(ctx)
+	if ev := nextEvent(t, events); ev.Kind != EventReleased || ev.HolderCount != 0 || len(ev.Holders) != 0 || ev.Waiters != 0 {
+		t.Fatalf("got %+v, want the release, leaving the lock free", ev)
 	}
 
 	// Stop the master of group 0: its master changes, in epoch order.

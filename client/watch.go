@@ -52,9 +52,17 @@ type LockEvent struct {
 	Session uint64
 	Token   uint64
 	Shared  bool
-	// Holders and Waiters are set on EventSync.
-	Holders []Holder
-	Waiters int
+	// Holders, HolderCount and Waiters are the lock's state: on EventSync
+	// at that moment, on a change right after the command that caused it.
+	// One command can cause several changes (a release that grants the
+	// next waiter): each of them carries the state after the whole
+	// command. On a change, Holders lists at most 64 holders, without
+	// their metadata (LockStatus has it); HolderCount counts them all.
+	// A server older than this client sends no state with changes, and
+	// then all three are zero.
+	Holders     []Holder
+	HolderCount int
+	Waiters     int
 }
 
 // watchBuf is the room for events between the connection's reader and a
@@ -280,7 +288,7 @@ func (w *nameWatch) sync(subs []*watchSub) bool {
 		}
 		return false
 	}
-	ev := LockEvent{Kind: EventSync, Name: w.name, Holders: info.Holders, Waiters: info.Waiters}
+	ev := LockEvent{Kind: EventSync, Name: w.name, Holders: info.Holders, HolderCount: len(info.Holders), Waiters: info.Waiters}
 	for _, s := range need {
 		w.send(s, ev)
 		s.synced = true
@@ -292,6 +300,11 @@ func (w *nameWatch) sync(subs []*watchSub) bool {
 // subscriber holds up this name only; the connection's reader never waits.
 func (w *nameWatch) deliver(subs []*watchSub, m *wire.Msg) {
 	ev := LockEvent{Kind: EventKind(m.Kind), Name: m.Name, Session: m.Session, Token: m.Token, Shared: m.Flags&wire.FlagShared != 0}
+	if m.Flags&wire.FlagState != 0 {
+		ev.Holders = holdersOf(m.Holders)
+		ev.HolderCount = int(m.HolderCount)
+		ev.Waiters = int(m.Waiters)
+	}
 	for _, s := range subs {
 		if s.synced {
 			w.send(s, ev)

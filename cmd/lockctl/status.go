@@ -187,7 +187,9 @@ func watchCommand() *cli.Command {
 		Usage:     "stream a lock's changes, or the group masters' (watch masters)",
 		ArgsUsage: "NAME | masters",
 		Description: `watch NAME prints the lock's holders, then every grant, release, expiry and
-canceled wait; after a reconnect it prints the holders again. watch masters
+canceled wait, each with the lock's holders and queue length right after it
+(--json: "holders", at most 64, "holder_count" and "waiters"); after a
+reconnect it prints the holders again. watch masters
 prints every group's master, then every change (with its epoch), "none"
 while a group has no master. Use --lock to watch a lock named "masters".
 It runs until interrupted, or for --timeout when set.`,
@@ -236,7 +238,7 @@ It runs until interrupted, or for --timeout when set.`,
 			for ev := range events {
 				if p.json {
 					p.event(ev.Kind.String(), map[string]any{"name": ev.Name, "session": ev.Session, "token": ev.Token,
-						"shared": ev.Shared, "holders": holdersJSON(ev.Holders), "waiters": ev.Waiters})
+						"shared": ev.Shared, "holders": holdersJSON(ev.Holders), "holder_count": ev.HolderCount, "waiters": ev.Waiters})
 					continue
 				}
 				if ev.Kind == client.EventSync {
@@ -246,7 +248,7 @@ It runs until interrupted, or for --timeout when set.`,
 					}
 					continue
 				}
-				p.linef("%s  %-8s session %d  token %d  shared %v", stamp(), ev.Kind, ev.Session, ev.Token, ev.Shared)
+				p.linef("%s  %-8s session %d  token %d  shared %v  (now %d holder(s), %d waiting)", stamp(), ev.Kind, ev.Session, ev.Token, ev.Shared, ev.HolderCount, ev.Waiters)
 			}
 			return nil
 		},

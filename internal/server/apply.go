@@ -67,10 +67,14 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 			_, still := gs.table.Session(lc.Session)
 			ended = !still
 		}
+		var states map[string]lease.LockInfo
+		if len(res.Events) > 0 {
+			states = s.hub.watchedStates(res.Events, gs.table)
+		}
 		gs.mu.Unlock()
 		s.trackSessions(g, lc, opened, ended)
 		if len(res.Events) > 0 {
-			s.hub.publish(g, slot, res.Events)
+			s.hub.publish(g, slot, res.Events, states)
 		}
 		return encodeResult(res)
 	}

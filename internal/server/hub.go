@@ -86,10 +86,54 @@ func (h *hub) dropStream(st *clientStream) {
 	}
 }
 
+// watchedStates reads, from the group's table right after the command that
+// caused events, the state of every watched lock among them, so that each
+// change a watcher gets says who holds the lock and how many wait. The
+// caller holds the group's lock; locks that nobody watches cost nothing.
+func (h *hub) watchedStates(events []lease.Event, table *lease.Table) map[string]lease.LockInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var states map[string]lease.LockInfo
+	for _, ev := range events {
+		if len(h.watchers[ev.Name]) == 0 {
+			continue
+		}
+		if _, done := states[ev.Name]; done {
+			continue
+		}
+		if states == nil {
+			states = map[string]lease.LockInfo{}
+		}
+		info, _ := table.Lock(ev.Name) // a free lock: no holders, no waiters
+		states[ev.Name] = info
+	}
+	return states
+}
+
+// eventState is a lock's state as a lock event carries it: at most
+// wire.MaxEventHolders holders, without their metadata (LockStatus has it).
+type eventState struct {
+	holders []wire.HolderItem
+	count   uint32
+	waiters uint32
+}
+
+func newEventState(info lease.LockInfo) eventState {
+	st := eventState{count: uint32(len(info.Holders)), waiters: uint32(info.Waiters)}
+	for i, h := range info.Holders {
+		if i == wire.MaxEventHolders {
+			break
+		}
+		st.holders = append(st.holders, wire.HolderItem{Session: h.Session, Token: h.Token, Shared: info.Shared})
+	}
+	return st
+}
+
 // publish pushes events to waiters and watchers, with the slot whose
-// command caused them. It runs on the replica's goroutine and never blocks:
-// a stream whose queue is full is closed.
-func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event) {
+// command caused them and, for watchers, the lock's state after that
+// command (states, from watchedStates). It runs on the replica's goroutine
+// and never blocks: a stream whose queue is full is closed.
+func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event, states map[string]lease.LockInfo) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
@@ -107,9 +151,20 @@ func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event) {
 					Err: "the wait ended: its session closed or expired, or the wait was canceled"})
 			}
 		}
-		for st, reqID := range h.watchers[ev.Name] {
+		watchers := h.watchers[ev.Name]
+		if len(watchers) == 0 {
+			continue
+		}
+		flags := sharedFlag(ev.Shared)
+		var state eventState
+		if info, ok := states[ev.Name]; ok {
+			state = newEventState(info)
+			flags |= wire.FlagState
+		}
+		for st, reqID := range watchers {
 			st.push(&wire.Msg{Type: wire.TypeEvent, ReqID: reqID, Kind: wire.EventKind(ev.Kind), Group: uint32(g), Slot: slot,
-				Session: ev.Session, Name: ev.Name, Token: ev.Token, Flags: sharedFlag(ev.Shared)})
+				Session: ev.Session, Name: ev.Name, Token: ev.Token, Flags: flags,
+				Holders: state.holders, HolderCount: state.count, Waiters: state.waiters})
 		}
 	}
 }

@@ -43,6 +43,7 @@ const (
 	tagGroups    = 21
 	tagKind      = 22
 	tagWaiters   = 23
+	tagHolderCnt = 24
 	tagKeepAlive = 30
 	tagMaster    = 31
 	tagHolder    = 32
@@ -119,6 +120,7 @@ func Append(dst []byte, m *Msg) []byte {
 	e.uint(tagGroups, uint64(m.Groups))
 	e.uint(tagKind, uint64(m.Kind))
 	e.uint(tagWaiters, uint64(m.Waiters))
+	e.uint(tagHolderCnt, uint64(m.HolderCount))
 	for _, it := range m.KeepAlives {
 		e.nested(tagKeepAlive, func(n *enc) {
 			n.uint(1, uint64(it.Group))
@@ -305,6 +307,8 @@ func Decode(b []byte) (Msg, error) {
 			m.Kind = EventKind(v)
 		case tagWaiters:
 			m.Waiters = d.u32(tag, v)
+		case tagHolderCnt:
+			m.HolderCount = d.u32(tag, v)
 		case tagKeepAlive, tagMaster, tagHolder, tagMember:
 			d.item(&m, tag, s)
 		}

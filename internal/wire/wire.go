@@ -118,7 +118,14 @@ const (
 	FlagDuplicate                   // Response: the command took effect earlier
 	FlagValid                       // Validate: the token is the current holder's
 	FlagHeld                        // LockStatus: the lock has a holder
+	FlagState                       // lock event: Holders, HolderCount and Waiters hold the lock's state
 )
+
+// MaxEventHolders bounds the holder items of one lock event: a change to a
+// shared lock with many holders carries the first MaxEventHolders and the
+// full count in HolderCount, so that a burst of shared grants costs each
+// watcher O(changes), not O(changes × holders).
+const MaxEventHolders = 64
 
 // EventKind says what a TypeEvent reports.
 type EventKind uint8
@@ -206,6 +213,9 @@ type Msg struct {
 	// Kind is an event's kind; Waiters a lock's queue length.
 	Kind    EventKind
 	Waiters uint32
+	// HolderCount is a lock event's number of holders (Holders may list
+	// fewer: at most MaxEventHolders).
+	HolderCount uint32
 
 	KeepAlives []KeepAliveItem
 	Masters    []MasterItem
