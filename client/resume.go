@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -31,7 +32,7 @@ func (c *Client) ResumeLock(ctx context.Context, name string, session, token uin
 		s.fail(ErrClosed) // not Close: the session is not ours to end
 		s.stopLoop()
 	}
-	if err := s.renew(ctx); err != nil {
+	if err := s.renewThroughHandover(ctx); err != nil {
 		detach()
 		if serr := s.Err(); serr != nil && serr != ErrClosed {
 			err = serr
@@ -63,4 +64,25 @@ func (c *Client) ResumeLock(ctx context.Context, name string, session, token uin
 	}
 	s.names[name] = l
 	return l, nil
+}
+
+// renewThroughHandover renews the session, and retries with backoff while
+// no master confirms it: right after a cluster starts, or while a group
+// moves to another node, a keep-alive round finds no master for a moment
+// (ErrUnavailable), and the session is still alive until its deadline. It
+// gives up after maxAttempts rounds, when ctx ends, or when the session
+// does (its deadline passed, or a master said it is gone).
+func (s *Session) renewThroughHandover(ctx context.Context) error {
+	var err error
+	for n := 1; n <= maxAttempts; n++ {
+		if n > 1 {
+			if serr := sleepFor(ctx, s, backoff(n-1)); serr != nil {
+				return serr
+			}
+		}
+		if err = s.renew(ctx); err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+	}
+	return err
 }

@@ -291,3 +291,41 @@ func TestIntegrationCutWaiterReturnsAtSessionEnd(t *testing.T) {
 		t.Fatalf("Acquire still blocked %v after Done closed (%v after the cut)", sessionEndBound, time.Since(cutAt))
 	}
 }
+
+// ResumeLock right after a cluster starts, or while the lock's group moves
+// to another node: the first keep-alives find no master ("not master"
+// without a hint), and the session is alive all the while. ResumeLock
+// waits through that and resumes the lock; it used to fail at once with
+// "the cluster is unavailable" (lockctl release failed after a start).
+func TestResumeLockWaitsThroughHandover(t *testing.T) {
+	fc := newFakeCluster(t, 1, 1)
+	n := fc.nodes[0]
+	c := fc.client()
+	var keepAlives atomic.Int32
+	n.setHandler(func(fs *fakeStream, m *wire.Msg) *wire.Msg {
+		switch m.Type {
+		case wire.TypeKeepAlive:
+			if keepAlives.Add(1) <= 3 {
+				r := &wire.Msg{Code: wire.CodeOK}
+				for _, it := range m.KeepAlives {
+					it.Code = wire.CodeNotMaster
+					r.KeepAlives = append(r.KeepAlives, it)
+				}
+				return r
+			}
+		case wire.TypeLockStatus:
+			return &wire.Msg{Code: wire.CodeOK, Flags: wire.FlagHeld, Holders: []wire.HolderItem{{Session: 100, Token: 33}}}
+		}
+		return okSessions(m)
+	})
+	l, err := c.ResumeLock(ctxT(t), "r", 100, 33, SessionOptions{TTL: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("ResumeLock during a handover: %v", err)
+	}
+	if l.Token() != 33 || l.SessionID() != 100 {
+		t.Fatalf("resumed %d/%d, want session 100 token 33", l.SessionID(), l.Token())
+	}
+	if got := keepAlives.Load(); got < 4 {
+		t.Fatalf("%d keep-alives, want the 3 refused ones and one more", got)
+	}
+}
