@@ -24,7 +24,9 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1 // the cluster refused, or anything else went wrong
-	exitUsage       = 2
+	// exitUsage is sysexits' EX_USAGE, not 2: the Go runtime exits with 2
+	// when a goroutine panics, and a crash must never read as bad usage.
+	exitUsage       = 64
 	exitUnreachable = 3
 	exitTimeout     = 4 // timed out waiting for the lock, or it is held (--wait=false)
 	exitLockLost    = 5
@@ -37,7 +39,8 @@ const (
 const exitCodesHelp = `EXIT CODES
    0  success (validate: the token is the current holder's)
    1  any other failure: the cluster refused the request (the message says why)
-   2  bad usage: flags, arguments or client configuration
+   2  lockctl crashed (a Go panic outside the main goroutine): a bug,
+      please report it with its output
    3  cannot reach the cluster, or the lock's group has no master
    4  timed out waiting for the lock (--timeout), or it is held (--wait=false)
    5  the lock was lost (with CMD: CMD was stopped); renew, release and
@@ -45,6 +48,7 @@ const exitCodesHelp = `EXIT CODES
    6  permission denied: the session belongs to another identity, or an
       access rule refuses it (the message names the owner or the rule)
    N  with CMD: CMD's own exit code, when it ran and exited by itself
+  64  bad usage: flags, arguments or client configuration
   70  a bug in lockctl (it panicked): please report it with its output
  126  acquire, elect: CMD exists but cannot be run (permissions); nothing
       was acquired
@@ -283,7 +287,7 @@ func opContext(c *cli.Context) (context.Context, context.CancelFunc) {
 
 // tlsProblem turns a connection that failed on certificates, which the
 // client reports as an unavailable cluster, into what it is: the client's
-// configuration does not fit the cluster (exit 2).
+// configuration does not fit the cluster (exit 64, bad usage).
 func tlsProblem(err error) error {
 	if err == nil {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -39,7 +40,7 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 	// The documented codes are the constants.
-	for code, line := range map[int]string{exitOK: "0  success", exitError: "1  any other", exitUsage: "2  bad usage",
+	for code, line := range map[int]string{exitOK: "0  success", exitError: "1  any other", exitUsage: "64  bad usage",
 		exitUnreachable: "3  cannot reach", exitTimeout: "4  timed out", exitLockLost: "5  the lock was lost"} {
 		if !strings.Contains(exitCodesHelp, line) {
 			t.Errorf("exit code %d is not documented as %q", code, line)
@@ -168,5 +169,30 @@ func TestUnreachableClusterExits3(t *testing.T) {
 	code, _, stderr := lockctl(t, "--config", file, "--timeout", "500ms", "members")
 	if code != exitUnreachable {
 		t.Fatalf("exit %d (%s), want %d", code, stderr, exitUnreachable)
+	}
+}
+
+// A panic outside the main goroutine (the client library's, or a signal
+// handler's) is not recovered by runApp: the Go runtime prints it and exits
+// with 2. That code must not be the one that says "bad usage", or a crash
+// would read as the user's mistake.
+func TestGoroutinePanicDoesNotExitAsBadUsage(t *testing.T) {
+	if os.Getenv("LOCKCTL_TEST_GOROUTINE_PANIC") == "1" {
+		never := make(chan struct{})
+		go func() { panic("planted by TestGoroutinePanicDoesNotExitAsBadUsage") }()
+		<-never
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGoroutinePanicDoesNotExitAsBadUsage$")
+	cmd.Env = append(os.Environ(), "LOCKCTL_TEST_GOROUTINE_PANIC=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("the panicking child: %v, want an exit code\n%s", err, out)
+	}
+	if code := ee.ExitCode(); code == exitUsage || !strings.Contains(string(out), "planted") {
+		t.Fatalf("a goroutine panic exited with %d, the bad-usage code\n%s", code, out)
+	}
+	if !strings.Contains(exitCodesHelp, fmt.Sprintf("%d  lockctl crashed", ee.ExitCode())) {
+		t.Errorf("exit code %d of a crash is not documented as one", ee.ExitCode())
 	}
 }

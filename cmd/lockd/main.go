@@ -35,7 +35,10 @@ import (
 const (
 	exitOK       = 0
 	exitFailed   = 1
-	exitUsage    = 2
+	// exitUsage is sysexits' EX_USAGE, not 2: the Go runtime exits with 2
+	// on a panic, and a crashed node must not read as bad usage (systemd
+	// restarts a crash, not a usage error).
+	exitUsage    = 64
 	exitSetup    = 3
 	exitAddrBusy = 4
 	exitDamaged  = 5
@@ -45,7 +48,7 @@ const (
 const exitCodesHelp = `EXIT CODES:
    0  stopped cleanly (SIGINT or SIGTERM), or the command succeeded
    1  the node failed while running (storage or transport error)
-   2  bad usage: an unknown flag, a missing or malformed argument
+   2  lockd crashed (a Go panic): a bug, please report it with the log
    3  set-up refused: missing or invalid certificates, a data dir made for
       another cluster, node or group count, a data dir locked by another
       process or not writable, a CA that already exists
@@ -55,6 +58,7 @@ const exitCodesHelp = `EXIT CODES:
       checksum failure): the node refuses to serve; replace it (README
       "Operations": lockd run --recover-from-peers on an empty data dir)
    6  the disk is full: free space, then start again
+  64  bad usage: an unknown flag, a missing or malformed argument
 `
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); without
@@ -207,7 +211,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 }
 
 // setUsageError makes every command report flag errors the same way: one
-// line, a pointer to --help, and exit code 2.
+// line, a pointer to --help, and exit code 64 (bad usage).
 func setUsageError(cmd *cli.Command) {
 	cmd.OnUsageError = onUsageError
 	if cmd.CustomHelpTemplate == "" && len(cmd.Subcommands) == 0 {
