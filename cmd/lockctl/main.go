@@ -22,8 +22,8 @@ import (
 
 // Exit codes; the app's Description documents them.
 const (
-	exitOK          = 0
-	exitError       = 1 // the cluster refused, or anything else went wrong
+	exitOK    = 0
+	exitError = 1 // the cluster refused, or anything else went wrong
 	// exitUsage is sysexits' EX_USAGE, not 2: the Go runtime exits with 2
 	// when a goroutine panics, and a crash must never read as bad usage.
 	exitUsage       = 64

@@ -33,8 +33,8 @@ import (
 // Exit codes; see the package comment. They are part of the interface:
 // scripts and the end-to-end tests branch on them.
 const (
-	exitOK       = 0
-	exitFailed   = 1
+	exitOK     = 0
+	exitFailed = 1
 	// exitUsage is sysexits' EX_USAGE, not 2: the Go runtime exits with 2
 	// on a panic, and a crashed node must not read as bad usage (systemd
 	// restarts a crash, not a usage error).
