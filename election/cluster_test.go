@@ -55,6 +55,26 @@ type testCluster struct {
 	cut      map[paxos.NodeID]bool // what the failure detectors report
 	serving  [][]interval          // by group
 	overlaps []string
+	// worstGap is the longest time between two of record's 1ms polls: how
+	// late this process ran its goroutines at worst (a busy machine, GC).
+	worstGap time.Duration
+	lastPoll time.Time
+}
+
+// timely reports whether the process ran its goroutines on time so far:
+// no poll of record came more than bound late. Lease renewals and quick
+// handovers are timing promises, which hold only on a machine that runs
+// the nodes on time; tests check them when timely and otherwise log the
+// figure, so a busy machine cannot fail them. Safety (no two servers at
+// one instant) is checked always.
+func (c *testCluster) timely(bound time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.worstGap > bound {
+		c.t.Logf("the process stalled for up to %v (more than %v): timing promises are logged, not checked", c.worstGap, bound)
+		return false
+	}
+	return true
 }
 
 func startCluster(t testing.TB, groups int, mod func(*Config)) *testCluster {
@@ -140,6 +160,10 @@ func (c *testCluster) record(ctx context.Context) {
 		}
 		now := time.Now()
 		c.mu.Lock()
+		if !c.lastPoll.IsZero() && now.Sub(c.lastPoll) > c.worstGap {
+			c.worstGap = now.Sub(c.lastPoll)
+		}
+		c.lastPoll = now
 		for g := range c.serving {
 			n := 0
 			for i, e := range c.elects {
