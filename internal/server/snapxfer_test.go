@@ -223,7 +223,7 @@ func TestSnapXferRefusesDuplicates(t *testing.T) {
 // then lost: chunk 2 is refused, the transfer stalls, is abandoned, and the
 // fetch succeeds from another peer.
 func TestSnapXferRefusesOutOfOrder(t *testing.T) {
-	xn := newXferNet(t, 3, 300*time.Millisecond)
+	xn := newXferNet(t, 3, time.Second)
 	want := randomSnapshot(4*snapChunkSize, 5)
 	xn.stores[2].set(0, 50, want)
 	xn.stores[3].set(0, 50, want)
@@ -246,7 +246,9 @@ func TestSnapXferRefusesOutOfOrder(t *testing.T) {
 		t.Fatal("wrong snapshot")
 	}
 	st := &xn.nodes[1].stats
-	if st.outOfOrder.Load() == 0 || st.abandoned.Load() != 1 || xn.nodes[3].stats.served.Load() != 1 {
+	// As in TestSnapXferSenderDies, a busy machine may stall and abandon
+	// a healthy transfer too: at least one abandon, not exactly one.
+	if st.outOfOrder.Load() == 0 || st.abandoned.Load() < 1 || xn.nodes[3].stats.served.Load() < 1 {
 		t.Fatalf("out of order %d, abandoned %d, served by node 3 %d", st.outOfOrder.Load(), st.abandoned.Load(), xn.nodes[3].stats.served.Load())
 	}
 }
@@ -305,7 +307,7 @@ func TestSnapXferRefusesBadWholeChecksum(t *testing.T) {
 // receiver abandons the stalled transfer and gets the snapshot from
 // another peer.
 func TestSnapXferSenderDies(t *testing.T) {
-	xn := newXferNet(t, 3, 300*time.Millisecond)
+	xn := newXferNet(t, 3, time.Second)
 	want := randomSnapshot(6*snapChunkSize, 8)
 	xn.stores[2].set(0, 50, want)
 	xn.stores[3].set(0, 50, want)
@@ -326,7 +328,10 @@ func TestSnapXferSenderDies(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("wrong snapshot")
 	}
-	if st := &xn.nodes[1].stats; st.abandoned.Load() != 1 || st.done.Load() != 1 || xn.nodes[3].stats.served.Load() != 1 {
+	// At least the dead sender's transfer is abandoned; on a busy machine
+	// a healthy transfer may also stall past the timeout and be abandoned
+	// (and restarted): the count is not a promise, the outcome is.
+	if st := &xn.nodes[1].stats; st.abandoned.Load() < 1 || st.done.Load() != 1 || xn.nodes[3].stats.served.Load() < 1 {
 		t.Fatalf("abandoned %d done %d, served by node 3: %d", st.abandoned.Load(), st.done.Load(), xn.nodes[3].stats.served.Load())
 	}
 }
