@@ -250,7 +250,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func TestUsageErrorsExitWithCode2(t *testing.T) {
+func TestUsageErrorsExitWithCode64(t *testing.T) {
 	certs := makeCerts(t)
 	for _, args := range [][]string{
 		{"bogus"},
