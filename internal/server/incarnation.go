@@ -143,6 +143,20 @@ func (c *incarnations) allows(m *paxos.Message) bool {
 	return true
 }
 
+// introduced reports whether peer's current incarnation said hello and was
+// acknowledged: snapshot transfer frames, which bypass allows (they are not
+// Paxos messages), are taken only from such a peer, so a refused or stale
+// incarnation can neither serve nor ask for a group's state. A recovering
+// peer is introduced: it catches up by snapshot.
+func (c *incarnations) introduced(peer paxos.NodeID) bool {
+	if c == nil {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current[peer] && c.acked[peer] != nil
+}
+
 // onFrame handles a hello, ack or refuse frame from peer.
 func (c *incarnations) onFrame(from paxos.NodeID, b []byte) {
 	if c == nil || len(b) < 2 {

@@ -69,7 +69,7 @@ func TestIncarnationsRefuseAWipedNode(t *testing.T) {
 	prep := func(from, to paxos.NodeID) *paxos.Message {
 		return &paxos.Message{Type: paxos.MsgPrepare, From: from, To: to}
 	}
-	if !n1.c.allows(prep(2, 1)) || !n2.c.allows(prep(1, 2)) {
+	if !n1.c.allows(prep(2, 1)) || !n2.c.allows(prep(1, 2)) || !n1.c.introduced(2) {
 		t.Fatal("introduced nodes do not take each other's messages")
 	}
 	n1.st.Close()
@@ -78,12 +78,12 @@ func TestIncarnationsRefuseAWipedNode(t *testing.T) {
 	n1 = newIncNode(t, 1, d1) // restarted: remembers node 2's incarnation
 	n2 = newIncNode(t, 2, t.TempDir())
 	link(n1, n2, &wg)
-	if n1.c.allows(prep(2, 1)) {
-		t.Fatal("a restarted node takes messages before the peer said hello")
+	if n1.c.allows(prep(2, 1)) || n1.c.introduced(2) {
+		t.Fatal("a restarted node takes messages (or snapshot frames) before the peer said hello")
 	}
 	settle(&wg, n1.c, n2.c)
-	if n1.c.allows(prep(2, 1)) {
-		t.Fatal("node 1 takes messages from node 2's new incarnation")
+	if n1.c.allows(prep(2, 1)) || n1.c.introduced(2) {
+		t.Fatal("node 1 takes messages (or snapshot frames) from node 2's new incarnation")
 	}
 	if err := n2.c.err(); !errors.Is(err, ErrRefused) || !errors.Is(err, pebblestore.ErrDamaged) {
 		t.Fatalf("node 2 was not told it was refused: %v", err)
@@ -100,7 +100,7 @@ func TestIncarnationsRefuseAWipedNode(t *testing.T) {
 		t.Fatalf("a replacing node was refused: %v", err)
 	}
 	fetch := &paxos.Message{Type: paxos.MsgFetch, From: 2, To: 1}
-	if !n1.c.allows(fetch) || n1.c.allows(prep(2, 1)) || n2.c.allows(prep(1, 2)) {
+	if !n1.c.allows(fetch) || !n1.c.introduced(2) || n1.c.allows(prep(2, 1)) || n2.c.allows(prep(1, 2)) {
 		t.Fatal("a recovering node leads or votes, or cannot fetch")
 	}
 	if err := n2.c.setRecovering(false); err != nil {

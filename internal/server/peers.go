@@ -93,7 +93,9 @@ func (p *peerTransport) send(k laneKey, b []byte) {
 func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
 	s.obs.countPeerIn(len(b))
 	if len(b) > 0 && b[0] == snapMarker {
-		s.snap.onFrame(paxos.NodeID(from), b)
+		if s.inc.introduced(paxos.NodeID(from)) {
+			s.snap.onFrame(paxos.NodeID(from), b)
+		}
 		return
 	}
 	if len(b) > 0 && b[0] == probeMarker {
