@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -47,62 +48,133 @@ const (
 func (t *Table) Snapshot() []byte { return t.snapshot(snapshotVersion) }
 
 // snapshot writes the layout of version v (tests write version 1, without owners).
-func (t *Table) snapshot(v byte) []byte {
-	ids := make([]uint64, 0, len(t.sessions))
-	for id := range t.sessions {
-		ids = append(ids, id)
+func (t *Table) snapshot(v byte) []byte { return t.freeze(v).Encode() }
+
+// Frozen is a table's state captured for a snapshot: a copy that no later
+// Apply changes, so that the costly part of a snapshot (sorting and
+// encoding, most of the time for a large table) can run on another
+// goroutine while the table goes on applying commands. Encode returns the
+// bytes Snapshot would have returned at the moment of Freeze.
+type Frozen struct {
+	v           byte
+	started     bool
+	applied     Position
+	now         int64
+	lastToken   uint64
+	lastSession uint64
+	limits      Limits
+	sessions    []frozenSession
+	locks       []frozenLock
+	entries     []frozenEntry // every lock's holders, then its waiters
+}
+
+type frozenSession struct {
+	id, client uint64
+	ttl        time.Duration
+	opened     int64
+	owner      string
+}
+
+type frozenLock struct {
+	name         string
+	shared       bool
+	delayUntil   int64
+	first        int // index of its first holder in entries
+	nHold, nWait int
+}
+
+// frozenEntry is a holder (token set) or a waiter (shared set).
+type frozenEntry struct {
+	session   uint64
+	token     uint64
+	since     int64
+	lockDelay time.Duration
+	meta      string
+	shared    bool
+}
+
+// Freeze captures the table for Encode. It copies every session and lock
+// (strings are shared: they never change) without sorting or encoding.
+func (t *Table) Freeze() *Frozen { return t.freeze(snapshotVersion) }
+
+func (t *Table) freeze(v byte) *Frozen {
+	f := &Frozen{v: v, started: t.started, applied: t.applied, now: t.now, lastToken: t.lastToken,
+		lastSession: t.lastSession, limits: t.limits,
+		sessions: make([]frozenSession, 0, len(t.sessions)), locks: make([]frozenLock, 0, len(t.locks))}
+	for _, s := range t.sessions {
+		f.sessions = append(f.sessions, frozenSession{id: s.id, client: s.client, ttl: s.ttl, opened: s.opened, owner: s.owner})
 	}
-	slices.Sort(ids)
-	ls := make([]*lock, 0, len(t.locks))
-	size := 64 + 8*len(ids)
+	n := 0
 	for _, l := range t.locks {
-		ls = append(ls, l)
-		size += 8 + len(l.name) + 16*(len(l.holders)+len(l.waiters))
+		n += len(l.holders) + len(l.waiters)
 	}
-	slices.SortFunc(ls, func(a, b *lock) int { return strings.Compare(a.name, b.name) })
+	f.entries = make([]frozenEntry, 0, n)
+	for _, l := range t.locks {
+		fl := frozenLock{name: l.name, shared: l.shared, delayUntil: l.delayUntil, first: len(f.entries), nHold: len(l.holders), nWait: len(l.waiters)}
+		for _, h := range l.holders {
+			f.entries = append(f.entries, frozenEntry{session: h.s.id, token: h.token, since: h.since, lockDelay: h.lockDelay, meta: h.meta})
+		}
+		for _, w := range l.waiters {
+			f.entries = append(f.entries, frozenEntry{session: w.s.id, since: w.since, lockDelay: w.lockDelay, meta: w.meta, shared: w.shared})
+		}
+		f.locks = append(f.locks, fl)
+	}
+	return f
+}
+
+// Encode sorts and encodes the captured state (the layout above). It may
+// run on any goroutine, once or more.
+func (f *Frozen) Encode() []byte {
+	sessions := slices.Clone(f.sessions)
+	slices.SortFunc(sessions, func(a, b frozenSession) int { return cmp.Compare(a.id, b.id) })
+	locks := slices.Clone(f.locks)
+	slices.SortFunc(locks, func(a, b frozenLock) int { return strings.Compare(a.name, b.name) })
+	size := 64 + 8*len(sessions)
+	for i := range locks {
+		size += 8 + len(locks[i].name) + 16*(locks[i].nHold+locks[i].nWait)
+	}
 
 	b := make([]byte, 0, size)
 	b = append(b, snapshotMagic...)
-	b = append(b, v)
+	b = append(b, f.v)
 	var flags byte
-	if t.started {
+	if f.started {
 		flags |= flagStarted
 	}
 	b = append(b, flags)
-	b = binary.AppendUvarint(b, t.applied.Slot)
-	b = binary.AppendUvarint(b, uint64(t.applied.Index))
-	b = binary.AppendVarint(b, t.now)
-	b = binary.AppendUvarint(b, t.lastToken)
-	b = binary.AppendUvarint(b, t.lastSession)
-	b = appendLimits(b, t.limits)
+	b = binary.AppendUvarint(b, f.applied.Slot)
+	b = binary.AppendUvarint(b, uint64(f.applied.Index))
+	b = binary.AppendVarint(b, f.now)
+	b = binary.AppendUvarint(b, f.lastToken)
+	b = binary.AppendUvarint(b, f.lastSession)
+	b = appendLimits(b, f.limits)
 
-	b = binary.AppendUvarint(b, uint64(len(ids)))
-	for _, id := range ids {
-		s := t.sessions[id]
+	b = binary.AppendUvarint(b, uint64(len(sessions)))
+	for _, s := range sessions {
 		b = binary.AppendUvarint(b, s.id)
 		b = binary.AppendUvarint(b, s.client)
 		b = binary.AppendVarint(b, int64(s.ttl))
 		b = binary.AppendVarint(b, s.opened)
-		if v >= snapshotVersion {
+		if f.v >= snapshotVersion {
 			b = appendString(b, s.owner)
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(len(ls)))
-	for _, l := range ls {
+	b = binary.AppendUvarint(b, uint64(len(locks)))
+	for _, l := range locks {
 		b = appendString(b, l.name)
 		b = append(b, boolByte(l.shared))
 		b = binary.AppendVarint(b, l.delayUntil)
-		b = binary.AppendUvarint(b, uint64(len(l.holders)))
-		for _, h := range l.holders {
-			b = binary.AppendUvarint(b, h.s.id)
+		b = binary.AppendUvarint(b, uint64(l.nHold))
+		for _, h := range f.entries[l.first : l.first+l.nHold] {
+			b = binary.AppendUvarint(b, h.session)
 			b = binary.AppendUvarint(b, h.token)
 			b = binary.AppendVarint(b, h.since)
 			b = binary.AppendVarint(b, int64(h.lockDelay))
 			b = appendString(b, h.meta)
 		}
-		b = binary.AppendUvarint(b, uint64(len(l.waiters)))
-		for _, w := range l.waiters {
-			b = binary.AppendUvarint(b, w.s.id)
+		b = binary.AppendUvarint(b, uint64(l.nWait))
+		for _, w := range f.entries[l.first+l.nHold : l.first+l.nHold+l.nWait] {
+			b = binary.AppendUvarint(b, w.session)
 			b = append(b, boolByte(w.shared))
 			b = binary.AppendVarint(b, w.since)
 			b = binary.AppendVarint(b, int64(w.lockDelay))

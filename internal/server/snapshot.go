@@ -90,18 +90,30 @@ func decodeGroupSnapshot(b []byte) (table, elect []byte, err error) {
 // SnapshotGroup implements replica.Snapshotter: group g's lock table and
 // election state. It runs on the replica's goroutine, between applies.
 func (s *Server) SnapshotGroup(g paxos.GroupID) ([]byte, error) {
+	encode, err := s.CaptureGroup(g)
+	if err != nil {
+		return nil, err
+	}
+	return encode()
+}
+
+// CaptureGroup implements replica.SnapshotCapturer: it copies group g's
+// lock table (lease.Table.Freeze) and election state, between applies on
+// the replica's goroutine, and returns the encoding, which the replica runs
+// on another goroutine so that a large table does not stall proposals.
+func (s *Server) CaptureGroup(g paxos.GroupID) (func() ([]byte, error), error) {
 	if int(g) >= len(s.groups) {
 		return nil, fmt.Errorf("server: no group %d", g)
 	}
 	gs := s.groups[g]
 	gs.mu.Lock()
-	table := gs.table.Snapshot()
+	frozen := gs.table.Freeze()
 	gs.mu.Unlock()
 	elect, err := s.elector.SnapshotGroup(g, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return encodeGroupSnapshot(table, elect), nil
+	return func() ([]byte, error) { return encodeGroupSnapshot(frozen.Encode(), elect), nil }, nil
 }
 
 // RestoreGroup implements replica.Snapshotter. Every part is checked before

@@ -34,6 +34,8 @@ func (s *Store) SaveSnapshot(g paxos.GroupID, slot uint64, data []byte, margin u
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	cur, err := s.SnapshotSlot(g)
 	if err != nil {
 		return err

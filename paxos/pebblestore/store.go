@@ -151,6 +151,10 @@ type Store struct {
 	// checksums) a whole snapshot of megabytes to learn one number.
 	snapMu    sync.Mutex
 	snapSlots map[paxos.GroupID]uint64
+	// saveMu makes SaveSnapshot's "newer than the kept one?" check and its
+	// write one step: the replica saves its own snapshots on a goroutine of
+	// their own while it may install a peer's for the same group.
+	saveMu sync.Mutex
 }
 
 var syncOpts = pebble.Sync

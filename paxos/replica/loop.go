@@ -41,6 +41,8 @@ func New(cfg Config) (*Replica, error) {
 	}
 	r.next = make([]uint64, core.Groups())
 	r.snapAt = make([]uint64, core.Groups())
+	r.saving = make([]bool, core.Groups())
+	r.saved = make(chan savedSnapshot, core.Groups())
 	if err := r.restoreAtStart(); err != nil {
 		return nil, err
 	}
@@ -156,6 +158,7 @@ func (r *Replica) Run(ctx context.Context) error {
 	}()
 	r.err = r.run(ctx)
 	cancel()
+	r.saves.Wait() // the caller may close the store once Run returns
 	if err := <-perr; err != nil {
 		r.err = err
 	}
@@ -189,6 +192,10 @@ func (r *Replica) run(ctx context.Context) error {
 			r.persisted(jobs)
 		case j := <-r.installs:
 			if err := r.install(j); err != nil {
+				return err
+			}
+		case s := <-r.saved:
+			if err := r.snapshotSaved(s); err != nil {
 				return err
 			}
 		}

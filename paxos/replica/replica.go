@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -194,6 +195,11 @@ type Replica struct {
 	// installs brings finished snapshot transfers to the loop.
 	installs  chan installJob
 	installed atomic.Int64 // snapshots installed from peers
+	// saved brings the loop its snapshots, encoded and saved on goroutines
+	// of their own (saves waits for them); at most one runs per group, and
+	// the channel has room for one per group, so a save never blocks.
+	saved chan savedSnapshot
+	saves sync.WaitGroup
 
 	// Owned by the Run goroutine.
 	appliers []*paxos.Applier
@@ -201,6 +207,7 @@ type Replica struct {
 	ticks    int
 	next     []uint64 // per group: the next slot to apply
 	snapAt   []uint64 // per group: the slot of its newest snapshot
+	saving   []bool   // per group: a snapshot is being encoded and saved
 	fetching map[paxos.GroupID]bool
 }
 

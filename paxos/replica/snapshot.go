@@ -34,6 +34,16 @@ type Snapshotter interface {
 	RestoreGroup(g paxos.GroupID, data []byte) error
 }
 
+// SnapshotCapturer is implemented by Snapshotters that split a snapshot in
+// two: CaptureGroup copies group g's state between applies, on the
+// replica's goroutine, and the encode function it returns may run on any
+// goroutine, later, while the group goes on applying. A large table's
+// encoding then does not stall proposals. The bytes encode returns must be
+// what SnapshotGroup would have returned at the moment of the capture.
+type SnapshotCapturer interface {
+	CaptureGroup(g paxos.GroupID) (encode func() ([]byte, error), err error)
+}
+
 // SnapshotStore is implemented by stores that keep snapshots (and so can
 // compact their logs).
 type SnapshotStore interface {
@@ -182,28 +192,90 @@ func (r *Replica) restore(sm Snapshotter, g paxos.GroupID, slot uint64, data []b
 }
 
 // maybeSnapshot snapshots group g when SnapshotEvery slots were applied
-// since its last snapshot.
+// since its last snapshot. With a SnapshotCapturer only the capture runs
+// here; the encoding and the durable save run on a goroutine of their own
+// (snapshotSaved finishes them), one per group at a time.
 func (r *Replica) maybeSnapshot(g paxos.GroupID) error {
 	st, sm, ok := r.snapshotting()
-	if !ok || r.next[g] < r.snapAt[g]+uint64(r.cfg.SnapshotEvery) {
+	if !ok || r.saving[g] || r.next[g] < r.snapAt[g]+uint64(r.cfg.SnapshotEvery) {
 		return nil
 	}
 	slot := r.next[g]
-	state, err := sm.SnapshotGroup(g)
+	start := time.Now()
+	capt, async := sm.(SnapshotCapturer)
+	if !async {
+		state, err := sm.SnapshotGroup(g)
+		if err != nil {
+			r.snapshotFailed(g, slot, err)
+			return nil
+		}
+		data := encodeEnvelope(slot, r.appliers[g].Snapshot(), state)
+		if err := st.SaveSnapshot(g, slot, data, r.cfg.SnapshotMargin); err != nil {
+			return fmt.Errorf("replica: save snapshot of group %d at slot %d: %w", g, slot, err)
+		}
+		return r.snapshotSaved(savedSnapshot{g: g, slot: slot, bytes: len(data), captured: time.Since(start), took: time.Since(start)})
+	}
+	encode, err := capt.CaptureGroup(g)
 	if err != nil {
-		// The log keeps everything; try again after the next slots.
-		r.cfg.Logger.Error("snapshot of a group failed; its log is kept", "group", g, "slot", slot, "err", err)
-		r.snapAt[g] = slot
+		r.snapshotFailed(g, slot, err)
 		return nil
 	}
-	start := time.Now()
-	data := encodeEnvelope(slot, r.appliers[g].Snapshot(), state)
-	if err := st.SaveSnapshot(g, slot, data, r.cfg.SnapshotMargin); err != nil {
-		return fmt.Errorf("replica: save snapshot of group %d at slot %d: %w", g, slot, err)
+	applier := r.appliers[g].Snapshot()
+	captured := time.Since(start)
+	r.saving[g] = true
+	r.saves.Add(1)
+	go func() {
+		defer r.saves.Done()
+		res := savedSnapshot{g: g, slot: slot, captured: captured}
+		state, err := encode()
+		if err != nil {
+			res.encodeErr = err
+		} else {
+			data := encodeEnvelope(slot, applier, state)
+			res.bytes = len(data)
+			if err := st.SaveSnapshot(g, slot, data, r.cfg.SnapshotMargin); err != nil {
+				res.saveErr = fmt.Errorf("replica: save snapshot of group %d at slot %d: %w", g, slot, err)
+			}
+		}
+		res.took = time.Since(start)
+		r.saved <- res // room for one per group: never blocks
+	}()
+	return nil
+}
+
+// savedSnapshot is a snapshot's outcome, handed to the loop.
+type savedSnapshot struct {
+	g              paxos.GroupID
+	slot           uint64
+	bytes          int
+	captured, took time.Duration // on the loop; in all
+	encodeErr      error         // the state machine could not encode: the log is kept
+	saveErr        error         // the store failed: the node stops
+}
+
+// snapshotFailed keeps the log when the state machine cannot snapshot, and
+// tries again after the next SnapshotEvery slots.
+func (r *Replica) snapshotFailed(g paxos.GroupID, slot uint64, err error) {
+	r.cfg.Logger.Error("snapshot of a group failed; its log is kept", "group", g, "slot", slot, "err", err)
+	r.snapAt[g] = max(r.snapAt[g], slot)
+}
+
+// snapshotSaved finishes a snapshot on the loop: the core may drop what it
+// holds. A snapshot older than one installed from a peer meanwhile changed
+// nothing in the store, and changes nothing here.
+func (r *Replica) snapshotSaved(s savedSnapshot) error {
+	r.saving[s.g] = false
+	if s.saveErr != nil {
+		return s.saveErr
 	}
-	r.snapAt[g] = slot
-	r.cfg.Logger.Debug("group snapshot saved", "group", g, "slot", slot, "bytes", len(data), "took", time.Since(start).String())
-	return r.core.SnapshotTaken(g, slot)
+	if s.encodeErr != nil {
+		r.snapshotFailed(s.g, s.slot, s.encodeErr)
+		return nil
+	}
+	r.snapAt[s.g] = max(r.snapAt[s.g], s.slot)
+	r.cfg.Logger.Debug("group snapshot saved", "group", s.g, "slot", s.slot, "bytes", s.bytes,
+		"loop_stall", s.captured.String(), "took", s.took.String())
+	return r.core.SnapshotTaken(s.g, s.slot)
 }
 
 // installJob is a transfer's result, handed to the loop.

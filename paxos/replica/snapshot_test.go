@@ -200,3 +200,116 @@ func TestSnapshotEnvelopeRefusesDamage(t *testing.T) {
 		t.Fatalf("cut: %v, want ErrBadSnapshot", err)
 	}
 }
+
+// slowCapturer is snapCounter whose snapshot encoding waits for release:
+// a large table's encoding, made long on purpose.
+type slowCapturer struct {
+	snapCounter
+	encoding chan struct{} // closed when the first encoding starts
+	release  chan struct{}
+	once     sync.Once
+}
+
+func (c *slowCapturer) CaptureGroup(g paxos.GroupID) (func() ([]byte, error), error) {
+	data, err := c.SnapshotGroup(g) // the capture: a copy, taken now
+	return func() ([]byte, error) {
+		c.once.Do(func() { close(c.encoding) })
+		<-c.release
+		return data, err
+	}, err
+}
+
+// While a snapshot is being encoded (for a large lock table, tens or
+// hundreds of milliseconds), proposals go on being chosen: the encoding and
+// the save run off the replica's goroutine. With the snapshot taken on the
+// loop, as before, the commands below waited for the release, and the test
+// fails at its hang guard. The snapshot is saved once released.
+func TestSnapshotEncodingDoesNotStallProposals(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	net := NewMemNetwork()
+	ids := []paxos.NodeID{1, 2, 3}
+	var wg sync.WaitGroup
+	var reps []*Replica
+	var sms []*slowCapturer
+	for _, id := range ids {
+		sm := &slowCapturer{encoding: make(chan struct{}), release: make(chan struct{})}
+		sms = append(sms, sm)
+		r, err := New(Config{
+			Core:          paxos.Config{ID: id, Nodes: ids, Groups: 1, AutoCampaign: true, ElectionTicks: 10},
+			Tick:          2 * time.Millisecond,
+			Store:         paxos.NewMemoryStorage(),
+			Transport:     net,
+			StateMachine:  sm,
+			SnapshotEvery: 10, SnapshotMargin: 4,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		net.Register(id, r)
+		reps = append(reps, r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Run(ctx); err != nil {
+				t.Errorf("replica %d stopped: %v", id, err)
+			}
+		}()
+	}
+	defer func() {
+		for _, sm := range sms {
+			select {
+			case <-sm.release:
+			default:
+				close(sm.release)
+			}
+		}
+		cancel()
+		wg.Wait()
+	}()
+	c := &cluster{net: net, replicas: reps}
+	pctx, pcancel := context.WithTimeout(ctx, time.Minute) // a hang guard
+	defer pcancel()
+	seq := uint64(0)
+	propose := func() {
+		t.Helper()
+		seq++
+		cmd := paxos.Command{ID: paxos.CommandID{Client: 7, Seq: seq}, Ack: seq, Data: []byte("x")}
+		if _, err := c.propose(pctx, 0, cmd); err != nil {
+			t.Fatalf("command %d while a snapshot encodes: %v", seq, err)
+		}
+	}
+	for range 12 { // past SnapshotEvery: every node starts a snapshot
+		propose()
+	}
+	for _, sm := range sms {
+		select {
+		case <-sm.encoding:
+		case <-pctx.Done():
+			t.Fatal("no snapshot started after 12 slots with SnapshotEvery 10")
+		}
+	}
+	for range 50 {
+		propose()
+	}
+	for _, sm := range sms {
+		close(sm.release)
+	}
+	for _, r := range reps {
+		st := r.cfg.Store.(*paxos.MemoryStorage)
+		for {
+			slot, err := st.SnapshotSlot(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slot > 0 {
+				break
+			}
+			select {
+			case <-pctx.Done():
+				t.Fatal("the released snapshot was never saved")
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+}
