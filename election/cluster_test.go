@@ -62,7 +62,9 @@ type testCluster struct {
 }
 
 // timely reports whether the process ran its goroutines on time so far:
-// no poll of record came more than bound late. Lease renewals and quick
+// no poll of record came more than bound late. One goroutine's worst stall
+// understates the nodes' (a renewal is a Paxos round through several
+// goroutines on three replicas), so callers pass a small bound: lease/12. Lease renewals and quick
 // handovers are timing promises, which hold only on a machine that runs
 // the nodes on time; tests check them when timely and otherwise log the
 // figure, so a busy machine cannot fail them. Safety (no two servers at
