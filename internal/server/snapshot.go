@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"time"
 
 	"github.com/lockd/lockd/election"
 	"github.com/lockd/lockd/internal/wire"
@@ -97,7 +96,7 @@ func (s *Server) SnapshotGroup(g paxos.GroupID) ([]byte, error) {
 	gs.mu.Lock()
 	table := gs.table.Snapshot()
 	gs.mu.Unlock()
-	elect, err := s.elector.SnapshotGroup(g, time.Now())
+	elect, err := s.elector.SnapshotGroup(g, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +118,7 @@ func (s *Server) RestoreGroup(g paxos.GroupID, data []byte) error {
 	if err := election.CheckGroupSnapshot(elect); err != nil {
 		return err
 	}
-	now := time.Now()
+	now := s.now()
 	gs := s.groups[g]
 	gs.mu.Lock()
 	if err := gs.table.Restore(table); err != nil {
