@@ -26,7 +26,10 @@ import (
 var (
 	flagRuns     = flag.Int("nemesis.runs", 10, "number of runs (seeds) of TestNemesis; -short runs 3")
 	flagDuration = flag.Duration("nemesis.duration", 18*time.Second, "traffic time of one run")
-	flagSeed     = flag.Uint64("nemesis.seed", 1, "seed of the first run; run i uses seed+i")
+	// The default first seed is one whose 10 seeds (CI's) draw 12 of the
+	// 13 fault kinds, a clock within and one beyond the drift margin, a
+	// snapshot transfer, and a stopped, a killed and an isolated master.
+	flagSeed     = flag.Uint64("nemesis.seed", 1290, "seed of the first run; run i uses seed+i")
 	flagNodes    = flag.Int("nemesis.nodes", 0, "nodes per cluster: 3 or 5 (0: 5 on every third seed, else 3)")
 	flagSchedule = flag.String("nemesis.schedule", "", "fault schedule to replay instead of the seed's (as a failing run prints it)")
 	flagHistory  = flag.String("nemesis.history", "", "TestHistory: directory of a kept run (ops.json, events.json, writes.json) to check again")
