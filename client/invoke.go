@@ -89,7 +89,7 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 		addr := o.addr
 		if addr == "" {
 			if a, down := c.route.masterState(o.group); down {
-				c.connect(a) // probe in the background: is the master back?
+				c.probe(a) // in the background: is the master back?
 			}
 			addr = c.route.pick(o.group, avoid)
 		}

@@ -28,10 +28,13 @@ type router struct {
 	// down holds the nodes whose connection failed (dial or broken) or
 	// that left a request or keep-alive unanswered, with when; a
 	// connection or an answer clears it. Requests avoid them
-	// while another node will do, and a probe dial learns when they are
-	// back, so a redirect naming a crashed master costs no dial timeout.
+	// while another node will do, and a probe (a Hello, dialing first if
+	// needed) learns when they are back, so a redirect naming a crashed
+	// master costs no dial timeout.
 	down map[string]time.Time
-	rr   int
+	// probing holds the down nodes being probed (see Client.probe).
+	probing map[string]bool
+	rr      int
 }
 
 func newRouter(endpoints []string) *router {

@@ -288,6 +288,10 @@ func runNode(c *cli.Context) error {
 		return err
 	}
 	quietUDPBufferWarning(logger, f.listen)
+	clockRate, err := testClockRate(logger)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return setupErrorf("node %d: data dir: %v", f.id, err)
 	}
@@ -306,6 +310,7 @@ func runNode(c *cli.Context) error {
 		SnapshotEvery:      c.Int("snapshot-every"),
 		SnapshotMargin:     c.Uint64("snapshot-margin"),
 		MetricsPrefixDepth: metricsPrefixDepth(c.Int("metrics-prefix-depth")),
+		TestClockRate:      clockRate,
 	})
 	if err != nil {
 		return startError(f.id, f.listen, err)

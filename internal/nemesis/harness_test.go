@@ -10,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -170,10 +172,12 @@ type cluster struct {
 	groups  int
 	lease   time.Duration
 	private []string // node i+1 listens here
+	admin   []string // node i+1's admin port (metrics), for dumps on a hang
 	proxies []*Proxy // node i+1's proxy: its address in --peers and for clients
 	nodes   []*proc
 	starts  []int
 	workers []*workerProc // set by the run, for Classify
+	opts    clusterOpts
 
 	portMu    sync.Mutex
 	portCache map[int]string
@@ -205,9 +209,60 @@ func freeUDPPort(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-func startCluster(t *testing.T, dir string, n, groups int, lease time.Duration) *cluster {
+// clusterOpts are a run's extra node settings: environment per node (1..n)
+// and flags for every node.
+type clusterOpts struct {
+	env  map[int][]string
+	args []string
+}
+
+func freeTCPPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// dumpState writes what a hang leaves to look at into the run's
+// directory: every node's metrics (per-identity refusals show as
+// lockd_requests_total codes "limit" and "rate_limited") and the test
+// process's goroutines (the proxies, the watcher, the harness's client).
+func (c *cluster) dumpState() {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for i, a := range c.admin {
+		resp, err := hc.Get("http://" + a + "/metrics")
+		if err != nil {
+			c.t.Logf("dump: node %d metrics: %v", i+1, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		os.WriteFile(filepath.Join(c.dir, fmt.Sprintf("metrics-n%d.txt", i+1)), b, 0o644)
+	}
+	if f, err := os.Create(filepath.Join(c.dir, "harness-goroutines.txt")); err == nil {
+		pprof.Lookup("goroutine").WriteTo(f, 2)
+		f.Close()
+	}
+}
+
+// snapshotsInstalled counts, in the logs of node i's restarts (not its
+// first start), the snapshots it installed from a peer.
+func (c *cluster) snapshotsInstalled(i int) int {
+	n := 0
+	for k := 2; k <= c.starts[i]; k++ {
+		b, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("lockd-%d.%d.log", i+1, k)))
+		if err == nil {
+			n += strings.Count(string(b), `"msg":"installed a snapshot from a peer"`)
+		}
+	}
+	return n
+}
+
+func startCluster(t *testing.T, dir string, n, groups int, lease time.Duration, opts clusterOpts) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: dir, n: n, groups: groups, lease: lease, portCache: map[int]string{}}
+	c := &cluster{t: t, dir: dir, n: n, groups: groups, lease: lease, portCache: map[int]string{}, opts: opts}
 	for i := 0; i < n; i++ {
 		addr := freeUDPPort(t)
 		c.private = append(c.private, addr)
@@ -221,6 +276,9 @@ func startCluster(t *testing.T, dir string, n, groups int, lease time.Duration) 
 		t.Cleanup(p.Close)
 		c.proxies = append(c.proxies, p)
 	}
+	for range n {
+		c.admin = append(c.admin, freeTCPPort(t))
+	}
 	c.nodes = make([]*proc, n)
 	c.starts = make([]int, n)
 	for i := range c.nodes {
@@ -232,10 +290,12 @@ func startCluster(t *testing.T, dir string, n, groups int, lease time.Duration) 
 func (c *cluster) startNode(i int) {
 	c.starts[i]++
 	name := fmt.Sprintf("lockd-%d.%d", i+1, c.starts[i])
-	c.nodes[i] = startProc(c.t, c.dir, name, lockdBin, nil, nil, nil, "run",
-		"--id", strconv.Itoa(i+1), "--peers", c.peers(), "--listen", c.private[i],
+	args := append([]string{"run",
+		"--id", strconv.Itoa(i + 1), "--peers", c.peers(), "--listen", c.private[i],
 		"--data-dir", filepath.Join(c.dir, "data", strconv.Itoa(i+1)), "--certs", certsDir,
-		"--groups", strconv.Itoa(c.groups), "--lease", c.lease.String(), "--log-format", "json")
+		"--groups", strconv.Itoa(c.groups), "--lease", c.lease.String(), "--log-format", "json",
+		"--admin", c.admin[i], "--admin-pprof=false"}, c.opts.args...)
+	c.nodes[i] = startProc(c.t, c.dir, name, lockdBin, c.opts.env[i+1], nil, nil, args...)
 }
 
 // classify names the endpoint behind a source address: a node by its

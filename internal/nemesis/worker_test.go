@@ -84,7 +84,9 @@ func workerMain(raw string) int {
 		held: map[string]*client.Lock{}, prev: map[string]uint64{}}
 	ccfg := client.Config{Endpoints: cfg.Endpoints, CAFile: cfg.CA, CertFile: cfg.Cert, KeyFile: cfg.Key,
 		DialTimeout: 2 * time.Second, RequestTimeout: 3 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+		// Debug: the client's retries, redirects, failed dials and lost
+		// connections go to worker-N.log, to tell what a stuck client did.
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	var err error
 	for i := 0; i < 60; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/lockd/lockd/election"
 	"github.com/lockd/lockd/internal/wire"
@@ -40,7 +39,7 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 			s.log.Error("undecodable election command in the log", "group", g, "slot", slot, "err", err)
 			return nil
 		}
-		if err := s.elector.Applied(g, slot, lc, time.Now()); err != nil {
+		if err := s.elector.Applied(g, slot, lc, s.now()); err != nil {
 			s.log.Error("election command refused", "group", g, "slot", slot, "err", err)
 		}
 		return nil
@@ -133,7 +132,7 @@ func lockCommand(c lease.Command) []byte {
 func (s *Server) trackSessions(g paxos.GroupID, lc lease.Command, opened lease.SessionInfo, ended bool) {
 	switch {
 	case opened.ID != 0:
-		s.sessions.seen(g, opened.ID, opened.TTL, time.Now()) // opening is a sign of life
+		s.sessions.seen(g, opened.ID, opened.TTL, s.now()) // opening is a sign of life
 	case ended:
 		s.sessions.ended(g, lc.Session)
 	}

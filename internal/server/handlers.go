@@ -129,7 +129,7 @@ func (s *Server) checkName(req *wire.Msg) *wire.Msg {
 }
 
 func (s *Server) notMaster(g paxos.GroupID) *wire.Msg {
-	m, _ := s.elector.Master(g, time.Now())
+	m, _ := s.elector.Master(g, s.now())
 	resp := &wire.Msg{Code: wire.CodeNotMaster, Group: uint32(g)}
 	if m != 0 && m != s.cfg.ID {
 		resp.Hint = uint32(m)
@@ -155,10 +155,10 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 		return appliedResult{}, replica.Result{}, fail(wire.CodeBadRequest, "a command needs a client id (1 to 2^63-1) and a sequence number above 0")
 	}
 	g := paxos.GroupID(req.Group)
-	if !s.elector.Serving(g, time.Now()) {
+	if !s.elector.Serving(g, s.now()) {
 		return appliedResult{}, replica.Result{}, s.notMaster(g)
 	}
-	lc.Now = time.Now().UnixNano()
+	lc.Now = s.now().UnixNano()
 	client := commandClient(cs.who.Name, req.Client)
 	if lc.Op == lease.OpOpenSession {
 		lc.Client = client
@@ -289,7 +289,7 @@ func (s *Server) acquire(ctx context.Context, cs *clientStream, req *wire.Msg) *
 // A session of another identity gets CodePermission, and its clock is not
 // touched.
 func (s *Server) keepAlive(cs *clientStream, req *wire.Msg) *wire.Msg {
-	now := time.Now()
+	now := s.now()
 	resp := &wire.Msg{Code: wire.CodeOK, KeepAlives: make([]wire.KeepAliveItem, 0, len(req.KeepAlives))}
 	for _, it := range req.KeepAlives {
 		g := paxos.GroupID(it.Group)
@@ -332,7 +332,7 @@ func (s *Server) read(req *wire.Msg) *wire.Msg {
 		return err
 	}
 	g := paxos.GroupID(req.Group)
-	if req.Flags&wire.FlagStale == 0 && !s.elector.Serving(g, time.Now()) {
+	if req.Flags&wire.FlagStale == 0 && !s.elector.Serving(g, s.now()) {
 		return s.notMaster(g)
 	}
 	gs := s.groups[g]

@@ -108,7 +108,7 @@ func (s *Server) Readyz() Health {
 		h.Reasons = append(h.Reasons, fmt.Sprintf("not in the mesh: reaches %d of %d nodes (itself included), a majority is %d", h.PeersUp, len(ids), h.Quorum))
 	}
 	var unreachable []paxos.NodeID
-	for _, gm := range s.elector.Snapshot(time.Now()) {
+	for _, gm := range s.elector.Snapshot(s.now()) {
 		switch {
 		case gm.Master == 0:
 			h.Masterless = append(h.Masterless, uint32(gm.Group))

@@ -53,6 +53,11 @@ type Config struct {
 	// ProposeTimeout bounds one client command's trip through Paxos
 	// (default 5s); past it the client hears "outcome unknown".
 	ProposeTimeout time.Duration
+	// TestClockRate, for fault-injection tests only, makes the clock that
+	// this node's leases, election, session expiry and lock deadlines read
+	// run at this rate (1.5: half again as fast as real time); 0 or 1 is
+	// the real clock. See internal/nemesis.
+	TestClockRate float64
 	// ExpiryInterval is how often a master looks for expired sessions
 	// (default 100ms).
 	ExpiryInterval time.Duration
@@ -90,6 +95,9 @@ type Config struct {
 
 // Validate fills defaults and reports the first bad field.
 func (c *Config) Validate() error {
+	if err := validTestClockRate(c.TestClockRate); err != nil {
+		return err
+	}
 	if c.ID == 0 {
 		return errors.New("node config: the node id must be set (1 or more)")
 	}
@@ -182,6 +190,10 @@ type Server struct {
 
 	wg      sync.WaitGroup
 	started time.Time // set by New, read-only after
+	// clock is the clock of leases, the election and session expiry
+	// (read through now): time.Now unless Config.TestClockRate is set
+	// (tests only).
+	clock func() time.Time
 }
 
 // New opens the node's store and endpoint. It does not serve until Run.
@@ -189,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), hub: newHub(), metrics: newMetrics(), sessions: newSessionClock(), started: time.Now()}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), hub: newHub(), metrics: newMetrics(), sessions: newSessionClock(), started: time.Now(), clock: testClock(cfg.TestClockRate)}
 	s.ownInFlight.max = 256
 	s.warn = newWarnLimiter(10 * time.Second)
 	pol, err := newPolicy(cfg.ACLFile, s.baseLimits())
@@ -361,6 +373,7 @@ func (s *Server) Run(parent context.Context) error {
 			Replica: s.replica,
 			Command: s.electionCommand,
 			PeerUp:  s.peerUp,
+			Now:     s.now,
 			Logger:  s.log,
 		})
 		if err != nil && ctx.Err() == nil {

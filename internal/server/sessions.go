@@ -164,7 +164,8 @@ func (s *Server) expireLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := s.now()
 			for g := range s.groups {
 				s.expireGroup(ctx, paxos.GroupID(g), now)
 			}
@@ -240,7 +241,7 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 // under the node's own command ids. It does not wait for the outcome: if
 // it is lost, the next round of the loop proposes it again.
 func (s *Server) proposeOwn(ctx context.Context, g paxos.GroupID, lc lease.Command) {
-	lc.Now = time.Now().UnixNano()
+	lc.Now = s.now().UnixNano()
 	if !s.ownInFlight.TryAcquire() {
 		return
 	}

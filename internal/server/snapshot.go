@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"time"
 
 	"github.com/lockd/lockd/election"
 	"github.com/lockd/lockd/internal/wire"
@@ -109,7 +108,7 @@ func (s *Server) CaptureGroup(g paxos.GroupID) (func() ([]byte, error), error) {
 	gs.mu.Lock()
 	frozen := gs.table.Freeze()
 	gs.mu.Unlock()
-	elect, err := s.elector.SnapshotGroup(g, time.Now())
+	elect, err := s.elector.SnapshotGroup(g, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +130,7 @@ func (s *Server) RestoreGroup(g paxos.GroupID, data []byte) error {
 	if err := election.CheckGroupSnapshot(elect); err != nil {
 		return err
 	}
-	now := time.Now()
+	now := s.now()
 	gs := s.groups[g]
 	gs.mu.Lock()
 	if err := gs.table.Restore(table); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/lockd/lockd/election"
 	"github.com/lockd/lockd/internal/wire"
@@ -19,7 +18,7 @@ func (s *Server) clusterStatus() *wire.Msg {
 		up := id == s.cfg.ID || s.peerUp(id)
 		resp.Members = append(resp.Members, wire.MemberItem{ID: uint32(id), Addr: s.cfg.Peers[id], Up: up})
 	}
-	for _, gm := range s.elector.Snapshot(time.Now()) {
+	for _, gm := range s.elector.Snapshot(s.now()) {
 		resp.Masters = append(resp.Masters, wire.MasterItem{Group: uint32(gm.Group), Epoch: gm.Epoch, Seq: gm.Seq, Master: uint32(gm.Master), Addr: s.cfg.Peers[gm.Master]})
 	}
 	return resp
