@@ -14,6 +14,8 @@
 //	   node its peers know, a WAL or MANIFEST that lost synced records, a
 //	   checksum failure): the node must be replaced, see README "Operations"
 //	6  the disk is full: free space, then start again
+//	7  lockd restore: the backup file is damaged, cut short or not a lockd
+//	   backup; nothing was written: use another copy
 package main
 
 import (
@@ -55,6 +57,9 @@ const exitCodesHelp = `EXIT CODES:
       checksum failure): the node refuses to serve; replace it (README
       "Operations": lockd run --recover-from-peers on an empty data dir)
    6  the disk is full: free space, then start again
+   7  lockd restore: the backup file is damaged, cut short or not a lockd
+      backup; nothing was written: use another copy (3: the data dir is not
+      empty, or --groups differs from the backup's)
 `
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); without
@@ -175,6 +180,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			runCommand(),
+			restoreCommand(),
 			devCommand(),
 			certsCommand(),
 			{

@@ -225,3 +225,11 @@ func sizeError(h *Header, got int64) error {
 
 // Sum returns the CRC-32C a Group records for b.
 func Sum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// Sealed reports whether b ends with the CRC-32C (little-endian) of the
+// bytes before it, as every group snapshot's envelope does
+// (replica.SealSnapshot): the saving client checks each group with it once
+// it holds every chunk.
+func Sealed(b []byte) bool {
+	return len(b) >= 4 && crc32.Checksum(b[:len(b)-4], castagnoli) == binary.LittleEndian.Uint32(b[len(b)-4:])
+}

@@ -180,6 +180,9 @@ type Server struct {
 	ids    identities
 	warn   *warnLimiter
 
+	// captures are group snapshots being read for a backup (backup.go).
+	captures captures
+
 	wg      sync.WaitGroup
 	started time.Time // set by New, read-only after
 }
