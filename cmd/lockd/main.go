@@ -1,6 +1,7 @@
 // Command lockd is the lockd server: `lockd run` runs one node of a real
-// cluster, `lockd dev` a throw-away local cluster in one process, and `lockd
-// certs` makes the certificates a cluster runs on.
+// cluster, `lockd dev` a throw-away local cluster in one process, `lockd
+// certs` makes the certificates a cluster runs on, and `lockd restore`
+// seeds a new node's data dir from a backup (lockctl snapshot save).
 //
 // Exit codes (also in `lockd --help`):
 //
@@ -170,7 +171,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: "lockd runs the nodes of a lockd cluster. Start here:\n\n" +
 			"   lockd dev                         a local 3-node cluster in one process, with throw-away certificates\n" +
 			"   lockd certs init --dir certs      a cluster CA, then `lockd certs node N` and `lockd certs client NAME`\n" +
-			"   lockd run --id 1 --peers ...      one node of a real cluster\n\n" +
+			"   lockd run --id 1 --peers ...      one node of a real cluster\n" +
+			"   lockd restore --from FILE ...     seed a new node's data dir from a backup (lockctl snapshot save)\n\n" +
 			"Every flag has an environment fall-back, shown in each command's --help.",
 		Version:               versionString(),
 		Writer:                stdout,
