@@ -33,7 +33,7 @@ func (c Command) Encode() []byte {
 // Client (uvarint) TTL (varint); OpCloseSession, OpExpireSession Session;
 // OpAcquire Session, Name, flags byte, LockDelay, Metadata; OpRelease Session, Name,
 // Token; OpCancelWait Session, Name; OpTick nothing; OpSetLimits the eight Limits
-// fields in declaration order. Strings are a uvarint length then the bytes. Every
+// fields in declaration order; OpRaiseTokenFloor Token. Strings are a uvarint length then the bytes. Every
 // varint is minimal, which is what makes the encoding canonical: DecodeCommand accepts
 // exactly the bytes AppendTo can produce.
 //
@@ -75,6 +75,8 @@ func (c Command) AppendTo(b []byte) []byte {
 		b = appendString(b, c.Name)
 	case OpSetLimits:
 		b = appendLimits(b, c.Limits)
+	case OpRaiseTokenFloor:
+		b = binary.AppendUvarint(b, c.Token)
 	}
 	if v == commandVersionCaller {
 		b = appendString(b, c.Caller)
@@ -132,6 +134,8 @@ func DecodeCommand(b []byte) (Command, error) {
 		c.Name = string(r.bytes("name", NameBytesCeiling))
 	case OpSetLimits:
 		c.Limits = r.limits()
+	case OpRaiseTokenFloor:
+		c.Token = r.uvarint("token")
 	}
 	if v == commandVersionCaller {
 		c.Caller = string(r.bytes("caller", IdentityBytesCeiling))

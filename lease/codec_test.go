@@ -21,6 +21,7 @@ func sampleCommands() []Command {
 		{Op: OpCancelWait, Now: t0, Session: 3, Name: "db/primary"},
 		{Op: OpTick, Now: t0 + int64(time.Hour)},
 		{Op: OpSetLimits, Now: t0, Limits: DefaultLimits()},
+		{Op: OpRaiseTokenFloor, Now: t0, Token: 1 << 50},
 	}
 }
 

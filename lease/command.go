@@ -35,19 +35,25 @@ const (
 	OpTick Op = 7
 	// OpSetLimits replaces the table's limits with Limits.
 	OpSetLimits Op = 8
+	// OpRaiseTokenFloor raises the table's token counter to Token when it is lower, so
+	// that every later grant takes a token above Token. A cluster restored from a backup
+	// proposes it before anything else (lockd restore): the backup is older than the
+	// cluster it was taken from, which may have granted tokens after it.
+	OpRaiseTokenFloor Op = 9
 )
 
-const maxOp = OpSetLimits
+const maxOp = OpRaiseTokenFloor
 
 var opNames = [...]string{
-	OpOpenSession:   "open-session",
-	OpCloseSession:  "close-session",
-	OpExpireSession: "expire-session",
-	OpAcquire:       "acquire",
-	OpRelease:       "release",
-	OpCancelWait:    "cancel-wait",
-	OpTick:          "tick",
-	OpSetLimits:     "set-limits",
+	OpOpenSession:     "open-session",
+	OpCloseSession:    "close-session",
+	OpExpireSession:   "expire-session",
+	OpAcquire:         "acquire",
+	OpRelease:         "release",
+	OpCancelWait:      "cancel-wait",
+	OpTick:            "tick",
+	OpSetLimits:       "set-limits",
+	OpRaiseTokenFloor: "raise-token-floor",
 }
 
 // String returns the operation's name, as used in error messages.
@@ -87,7 +93,8 @@ type Command struct {
 	// LockDelay is how long the lock stays ungranted if this grant ends by session
 	// expiry (OpAcquire). The default, 0, means no delay.
 	LockDelay time.Duration
-	// Token names the grant to release (OpRelease).
+	// Token names the grant to release (OpRelease), or the floor of later tokens
+	// (OpRaiseTokenFloor).
 	Token uint64
 	// Limits are the new limits (OpSetLimits).
 	Limits Limits

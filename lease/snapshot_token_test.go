@@ -38,3 +38,30 @@ func TestRestoreCarriesTokenCounterWithNoLockHeld(t *testing.T) {
 		issued = tok
 	}
 }
+
+// Fencing tokens across a restore from a backup (lockd restore): OpRaiseTokenFloor
+// lifts the counter, never lowers it, survives a snapshot, and every later grant is
+// above the floor.
+func TestRaiseTokenFloorOnlyRaisesAndHoldsAcrossSnapshots(t *testing.T) {
+	h := newHarness(t)
+	s := h.open(1)
+	first := h.apply(Command{Op: OpAcquire, Session: s, Name: "a"}).Token
+	if r := h.apply(Command{Op: OpRaiseTokenFloor, Token: 1_000_000}); r.Code != CodeOK {
+		t.Fatalf("raise: %v", r.Err())
+	}
+	if r := h.apply(Command{Op: OpRaiseTokenFloor, Token: 10}); r.Code != CodeOK {
+		t.Fatalf("lower raise: %v", r.Err())
+	}
+	restored := New(DefaultLimits())
+	if err := restored.Restore(h.t.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	h.t = restored
+	got := h.apply(Command{Op: OpAcquire, Session: s, Name: "b"}).Token
+	if got != 1_000_001 {
+		t.Fatalf("first grant after a floor of 1000000 (and a lower one of 10) took token %d, want 1000001 (the grant before had %d)", got, first)
+	}
+	if v := h.t.Validate("a", first); !v {
+		t.Fatalf("the grant made before the floor lost its token %d", first)
+	}
+}

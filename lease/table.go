@@ -115,6 +115,9 @@ func (t *Table) Apply(pos Position, cmd Command) Result {
 			break
 		}
 		t.limits = c.Limits
+	case OpRaiseTokenFloor:
+		// Only up: tokens already granted stay below every later one.
+		t.lastToken = max(t.lastToken, c.Token)
 	default:
 		t.fail(&r, c, CodeInvalid, "Op", fmt.Sprintf("unknown op %d: this build knows 1 to %d", c.Op, maxOp))
 	}

@@ -17,7 +17,7 @@ func commands() []*cli.Command {
 	return []*cli.Command{
 		acquireCommand(), renewCommand(), releaseCommand(), electCommand(),
 		statusCommand(), membersCommand(), watchCommand(), validateCommand(), benchCommand(),
-		versionCommand(), completionCommand(),
+		snapshotCommand(), versionCommand(), completionCommand(),
 	}
 }
 

@@ -1,6 +1,7 @@
 // Command lockd is the lockd server: `lockd run` runs one node of a real
-// cluster, `lockd dev` a throw-away local cluster in one process, and `lockd
-// certs` makes the certificates a cluster runs on.
+// cluster, `lockd dev` a throw-away local cluster in one process, `lockd
+// certs` makes the certificates a cluster runs on, and `lockd restore`
+// seeds a new node's data dir from a backup (lockctl snapshot save).
 //
 // Exit codes (also in `lockd --help`):
 //
@@ -14,6 +15,8 @@
 //	   node its peers know, a WAL or MANIFEST that lost synced records, a
 //	   checksum failure): the node must be replaced, see README "Operations"
 //	6  the disk is full: free space, then start again
+//	7  lockd restore: the backup file is damaged, cut short or not a lockd
+//	   backup; nothing was written: use another copy
 package main
 
 import (
@@ -58,6 +61,9 @@ const exitCodesHelp = `EXIT CODES:
       checksum failure): the node refuses to serve; replace it (README
       "Operations": lockd run --recover-from-peers on an empty data dir)
    6  the disk is full: free space, then start again
+   7  lockd restore: the backup file is damaged, cut short or not a lockd
+      backup; nothing was written: use another copy (3: the data dir is not
+      empty, or --groups differs from the backup's)
   64  bad usage: an unknown flag, a missing or malformed argument
 `
 
@@ -169,7 +175,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: "lockd runs the nodes of a lockd cluster. Start here:\n\n" +
 			"   lockd dev                         a local 3-node cluster in one process, with throw-away certificates\n" +
 			"   lockd certs init --dir certs      a cluster CA, then `lockd certs node N` and `lockd certs client NAME`\n" +
-			"   lockd run --id 1 --peers ...      one node of a real cluster\n\n" +
+			"   lockd run --id 1 --peers ...      one node of a real cluster\n" +
+			"   lockd restore --from FILE ...     seed a new node's data dir from a backup (lockctl snapshot save)\n\n" +
 			"Every flag has an environment fall-back, shown in each command's --help.",
 		Version:               versionString(),
 		Writer:                stdout,
@@ -179,6 +186,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			runCommand(),
+			restoreCommand(),
 			devCommand(),
 			certsCommand(),
 			{

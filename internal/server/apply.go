@@ -23,6 +23,11 @@ const (
 type groupState struct {
 	mu    sync.Mutex
 	table *lease.Table
+	// floorPending: the group was restored from a backup and has not
+	// applied an OpRaiseTokenFloor since; no other lock command is
+	// proposed until it has (restore.go). Replicated state: it is in the
+	// group's snapshot and changes only by applying the log.
+	floorPending bool
 }
 
 // Apply implements replica.StateMachine. It runs on the replica's goroutine,
@@ -56,6 +61,9 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 			expiring, _ = gs.table.Session(lc.Session)
 		}
 		res := gs.table.Apply(lease.Position{Slot: slot, Index: uint32(index)}, lc)
+		if lc.Op == lease.OpRaiseTokenFloor && res.Code == lease.CodeOK {
+			gs.floorPending = false
+		}
 		s.obs.applied(g, lc, expiring, res) // logs and metrics (observe.go)
 		var opened lease.SessionInfo
 		ended := false

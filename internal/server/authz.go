@@ -129,6 +129,9 @@ func (s *Server) authorize(cs *clientStream, req *wire.Msg) *wire.Msg {
 		return s.checkRule(cs, ActionLock, req.Name)
 	case wire.TypeValidate, wire.TypeLockStatus, wire.TypeWatch:
 		return s.checkRule(cs, ActionRead, req.Name)
+	case wire.TypeSnapshot:
+		// A backup holds every session and lock of the cluster.
+		return s.checkRule(cs, ActionAdmin, "")
 	case wire.TypeClusterStatus:
 		if s.policy.Load().acl.file {
 			return s.checkRule(cs, ActionAdmin, "")

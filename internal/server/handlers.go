@@ -92,6 +92,8 @@ func (s *Server) handle(ctx context.Context, cs *clientStream, req *wire.Msg) *w
 		}
 		s.hub.watch(req.Name, cs, req.ReqID)
 		return &wire.Msg{Code: wire.CodeOK}
+	case wire.TypeSnapshot:
+		return s.snapshot(ctx, cs, req) // backup.go
 	case wire.TypeUnwatch:
 		s.hub.unwatch(req.Name, cs)
 		cs.dropWatch(req.Name)
@@ -157,6 +159,9 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 	g := paxos.GroupID(req.Group)
 	if !s.elector.Serving(g, s.now()) {
 		return appliedResult{}, replica.Result{}, s.notMaster(g)
+	}
+	if bad := s.raiseFloorFirst(ctx, g); bad != nil { // floor.go
+		return appliedResult{}, replica.Result{}, bad
 	}
 	lc.Now = s.now().UnixNano()
 	client := commandClient(cs.who.Name, req.Client)

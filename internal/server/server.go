@@ -188,6 +188,9 @@ type Server struct {
 	ids    identities
 	warn   *warnLimiter
 
+	// captures are group snapshots being read for a backup (backup.go).
+	captures captures
+
 	wg      sync.WaitGroup
 	started time.Time // set by New, read-only after
 	// clock is the clock of leases, the election and session expiry

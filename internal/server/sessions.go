@@ -206,6 +206,13 @@ func (s *Server) expireGroup(ctx context.Context, g paxos.GroupID, now time.Time
 		}
 		gc.grace(from)
 	}
+	if s.floorPending(g) {
+		// A restored group raises its token floor before anything else
+		// (floor.go); its sessions wait, with the grace above.
+		c.mu.Unlock()
+		s.proposeOwn(ctx, g, floorCommand(now))
+		return
+	}
 	due := gc.expired(now, maxExpirePerRound)
 	c.mu.Unlock()
 

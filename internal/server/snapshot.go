@@ -23,13 +23,23 @@ import (
 // events between the old state and the restored one are not known here: the
 // clients reconnect, and read the table again.
 //
-// Layout: "LKGS", version byte, the table's bytes (uvarint length, bytes),
-// the election's bytes (uvarint length, bytes), then the CRC-32C of all
-// bytes before it, little-endian.
+// Layout: "LKGS", version byte, (version 2 only: a flags byte), the
+// table's bytes (uvarint length, bytes), the election's bytes (uvarint
+// length, bytes), then the CRC-32C of all bytes before it, little-endian.
+// Version 1 is written whenever no flag is set, so that snapshots of groups
+// never restored from a backup keep the layout older nodes read.
+//
+// Flag bit 0 (flagFloorPending): the group was restored from a backup and
+// no OpRaiseTokenFloor has been applied since (restore.go). It is
+// replicated state, like the table: every node of the group sets and clears
+// it at the same slot.
 
 const (
 	groupSnapMagic   = "LKGS"
 	groupSnapVersion = 1
+	// groupSnapFlagged is the layout with a flags byte.
+	groupSnapFlagged = 2
+	flagFloorPending = 1 << 0
 	// MaxGroupSnapshot bounds one group's snapshot, here and on transfer.
 	MaxGroupSnapshot = 1 << 30
 )
@@ -39,10 +49,14 @@ var ErrBadGroupSnapshot = errors.New("server: bad group snapshot")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func encodeGroupSnapshot(table, elect []byte) []byte {
-	b := make([]byte, 0, len(groupSnapMagic)+1+2*binary.MaxVarintLen64+len(table)+len(elect)+4)
+func encodeGroupSnapshot(table, elect []byte, flags byte) []byte {
+	b := make([]byte, 0, len(groupSnapMagic)+2+2*binary.MaxVarintLen64+len(table)+len(elect)+4)
 	b = append(b, groupSnapMagic...)
-	b = append(b, groupSnapVersion)
+	if flags == 0 {
+		b = append(b, groupSnapVersion)
+	} else {
+		b = append(b, groupSnapFlagged, flags)
+	}
 	b = binary.AppendUvarint(b, uint64(len(table)))
 	b = append(b, table...)
 	b = binary.AppendUvarint(b, uint64(len(elect)))
@@ -51,9 +65,9 @@ func encodeGroupSnapshot(table, elect []byte) []byte {
 }
 
 // decodeGroupSnapshot checks b's frame and returns its parts, which alias b.
-func decodeGroupSnapshot(b []byte) (table, elect []byte, err error) {
-	bad := func(format string, args ...any) ([]byte, []byte, error) {
-		return nil, nil, fmt.Errorf("%w: %s", ErrBadGroupSnapshot, fmt.Sprintf(format, args...))
+func decodeGroupSnapshot(b []byte) (table, elect []byte, flags byte, err error) {
+	bad := func(format string, args ...any) ([]byte, []byte, byte, error) {
+		return nil, nil, 0, fmt.Errorf("%w: %s", ErrBadGroupSnapshot, fmt.Sprintf(format, args...))
 	}
 	if len(b) > MaxGroupSnapshot {
 		return bad("%d bytes, at most %d", len(b), MaxGroupSnapshot)
@@ -61,14 +75,21 @@ func decodeGroupSnapshot(b []byte) (table, elect []byte, err error) {
 	if len(b) < len(groupSnapMagic)+1+4 || string(b[:len(groupSnapMagic)]) != groupSnapMagic {
 		return bad("not a group snapshot (%d bytes)", len(b))
 	}
-	if v := b[len(groupSnapMagic)]; v != groupSnapVersion {
-		return bad("version %d, this build reads %d", v, groupSnapVersion)
+	v := b[len(groupSnapMagic)]
+	if v != groupSnapVersion && v != groupSnapFlagged {
+		return bad("version %d, this build reads %d and %d", v, groupSnapVersion, groupSnapFlagged)
 	}
 	body := b[:len(b)-4]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
 		return bad("checksum mismatch: the snapshot is damaged")
 	}
 	p := body[len(groupSnapMagic)+1:]
+	if v == groupSnapFlagged {
+		if len(p) == 0 || p[0] == 0 || p[0]&^flagFloorPending != 0 {
+			return bad("bad flags")
+		}
+		flags, p = p[0], p[1:]
+	}
 	part := func(limit int) ([]byte, bool) {
 		l, n := binary.Uvarint(p)
 		if n <= 0 || l > uint64(len(p)-n) || l > uint64(limit) {
@@ -83,7 +104,7 @@ func decodeGroupSnapshot(b []byte) (table, elect []byte, err error) {
 	if !ok1 || !ok2 || len(p) != 0 {
 		return bad("malformed parts")
 	}
-	return table, elect, nil
+	return table, elect, flags, nil
 }
 
 // SnapshotGroup implements replica.Snapshotter: group g's lock table and
@@ -107,12 +128,16 @@ func (s *Server) CaptureGroup(g paxos.GroupID) (func() ([]byte, error), error) {
 	gs := s.groups[g]
 	gs.mu.Lock()
 	frozen := gs.table.Freeze()
+	var flags byte
+	if gs.floorPending {
+		flags |= flagFloorPending
+	}
 	gs.mu.Unlock()
 	elect, err := s.elector.SnapshotGroup(g, s.now())
 	if err != nil {
 		return nil, err
 	}
-	return func() ([]byte, error) { return encodeGroupSnapshot(frozen.Encode(), elect), nil }, nil
+	return func() ([]byte, error) { return encodeGroupSnapshot(frozen.Encode(), elect, flags), nil }, nil
 }
 
 // RestoreGroup implements replica.Snapshotter. Every part is checked before
@@ -123,7 +148,7 @@ func (s *Server) RestoreGroup(g paxos.GroupID, data []byte) error {
 	if int(g) >= len(s.groups) {
 		return fmt.Errorf("server: no group %d", g)
 	}
-	table, elect, err := decodeGroupSnapshot(data)
+	table, elect, flags, err := decodeGroupSnapshot(data)
 	if err != nil {
 		return err
 	}
@@ -137,6 +162,7 @@ func (s *Server) RestoreGroup(g paxos.GroupID, data []byte) error {
 		gs.mu.Unlock()
 		return err
 	}
+	gs.floorPending = flags&flagFloorPending != 0
 	sessions := gs.table.Sessions()
 	gs.mu.Unlock()
 	if err := s.elector.RestoreGroup(g, elect, now); err != nil {

@@ -112,17 +112,18 @@ func FuzzDecodeGroupSnapshot(f *testing.F) {
 	fillGroup(f, s, 0, 3)
 	data, _ := s.SnapshotGroup(0)
 	f.Add(data)
-	f.Add(encodeGroupSnapshot(nil, nil))
+	f.Add(encodeGroupSnapshot(nil, nil, 0))
+	f.Add(encodeGroupSnapshot(nil, nil, flagFloorPending))
 	f.Add([]byte("LKGS\x01"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		table, elect, err := decodeGroupSnapshot(b)
+		table, elect, flags, err := decodeGroupSnapshot(b)
 		if err != nil {
 			if !errors.Is(err, ErrBadGroupSnapshot) {
 				t.Fatalf("error %v does not wrap ErrBadGroupSnapshot", err)
 			}
 			return
 		}
-		if again := encodeGroupSnapshot(table, elect); !bytes.Equal(again, b) {
+		if again := encodeGroupSnapshot(table, elect, flags); !bytes.Equal(again, b) {
 			t.Fatalf("%x re-encodes to %x", b, again)
 		}
 	})

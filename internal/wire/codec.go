@@ -15,6 +15,8 @@ var ErrMalformed = errors.New("wire: malformed message")
 const (
 	MaxItems       = 1 << 16 // items of each kind in one Msg
 	MaxStringBytes = 64 << 10
+	// MaxChunkBytes bounds a snapshot chunk (TypeSnapshot).
+	MaxChunkBytes = 1 << 20
 )
 
 // Field tags. The low bit of an encoded key says how the value is encoded:
@@ -43,7 +45,10 @@ const (
 	tagGroups    = 21
 	tagKind      = 22
 	tagWaiters   = 23
-	tagHolderCnt = 24
+	tagOffset    = 24
+	tagSize      = 25
+	tagChunk     = 26
+	tagHolderCnt = 27
 	tagKeepAlive = 30
 	tagMaster    = 31
 	tagHolder    = 32
@@ -120,6 +125,9 @@ func Append(dst []byte, m *Msg) []byte {
 	e.uint(tagGroups, uint64(m.Groups))
 	e.uint(tagKind, uint64(m.Kind))
 	e.uint(tagWaiters, uint64(m.Waiters))
+	e.uint(tagOffset, m.Offset)
+	e.uint(tagSize, m.Size)
+	e.bytes(tagChunk, m.Chunk)
 	e.uint(tagHolderCnt, uint64(m.HolderCount))
 	for _, it := range m.KeepAlives {
 		e.nested(tagKeepAlive, func(n *enc) {
@@ -307,6 +315,15 @@ func Decode(b []byte) (Msg, error) {
 			m.Kind = EventKind(v)
 		case tagWaiters:
 			m.Waiters = d.u32(tag, v)
+		case tagOffset:
+			m.Offset = v
+		case tagSize:
+			m.Size = v
+		case tagChunk:
+			if len(s) > MaxChunkBytes {
+				d.fail("snapshot chunk is %d bytes, the limit is %d", len(s), MaxChunkBytes)
+			}
+			m.Chunk = d.clone(s)
 		case tagHolderCnt:
 			m.HolderCount = d.u32(tag, v)
 		case tagKeepAlive, tagMaster, tagHolder, tagMember:

@@ -36,6 +36,13 @@ const (
 	TypeWatchMasters
 	TypeClusterStatus
 	TypeUnwatch
+	// TypeSnapshot reads a group's snapshot from its master, one chunk at a
+	// time (lockctl snapshot save; admin only). The first request has Epoch
+	// 0: the master takes the snapshot and names it by the Epoch of its
+	// answer; later requests give that Epoch and the Offset they want. Each
+	// answer carries the snapshot's Slot, its Size, the Offset and the
+	// bytes of the Chunk, and Name is the cluster's id.
+	TypeSnapshot
 
 	// TypeResponse answers the request with the same ReqID.
 	TypeResponse Type = 100
@@ -48,7 +55,7 @@ var typeNames = map[Type]string{
 	TypeKeepAlive: "KeepAlive", TypeAcquire: "Acquire", TypeRelease: "Release",
 	TypeCancelWait: "CancelWait", TypeValidate: "Validate", TypeLockStatus: "LockStatus",
 	TypeWatch: "Watch", TypeWatchMasters: "WatchMasters", TypeClusterStatus: "ClusterStatus",
-	TypeUnwatch: "Unwatch", TypeResponse: "Response", TypeEvent: "Event",
+	TypeUnwatch: "Unwatch", TypeSnapshot: "Snapshot", TypeResponse: "Response", TypeEvent: "Event",
 }
 
 func (t Type) String() string {
@@ -216,6 +223,12 @@ type Msg struct {
 	// HolderCount is a lock event's number of holders (Holders may list
 	// fewer: at most MaxEventHolders).
 	HolderCount uint32
+
+	// Offset, Size and Chunk carry a snapshot (TypeSnapshot): the bytes of
+	// Chunk start at Offset of a snapshot of Size bytes.
+	Offset uint64
+	Size   uint64
+	Chunk  []byte
 
 	KeepAlives []KeepAliveItem
 	Masters    []MasterItem

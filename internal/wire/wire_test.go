@@ -12,7 +12,7 @@ func sample() Msg {
 	return Msg{Type: TypeAcquire, ReqID: 7, Group: 3, Session: 99, Client: 1 << 40, Seq: 12, Ack: 11, Name: "db/primary",
 		Token: 5, TTL: 10 * time.Second, LockDelay: time.Second, Flags: FlagShared | FlagWait, Metadata: []byte("pid 42"),
 		Code: CodeNotMaster, Err: "not master", Hint: 2, HintAddr: "127.0.0.1:7001", Epoch: 9, Slot: 1234, Node: 1, Groups: 16,
-		Kind: EventGranted, Waiters: 3, HolderCount: 70,
+		Kind: EventGranted, Waiters: 3, Offset: 1 << 20, Size: 3 << 20, Chunk: []byte("LKGS"), HolderCount: 70,
 		KeepAlives: []KeepAliveItem{{Group: 1, Session: 2, Code: CodeSessionUnknown}},
 		Masters:    []MasterItem{{Group: 0, Epoch: 4, Master: 3, Addr: "127.0.0.1:7003", Seq: 7, Cause: 2}, {Group: 1}},
 		Holders:    []HolderItem{{Session: 5, Token: 6, Shared: true, Metadata: []byte("m")}},

@@ -118,7 +118,9 @@ func BenchmarkBoundedDisk(b *testing.B) {
 		stores[id], reps[id] = open(id)
 	}
 	c := &cluster{net: net, replicas: []*Replica{reps[1], reps[2], reps[3]}}
-	pctx, pcancel := context.WithTimeout(ctx, 10*time.Minute)
+	// The hang guard scales with the run: a 10-million-command run on a
+	// busy machine takes far longer than a short one.
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Minute+time.Duration(b.N)*time.Millisecond)
 	defer pcancel()
 	const sessions, names = 64, 1000
 	propose := func(client, seq uint64, cmd lease.Command) lease.Code {
@@ -136,15 +138,29 @@ func BenchmarkBoundedDisk(b *testing.B) {
 	var done atomic.Int64
 	var peakLate, atHalf atomic.Int64
 	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	began := time.Now()
 	go func() { // sample the data dir of node 1
+		defer close(sampled)
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
+		// Log the size at every twentieth of the run, so a long run shows
+		// the curve levelling off, not only two points of it.
+		step := max(int64(b.N)/20, 1)
+		nextLog := step
 		for {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 				sz := dirBytes(filepath.Join(root, "1"))
+				if n := done.Load(); n >= nextLog {
+					fmt.Fprintf(os.Stderr, "BoundedDisk N=%d: %d commands done after %s, data dir of node 1 %.2f MiB\n",
+						b.N, n, time.Since(began).Round(time.Second), float64(sz)/(1<<20))
+					for nextLog <= n {
+						nextLog += step
+					}
+				}
 				if n := done.Load(); n >= int64(b.N)/2 {
 					if atHalf.Load() == 0 {
 						atHalf.Store(sz)
@@ -179,6 +195,7 @@ func BenchmarkBoundedDisk(b *testing.B) {
 	pw.Wait()
 	b.StopTimer()
 	close(stop)
+	<-sampled
 	b.ReportMetric(float64(atHalf.Load())/(1<<20), "MiB-at-half")
 	b.ReportMetric(float64(peakLate.Load())/(1<<20), "MiB-peak-2nd-half")
 	b.ReportMetric(float64(dirBytes(filepath.Join(root, "1")))/(1<<20), "MiB-end")

@@ -132,7 +132,7 @@ func (c *Config) validate() error {
 		c.ProposalQueue = 1 << 16
 	}
 	if c.MaxClients == 0 {
-		c.MaxClients = 100000
+		c.MaxClients = DefaultMaxClients
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = DefaultSnapshotEvery
