@@ -18,6 +18,9 @@ func New(cfg Config) (*Replica, error) {
 		rng := rand.New(rand.NewSource(time.Now().UnixNano() + int64(cfg.Core.ID)))
 		cfg.Core.Rand = rng.Intn
 	}
+	if st, ok := cfg.Store.(SnapshotStore); ok && cfg.Core.SnapshotMembership == nil {
+		cfg.Core.SnapshotMembership = snapshotMembership(st)
+	}
 	core, err := paxos.New(cfg.Core, cfg.Store)
 	if err != nil {
 		return nil, err
@@ -40,6 +43,10 @@ func New(cfg Config) (*Replica, error) {
 		r.appliers[i] = paxos.NewApplier(cfg.MaxClients, applierResults)
 	}
 	r.next = make([]uint64, core.Groups())
+	r.ms = make([]paxos.Membership, core.Groups())
+	for i := range r.ms {
+		r.ms[i] = paxos.InitialMembership(cfg.Core.Nodes)
+	}
 	r.snapAt = make([]uint64, core.Groups())
 	if err := r.restoreAtStart(); err != nil {
 		return nil, err
@@ -369,6 +376,8 @@ const applierResults = 1024
 
 func (r *Replica) apply(a *paxos.Apply) {
 	r.next[a.Group] = a.Slot + 1
+	r.ms[a.Group].Apply(a.Slot, &a.Value)
+	r.ms[a.Group].Prune(a.Slot + 1)
 	r.appliers[a.Group].Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *paxos.Command) []byte {
 		return r.cfg.StateMachine.Apply(a.Group, slot, index, cmd)
 	}, func(cmd *paxos.Command, o paxos.Outcome) {
