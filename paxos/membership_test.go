@@ -134,3 +134,75 @@ func FuzzDecodeChange(f *testing.F) {
 		}
 	})
 }
+
+// settle runs the master's Readys, answering every Accept with the
+// Accepteds of node 1 (its own, after the sync) and of voters, until
+// nothing is left in flight. It returns the highest slot an Accept named.
+func settle(t *testing.T, n *Node, st *MemoryStorage, voters ...NodeID) (top uint64, prepares []Message) {
+	t.Helper()
+	for i := 0; i < 100 && n.HasReady(); i++ {
+		r := drain(t, n, st)
+		for _, m := range r.AfterSync {
+			if m.To == 1 {
+				step(t, n, m)
+			}
+			if m.Type == MsgPrepare {
+				prepares = append(prepares, m)
+			}
+		}
+		for _, m := range r.Messages {
+			if m.Type != MsgAccept || m.To == 1 {
+				continue
+			}
+			top = max(top, m.Entries[0].Slot)
+			if hasNode(voters, m.To) {
+				step(t, n, Message{Type: MsgAccepted, From: m.To, To: 1, Ballot: m.Ballot, Slot: m.Entries[0].Slot})
+			}
+		}
+	}
+	return top, prepares
+}
+
+// TestStepNewVoterPromisesBeforeItsSlots: once a promotion is chosen at slot
+// k, the slots from k+alpha on are governed by four voters, and the master,
+// whose phase 1 was answered by nodes 1 and 2 of the old three, must not
+// propose there before a majority of the four (three) promised its ballot:
+// it asks nodes 3 and 4, proposes nothing at k+alpha, and goes on once node
+// 4 promises.
+func TestStepNewVoterPromisesBeforeItsSlots(t *testing.T) {
+	const alpha = 4
+	n, st := newTestNode(t, 1, func(c *Config) { c.changeDelay = alpha })
+	becomeMasterWith(t, n, st, Message{From: 2})
+	if err := n.ProposeChange(0, Change{Op: AddLearner, Node: 4, Addr: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, n, st, 2)
+	step(t, n, Message{Type: MsgCommit, From: 4, To: 1, Commit: 1}) // node 4 reports its progress
+	if err := n.ProposeChange(0, Change{Op: Promote, Node: 4}); err != nil {
+		t.Fatal(err)
+	}
+	k := n.groups[0].next // where the promotion goes
+	top, prepares := settle(t, n, st, 2)
+	if err := n.Propose(0, Command{ID: CommandID{Client: 1, Seq: 1}, Data: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	more, p2 := settle(t, n, st, 2)
+	top, prepares = max(top, more), append(prepares, p2...)
+	if top >= k+alpha {
+		t.Fatalf("the master proposed at slot %d, at or after slot %d where the four voters govern, with promises from 1 and 2 only", top, k+alpha)
+	}
+	var to4 *Message
+	for i := range prepares {
+		if prepares[i].To == 4 {
+			to4 = &prepares[i]
+		}
+	}
+	if to4 == nil {
+		t.Fatalf("the master did not ask the new voter 4 for a promise (prepares %v)", prepares)
+	}
+	step(t, n, Message{Type: MsgPromise, From: 4, To: 1, Ballot: to4.Ballot, Slot: to4.Slot})
+	top, _ = settle(t, n, st, 2, 4)
+	if top < k+alpha {
+		t.Fatalf("with promises from 1, 2 and 4 the master still proposes nothing at slot %d or after (top %d)", k+alpha, top)
+	}
+}
