@@ -106,6 +106,9 @@ type group struct {
 	// ms is the group's membership as of slot applied: every value handed
 	// out to apply has been taken in (see membership.go).
 	ms Membership
+	// member is set once this node was seen in the group's membership, so
+	// that a node waiting to join is not taken for a removed one.
+	member bool
 	// progress is the highest commit index heard from each node (how far a
 	// learner has caught up).
 	progress map[NodeID]uint64

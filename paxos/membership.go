@@ -537,3 +537,13 @@ func (n *Node) Progress(g GroupID) (map[NodeID]uint64, error) {
 	out[n.cfg.ID] = gr.commit
 	return out, nil
 }
+
+// noteMember sets g.member once this node appears in the membership.
+func (g *group) noteMember() {
+	for _, e := range g.ms.Epochs {
+		if memberIndex(e.Members, g.n.cfg.ID) >= 0 {
+			g.member = true
+			return
+		}
+	}
+}

@@ -170,6 +170,7 @@ func New(cfg Config, st Storage) (*Node, error) {
 		}
 		g.memFloor = g.commit
 		g.last = max(g.last, g.commit)
+		g.noteMember()
 		g.knownCommit = g.commit
 		if g.commit > g.applied {
 			g.touch()
@@ -346,6 +347,7 @@ func (n *Node) Ready() Ready {
 		for _, a := range r.Committed[first:] {
 			g.ms.apply(a.Slot, &a.Value, n.cfg.delay())
 		}
+		g.noteMember()
 		g.applied = s // handed out: the runtime applies them
 		g.ms.Prune(g.applied)
 		if len(g.ms.Epochs) != epochs || (g.role == master && len(r.Committed) > first) {
@@ -419,8 +421,11 @@ type GroupStatus struct {
 	InFlight int
 	Pending  int
 	// Voter says whether this node votes in the configuration of its
-	// commit index; Removed, that the newest configuration it knows leaves
-	// it out and is in force (the group no longer needs it).
+	// commit index; Removed, that it was a member and the newest
+	// configuration it knows leaves it out and is in force (the group no
+	// longer needs it). A node waiting to join is not Removed. A node that
+	// restarts from a snapshot taken after its removal no longer knows it
+	// was a member: the runtime keeps that fact if it needs it.
 	Voter   bool
 	Removed bool
 }
@@ -435,7 +440,7 @@ func (n *Node) Status(g GroupID) (GroupStatus, error) {
 	return GroupStatus{Group: g, Role: gr.role.String(), Ballot: gr.ballot, Master: gr.leader, Promise: gr.promised,
 		Commit: gr.commit, Applied: gr.applied, Next: gr.next, InFlight: len(gr.inflight), Pending: len(gr.pending),
 		Voter:   isVoter(gr.ms.At(gr.commit), n.cfg.ID),
-		Removed: memberIndex(latest.Members, n.cfg.ID) < 0 && gr.applied >= latest.From}, nil
+		Removed: gr.member && memberIndex(latest.Members, n.cfg.ID) < 0 && gr.applied >= latest.From}, nil
 }
 
 // Groups returns the number of groups.

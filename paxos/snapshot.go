@@ -107,6 +107,7 @@ func (g *group) setMembership(ms Membership, slot uint64) error {
 	}
 	g.ms = ms.Clone()
 	g.ms.Prune(slot)
+	g.noteMember()
 	g.touch()
 	return nil
 }

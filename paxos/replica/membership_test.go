@@ -207,6 +207,9 @@ func TestRollingReplacement(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // let traffic run between steps
 		nu := old + 3
 		c.start(nu)
+		if st, err := c.live()[nu].Status(ctx, 0); err != nil || st.Removed || st.Voter {
+			t.Fatalf("node %d waiting to join: %+v, %v; want neither removed nor a voter", nu, st, err)
+		}
 		for g := range paxos.GroupID(groups) {
 			c.change(ctx, g, paxos.Change{Op: paxos.AddLearner, Node: nu, Addr: fmt.Sprintf("mem:%d", nu)})
 			c.change(ctx, g, paxos.Change{Op: paxos.Promote, Node: nu})
