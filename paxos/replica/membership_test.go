@@ -136,7 +136,7 @@ func (c *rolling) propose(ctx context.Context, g paxos.GroupID, cmd paxos.Comman
 // change makes c in group g and waits until it is in force on the master.
 func (c *rolling) change(ctx context.Context, g paxos.GroupID, ch paxos.Change) {
 	t := c.t
-	inForce := func(ms []paxos.Member) bool {
+	applied := func(ms []paxos.Member) bool {
 		for _, m := range ms {
 			if m.ID == ch.Node {
 				return ch.Op == paxos.AddLearner || (ch.Op == paxos.Promote && m.Voter)
@@ -151,7 +151,7 @@ func (c *rolling) change(ctx context.Context, g paxos.GroupID, ch paxos.Change) 
 			if err != nil || st.Role != "master" {
 				continue
 			}
-			if ms, err := r.Membership(ctx, g); err == nil && inForce(ms.At(st.Applied)) {
+			if ms, err := r.Membership(ctx, g); err == nil && applied(ms.At(st.Applied)) {
 				return
 			}
 			if err := r.ProposeChange(ctx, g, ch); err != nil && !errors.Is(err, paxos.ErrChangePending) {
