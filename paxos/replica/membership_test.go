@@ -206,6 +206,7 @@ func TestRollingReplacement(t *testing.T) {
 	for old := paxos.NodeID(1); old <= 3; old++ {
 		time.Sleep(50 * time.Millisecond) // let traffic run between steps
 		nu := old + 3
+		began := time.Now()
 		c.start(nu)
 		if st, err := c.live()[nu].Status(ctx, 0); err != nil || st.Removed || st.Voter {
 			t.Fatalf("node %d waiting to join: %+v, %v; want neither removed nor a voter", nu, st, err)
@@ -230,7 +231,8 @@ func TestRollingReplacement(t *testing.T) {
 			}
 		}
 		c.retire(old)
-		t.Logf("node %d replaced by node %d (sums so far: %d, %d)", old, nu, sent[0].Load(), sent[1].Load())
+		t.Logf("node %d replaced by node %d in %v, three changes in each of %d groups (sums so far: %d, %d)",
+			old, nu, time.Since(began).Round(time.Millisecond), groups, sent[0].Load(), sent[1].Load())
 	}
 	stopTraffic()
 	wg.Wait()
