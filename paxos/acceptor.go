@@ -6,6 +6,15 @@ func (g *group) onPrepare(m *Message) {
 		g.reply(m, Message{Type: MsgNack, Ballot: g.promised})
 		return
 	}
+	if latest := g.ms.Epochs[len(g.ms.Epochs)-1]; m.Commit <= g.commit && g.applied >= latest.From && !isVoter(latest.Members, m.From) {
+		// The configuration in force no longer lists the proposer as a
+		// voter (or never did), and it knows no more than we do, so it has
+		// not seen a change that would make it one. Refusing is always
+		// safe; Behind makes it fetch and learn that it was removed,
+		// instead of disrupting the group with ever higher ballots.
+		g.reply(m, Message{Type: MsgNack, Ballot: g.promised, Behind: true})
+		return
+	}
 	if g.commit > m.Slot+uint64(g.n.cfg.MaxFetchEntries) || g.compacted(m.Slot) {
 		// The proposer would need more chosen entries than one Promise may
 		// carry, or entries our log may no longer hold (below our

@@ -45,8 +45,12 @@ type ApplyFunc func(slot uint64, index int, cmd *Command) []byte
 
 // Apply applies the commands of v, chosen at slot, in order. apply runs for
 // each command that takes effect; done (if not nil) runs for every command,
-// applied or not, with its outcome.
+// applied or not, with its outcome. A membership change (ChangeOf) is not a
+// client command: it is skipped (the core and Membership.Apply take it in).
 func (a *Applier) Apply(slot uint64, v *Value, apply ApplyFunc, done func(cmd *Command, o Outcome)) {
+	if _, ok := ChangeOf(v); ok {
+		return
+	}
 	for i := range v.Cmds {
 		cmd := &v.Cmds[i]
 		o := a.applyOne(slot, i, cmd, apply)

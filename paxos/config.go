@@ -3,15 +3,18 @@ package paxos
 import (
 	"errors"
 	"fmt"
-	"slices"
 )
 
 // Config sets up a Node. Validate checks it once, with errors that name the
 // field; New calls Validate.
 type Config struct {
-	// ID is this node; it must be one of Nodes.
+	// ID is this node. It is one of Nodes, or a node that joins later: it
+	// then waits as a non-member until a membership change adds it.
 	ID NodeID
-	// Nodes lists every node of the cluster (3 or 5 usually).
+	// Nodes lists the voters of every group's initial configuration, the
+	// one that governs slot 0 (3 or 5 usually). It must be the same on every
+	// node of a cluster for its whole life: membership changes (see
+	// membership.go) are chosen in the log on top of it.
 	Nodes []NodeID
 	// Groups is the number of Paxos groups (default 16, up to 4096).
 	Groups int
@@ -50,6 +53,16 @@ type Config struct {
 	// Rand returns pseudo-random numbers in [0, n). It is injected so that
 	// one seed replays one history. Required.
 	Rand func(n int) int
+	// SnapshotMembership returns the membership stored with group g's
+	// newest snapshot (the one SnapshotStorage.SnapshotSlot names). New
+	// calls it for every group that has a snapshot. Nil, or a Membership
+	// without epochs, means the initial one (Nodes): right for snapshots
+	// written before membership changes existed.
+	SnapshotMembership func(g GroupID) (Membership, error)
+
+	// changeDelay overrides ChangeDelay, for the simulator only (it must be
+	// the same on every node).
+	changeDelay uint64
 
 	// mutate switches on deliberately broken rules, for the simulator's
 	// mutation tests only. It is unexported so that no user can set it.
@@ -76,6 +89,12 @@ const (
 	// a master steps down only when the chosen entry it installs carries a
 	// ballot above its own.
 	mutStepDownOnHigherBallot
+	// mutPrepareConfQuorum: every quorum of a ballot is counted against the
+	// configuration its master prepared under, not the slot's.
+	mutPrepareConfQuorum
+	// mutNoChangeDelay: a master proposes beyond the slots whose
+	// configuration it knows, taking the newest it knows for them.
+	mutNoChangeDelay
 )
 
 // withDefaults fills zero fields with their defaults.
@@ -114,9 +133,6 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("paxos config: Nodes lists node %d twice", n)
 		}
 		seen[n] = true
-	}
-	if !slices.Contains(c.Nodes, c.ID) {
-		return fmt.Errorf("paxos config: ID %d is not in Nodes %v", c.ID, c.Nodes)
 	}
 	checks := []struct {
 		name     string
@@ -161,5 +177,10 @@ const (
 	maxFetchBytes = 1 << 20
 )
 
-// quorum is the number of nodes that make a majority.
-func (c *Config) quorum() int { return len(c.Nodes)/2 + 1 }
+// delay is alpha, ChangeDelay unless the simulator sets it.
+func (c *Config) delay() uint64 {
+	if c.changeDelay > 0 {
+		return c.changeDelay
+	}
+	return ChangeDelay
+}

@@ -87,8 +87,9 @@
 //     index, or marked by markChosen), so a chosen mark is only ever copied
 //     from a node that learned it in one of these three ways (by induction).
 //     A Prepare's commit index is not learned from.
-//  3. By its own quorum. A master marks a slot chosen when a majority of its
-//     current ballot accepted it; acceptors count only after their accept is
+//  3. By its own quorum. A master marks a slot chosen when a majority of the
+//     voters of the slot's configuration accepted it under its current
+//     ballot; acceptors count only after their accept is
 //     durable (rule 4), and only votes for the current ballot are counted.
 //
 // Whichever way it learns, a node that finds a slot chosen with a value other
@@ -96,6 +97,15 @@
 // entry) and its own commands there come back (see Own-value semantics). The
 // commit index walks only over contiguous slots marked chosen, never over an
 // entry that is not.
+//
+// # Membership
+//
+// A group's voters change through values in its log (membership.go): a
+// change chosen at slot j governs the slots from j+ChangeDelay on, so that a
+// proposer knows the configuration of every slot it acts on, and every
+// majority above (phase 1 promises, phase 2 accepts) is a majority of the
+// voters of the slot's configuration. Learners follow the log but never
+// vote; a node that is not a voter never campaigns.
 //
 // After a restart, entries below the durable commit index are chosen: an
 // entry and the commit index that covers it are written in one atomic batch,

@@ -1,5 +1,7 @@
 package paxos
 
+import "slices"
+
 // role is what a node currently is in one group.
 type role uint8
 
@@ -22,8 +24,17 @@ func (r role) String() string {
 // proposal is a slot the master has in flight under its ballot.
 type proposal struct {
 	value   Value
-	acks    nodeSet
-	elapsed int // ticks since the accepts were last sent
+	acks    []NodeID // nodes whose durable accept came back (voters or not)
+	elapsed int      // ticks since the accepts were last sent
+}
+
+func hasNode(s []NodeID, id NodeID) bool {
+	for _, x := range s {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 // group is the state of one Paxos group on this node. The node owns it; it is
@@ -51,11 +62,17 @@ type group struct {
 	touched  bool   // on the node's dirty list
 
 	// Proposer state.
-	role         role
-	ballot       Ballot // our ballot while preparing or master
-	maxRound     uint64 // highest round seen, so a new ballot outbids it
-	promisedBy   nodeSet
-	p1           map[uint64]Entry // phase-1 merge: best entry per slot
+	role     role
+	ballot   Ballot // our ballot while preparing or master
+	maxRound uint64 // highest round seen, so a new ballot outbids it
+	// promisers maps each node that promised our ballot to the slot its
+	// promise (and its report) starts at; it counts for the slots from
+	// there on whose configuration lists it as a voter (membership.go).
+	promisers    map[NodeID]uint64
+	asked        map[NodeID]bool  // master: asked for a promise since the last heartbeat
+	p1           map[uint64]Entry // phase-1 merge: best entry per slot not yet proposed
+	p1top        uint64           // one past the highest slot any promise reported
+	prepConf     []Member         // the configuration of prepFrom (for a mutation test)
 	prepFrom     uint64
 	prepElapsed  int
 	next         uint64 // master: next slot for a new value
@@ -63,7 +80,8 @@ type group struct {
 	mine         map[uint64]Value // slots holding our own new commands, until known chosen
 	pending      []Command
 	pendingBytes int
-	queueTicks   int // ticks the queue has waited for a slot
+	changeQ      *Value // master: a membership change waiting for a slot
+	queueTicks   int    // ticks the queue has waited for a slot
 	valueSeq     uint64
 
 	// Failure detection.
@@ -85,6 +103,16 @@ type group struct {
 	// was advanced, so its chosen entry is in storage (see Advance).
 	durable uint64
 
+	// ms is the group's membership as of slot applied: every value handed
+	// out to apply has been taken in (see membership.go).
+	ms Membership
+	// member is set once this node was seen in the group's membership, so
+	// that a node waiting to join is not taken for a removed one.
+	member bool
+	// progress is the highest commit index heard from each node (how far a
+	// learner has caught up).
+	progress map[NodeID]uint64
+
 	// Learning.
 	knownCommit  uint64 // highest commit index heard of
 	knownFrom    NodeID // who said so
@@ -100,17 +128,77 @@ func newGroup(n *Node, id GroupID) *group {
 		unsaved:  map[uint64]struct{}{},
 		inflight: map[uint64]*proposal{},
 		mine:     map[uint64]Value{},
+		progress: map[NodeID]uint64{},
+		ms:       InitialMembership(n.cfg.Nodes),
 	}
 	g.resetElectionTimeout()
 	return g
 }
 
 // rank is how far this node is from the group's preferred master: 0 for the
-// preferred node (group mod number of nodes), then 1, 2, ...
+// preferred voter (group mod number of voters, in id order), then 1, 2, ...
+// A node that is not a voter ranks last.
 func (g *group) rank() int {
-	nodes := len(g.n.cfg.Nodes)
+	voters := Voters(g.ms.At(g.commit))
+	nodes := len(voters)
+	self := slices.Index(voters, g.n.cfg.ID)
+	if nodes == 0 || self < 0 {
+		return nodes
+	}
 	pref := int(g.id) % nodes
-	return (g.n.self - pref + nodes) % nodes
+	return (self - pref + nodes) % nodes
+}
+
+// confKnown returns config(s), the members governing slot s, if this node
+// knows it: every slot up to s-alpha has been taken in (membership.go).
+func (g *group) confKnown(s uint64) ([]Member, bool) {
+	if s >= g.applied+g.n.cfg.delay() && g.n.cfg.mutate&mutNoChangeDelay == 0 {
+		return nil, false
+	}
+	ms := g.ms.At(s)
+	return ms, ms != nil
+}
+
+// peers returns every node of every epoch this node knows, but itself:
+// whom a master sends its Accepts and heartbeats to.
+func (g *group) peers() []NodeID {
+	var out []NodeID
+	for _, e := range g.ms.Epochs {
+		for _, x := range e.Members {
+			if x.ID != g.n.cfg.ID && !slices.Contains(out, x.ID) {
+				out = append(out, x.ID)
+			}
+		}
+	}
+	return out
+}
+
+// allVoters returns every voter of every epoch this node knows.
+func (g *group) allVoters() []NodeID {
+	var out []NodeID
+	for _, e := range g.ms.Epochs {
+		for _, x := range e.Members {
+			if x.Voter && !slices.Contains(out, x.ID) {
+				out = append(out, x.ID)
+			}
+		}
+	}
+	return out
+}
+
+// majority reports whether the voters of ms among ids are a majority of
+// the voters of ms.
+func majority(ms []Member, ids []NodeID) bool {
+	voters, yes := 0, 0
+	for _, x := range ms {
+		if x.Voter {
+			voters++
+			if hasNode(ids, x.ID) {
+				yes++
+			}
+		}
+	}
+	return voters > 0 && yes >= voters/2+1
 }
 
 func (g *group) resetElectionTimeout() {

@@ -85,8 +85,6 @@ func (r *Ready) Empty() bool {
 // for concurrent use: one goroutine (the runtime) owns it.
 type Node struct {
 	cfg     Config
-	self    int // our index in cfg.Nodes
-	index   map[NodeID]int
 	storage Storage
 	groups  []*group
 
@@ -104,6 +102,11 @@ type Node struct {
 	// keepInMemory is how many applied slots stay in memory for peers that
 	// fetch them soon.
 	keepInMemory uint64
+	// quorumHook, set by the simulator only, sees every quorum the core
+	// counts: phase 1 (the promisers that cover the slot, when the master
+	// proposes in it) and phase 2 (the acceptors, when it marks the slot
+	// chosen).
+	quorumHook func(g GroupID, slot uint64, phase int, b Ballot, voters []NodeID)
 }
 
 // New builds the core from durable state. A node that restarts gets back its
@@ -114,11 +117,7 @@ func New(cfg Config, st Storage) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, storage: st, index: map[NodeID]int{}, maxApplyPerReady: 1024, keepInMemory: 1024}
-	for i, id := range cfg.Nodes {
-		n.index[id] = i
-	}
-	n.self = n.index[cfg.ID]
+	n := &Node{cfg: cfg, storage: st, maxApplyPerReady: 1024, keepInMemory: 1024}
 	n.groups = make([]*group, cfg.Groups)
 	for i := range n.groups {
 		g := newGroup(n, GroupID(i))
@@ -140,6 +139,15 @@ func New(cfg Config, st Storage) (*Node, error) {
 			// those slots.
 			g.snap, g.applied, g.untrusted = snap, snap, snap
 			g.commit = max(g.commit, snap)
+			if snap > 0 && cfg.SnapshotMembership != nil {
+				ms, err := cfg.SnapshotMembership(g.id)
+				if err != nil {
+					return nil, fmt.Errorf("paxos: load the membership of group %d's snapshot at slot %d: %w", i, snap, err)
+				}
+				if err := g.setMembership(ms, snap); err != nil {
+					return nil, err
+				}
+			}
 		}
 		g.memFloor = 0
 		// Entries from the commit index on are the unsettled tail; chosen
@@ -162,6 +170,7 @@ func New(cfg Config, st Storage) (*Node, error) {
 		}
 		g.memFloor = g.commit
 		g.last = max(g.last, g.commit)
+		g.noteMember()
 		g.knownCommit = g.commit
 		if g.commit > g.applied {
 			g.touch()
@@ -185,6 +194,13 @@ func (n *Node) Propose(g GroupID, cmd Command) error {
 	gr, err := n.group(g)
 	if err != nil {
 		return err
+	}
+	if cmd.ID.Client == ChangeClient {
+		return fmt.Errorf("paxos: command %v: client id %d is reserved for membership changes", cmd.ID, ChangeClient)
+	}
+	if gr.role != master && (n.cfg.Contend || gr.leader == 0) && !isVoter(gr.ms.At(gr.commit), n.cfg.ID) {
+		// Not a voter (a learner, or removed): it cannot become master.
+		return &NotMasterError{Group: g, Hint: gr.leader}
 	}
 	if gr.role != master && !n.cfg.Contend {
 		if !n.cfg.AutoCampaign || gr.leader != 0 {
@@ -224,11 +240,17 @@ func (n *Node) Step(m Message) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := n.index[m.From]; !ok {
-		return fmt.Errorf("paxos: message from node %d, which is not a member %v", m.From, n.cfg.Nodes)
+	// Messages from any node are taken: only the votes of the voters of a
+	// slot's configuration are ever counted (membership.go), and a node
+	// that is not a member yet, or no longer, may still fetch and learn.
+	if m.From == 0 {
+		return fmt.Errorf("paxos: %s without a sender reached node %d", m.Type, n.cfg.ID)
 	}
 	if m.To != n.cfg.ID {
 		return fmt.Errorf("paxos: message for node %d reached node %d", m.To, n.cfg.ID)
+	}
+	if m.Commit > g.progress[m.From] {
+		g.progress[m.From] = m.Commit
 	}
 	switch m.Type {
 	case MsgPrepare:
@@ -304,6 +326,7 @@ func (n *Node) Ready() Ready {
 			r.Persist = append(r.Persist, w)
 		}
 		// Hand out chosen slots in order, a bounded number at a time.
+		first := len(r.Committed)
 		s := g.applied
 		for s < g.commit && s-g.applied < uint64(n.maxApplyPerReady) {
 			if s < g.memFloor {
@@ -320,7 +343,19 @@ func (n *Node) Ready() Ready {
 			r.Committed = append(r.Committed, Apply{Group: g.id, Slot: s, Value: g.log[s].Value})
 			s++
 		}
+		epochs := len(g.ms.Epochs)
+		for _, a := range r.Committed[first:] {
+			g.ms.apply(a.Slot, &a.Value, n.cfg.delay())
+		}
+		g.noteMember()
 		g.applied = s // handed out: the runtime applies them
+		g.ms.Prune(g.applied)
+		if len(g.ms.Epochs) != epochs || (g.role == master && len(r.Committed) > first) {
+			// Slots handed out widen the slots whose configuration the
+			// master knows (membership.go): it may propose further, or a
+			// new epoch may end its term.
+			again = append(again, g)
+		}
 		if g.applied < g.commit {
 			again = append(again, g) // more to do next time
 		}
@@ -385,6 +420,14 @@ type GroupStatus struct {
 	Next     uint64
 	InFlight int
 	Pending  int
+	// Voter says whether this node votes in the configuration of its
+	// commit index; Removed, that it was a member and the newest
+	// configuration it knows leaves it out and is in force (the group no
+	// longer needs it). A node waiting to join is not Removed. A node that
+	// restarts from a snapshot taken after its removal no longer knows it
+	// was a member: the runtime keeps that fact if it needs it.
+	Voter   bool
+	Removed bool
 }
 
 // Status returns the status of group g.
@@ -393,8 +436,11 @@ func (n *Node) Status(g GroupID) (GroupStatus, error) {
 	if err != nil {
 		return GroupStatus{}, err
 	}
+	latest := gr.ms.Epochs[len(gr.ms.Epochs)-1]
 	return GroupStatus{Group: g, Role: gr.role.String(), Ballot: gr.ballot, Master: gr.leader, Promise: gr.promised,
-		Commit: gr.commit, Applied: gr.applied, Next: gr.next, InFlight: len(gr.inflight), Pending: len(gr.pending)}, nil
+		Commit: gr.commit, Applied: gr.applied, Next: gr.next, InFlight: len(gr.inflight), Pending: len(gr.pending),
+		Voter:   isVoter(gr.ms.At(gr.commit), n.cfg.ID),
+		Removed: gr.member && memberIndex(latest.Members, n.cfg.ID) < 0 && gr.applied >= latest.From}, nil
 }
 
 // Groups returns the number of groups.

@@ -3,35 +3,42 @@ package paxos
 import "slices"
 
 // campaign starts phase 1 with a ballot above every ballot seen, for every
-// slot from the commit index on.
+// slot from the commit index on. Only a voter of the configuration of its
+// commit index campaigns (membership.go).
 func (g *group) campaign() {
 	if g.role == master {
+		return
+	}
+	ms, ok := g.confKnown(g.commit)
+	if !ok || !isVoter(ms, g.n.cfg.ID) {
+		g.resetElectionTimeout()
 		return
 	}
 	round := max(g.maxRound, g.promised.Round) + 1
 	g.ballot = Ballot{Round: round, Node: g.n.cfg.ID}
 	g.role = preparing
-	g.promisedBy = 0
+	g.promisers = map[NodeID]uint64{}
+	g.asked = map[NodeID]bool{}
 	g.p1 = map[uint64]Entry{}
 	g.prepFrom = g.commit
+	g.p1top = g.commit
+	g.prepConf = ms
 	g.prepElapsed = 0
 	g.leader = 0
 	g.inflight = map[uint64]*proposal{}
 	g.contendElapsed = 0
-	g.sendPrepare(0)
+	g.sendPrepare(g.allVoters(), g.prepFrom)
 	g.resetElectionTimeout()
 }
 
-// sendPrepare sends Prepare to every node not in skip. Our own Prepare is
-// handled at once; the Prepare to peers leaves only after the ballot (our own
-// promise) is durable, so a restarted node never reuses it (rule 4).
-func (g *group) sendPrepare(skip nodeSet) {
-	for i, to := range g.n.cfg.Nodes {
-		if skip.has(i) {
-			continue
-		}
-		m := Message{Type: MsgPrepare, Group: g.id, From: g.n.cfg.ID, To: to, Ballot: g.ballot, Slot: g.prepFrom, Commit: g.commit}
-		if i == g.n.self {
+// sendPrepare sends Prepare for our ballot from slot from on to the nodes
+// of to. Our own Prepare is handled at once; the Prepare to peers leaves
+// only after the ballot (our own promise) is durable, so a restarted node
+// never reuses it (rule 4).
+func (g *group) sendPrepare(to []NodeID, from uint64) {
+	for _, id := range to {
+		m := Message{Type: MsgPrepare, Group: g.id, From: g.n.cfg.ID, To: id, Ballot: g.ballot, Slot: from, Commit: g.commit}
+		if id == g.n.cfg.ID {
 			g.onPrepare(&m)
 			continue
 		}
@@ -40,59 +47,158 @@ func (g *group) sendPrepare(skip nodeSet) {
 	g.touch()
 }
 
-// onPromise merges a phase-1 reply for our current ballot.
+// onPromise merges a phase-1 reply for our current ballot. A master takes
+// promises too: those of voters it asked for when a configuration with new
+// voters came into its reach (see askPromises).
 func (g *group) onPromise(m *Message) {
-	idx, ok := g.n.index[m.From]
-	if g.role != preparing || m.Ballot != g.ballot || !ok || g.promisedBy.has(idx) {
+	if (g.role != preparing && g.role != master) || m.Ballot != g.ballot {
 		return
 	}
-	g.promisedBy.add(idx)
+	if f, ok := g.promisers[m.From]; ok && f <= m.Slot {
+		return
+	}
+	g.promisers[m.From] = m.Slot
+	floor := max(m.Slot, g.prepFrom)
+	if g.role == master {
+		floor = max(floor, g.next)
+	}
 	if g.n.cfg.mutate&mutPhase2OwnValue == 0 {
 		for _, e := range m.Entries {
-			if e.Slot < g.prepFrom {
+			if e.Slot < floor {
 				continue
 			}
 			cur, ok := g.p1[e.Slot]
 			if !ok || (e.Chosen && !cur.Chosen) || (!cur.Chosen && cur.Ballot.Less(e.Ballot)) {
 				g.p1[e.Slot] = e
 			}
+			g.p1top = max(g.p1top, e.Slot+1)
 		}
 	}
 	g.learnCommit(m.From, Ballot{}, m.Commit, false)
-	if g.promisedBy.count() >= g.n.cfg.quorum() {
-		g.becomeMaster()
+	switch g.role {
+	case preparing:
+		if ms, ok := g.confKnown(g.prepFrom); ok && g.phase1Covers(g.prepFrom, ms) {
+			g.becomeMaster()
+		}
+	case master:
+		g.reclaim()
+		g.touch()
 	}
 }
 
-// becomeMaster ends phase 1: every slot from prepFrom up to the highest one
-// reported gets the value of rule 5, and new commands go after it.
+// phase1Covers reports whether the promises for our ballot that cover slot
+// s come from a majority of the voters of ms, the configuration of s.
+func (g *group) phase1Covers(s uint64, ms []Member) bool {
+	if g.n.cfg.mutate&mutPrepareConfQuorum != 0 {
+		ms = g.prepConf
+	}
+	return majority(ms, g.coverers(s))
+}
+
+// coverers returns the nodes whose promise for our ballot covers slot s.
+func (g *group) coverers(s uint64) []NodeID {
+	var ids []NodeID
+	for id, f := range g.promisers {
+		if f <= s {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// becomeMaster ends phase 1: the slots from the commit index up to the
+// highest one reported get the value of rule 5 (see reclaim), and new
+// commands go after them.
 func (g *group) becomeMaster() {
 	g.role = master
 	g.leader = g.n.cfg.ID
-	top := g.prepFrom
-	for s := range g.p1 {
-		if s+1 > top {
-			top = s + 1
-		}
-	}
-	g.next = max(top, g.commit)
-	for s := g.commit; s < g.next; s++ {
-		if e, ok := g.log[s]; ok && e.Chosen {
+	g.next = g.commit
+	g.reclaim()
+	g.heartbeatElapsed = 0
+	g.touch()
+}
+
+// reclaim proposes, in slot order from next, the value of rule 5 for every
+// slot that phase 1 reported (a chosen value as it is, the highest-ballot
+// one, or a no-op for a gap), as far as mayPropose allows.
+func (g *group) reclaim() {
+	for g.role == master && g.next < g.p1top {
+		s := g.next
+		if s < g.commit {
+			g.next = g.commit
 			continue
 		}
 		e, ok := g.p1[s]
-		switch {
-		case ok && e.Chosen:
+		if c, known := g.log[s]; known && c.Chosen {
+			delete(g.p1, s)
+			g.next = s + 1
+			continue
+		}
+		if ok && e.Chosen {
+			delete(g.p1, s)
 			g.markChosen(s, e.Ballot, e.Value)
-		case ok:
+			g.next = max(g.next, s+1)
+			continue
+		}
+		if !g.mayPropose(s) {
+			return
+		}
+		delete(g.p1, s)
+		if ok {
 			g.propose(s, e.Value)
-		default:
+		} else {
 			g.propose(s, g.newValue(nil))
 		}
+		g.next = max(g.next, s+1)
 	}
-	g.p1 = nil
-	g.heartbeatElapsed = 0
-	g.touch()
+	if g.role == master && g.next >= g.p1top {
+		g.p1 = map[uint64]Entry{}
+	}
+}
+
+// mayPropose reports whether the master may propose in slot s now: it knows
+// config(s), it is one of its voters (else it was removed: it steps down
+// once the slots below s are chosen),
+// and a majority of its voters promised our ballot for s (else it asks the
+// ones that did not).
+func (g *group) mayPropose(s uint64) bool {
+	ms, ok := g.confKnown(s)
+	if !ok {
+		return false
+	}
+	if !isVoter(ms, g.n.cfg.ID) {
+		// Removed from slot s on: we finish the slots below it (a new
+		// master would have to), then step down for good, as a node that
+		// does not vote in the configuration of its commit index never
+		// campaigns.
+		if g.commit >= s {
+			g.stepDown(0)
+		}
+		return false
+	}
+	if !g.phase1Covers(s, ms) {
+		g.askPromises(ms)
+		return false
+	}
+	return true
+}
+
+// askPromises sends a Prepare for our ballot, from our commit index on, to
+// every voter of ms that has not promised it for the slots it governs and
+// was not asked since the last heartbeat. Reusing the ballot is safe: we
+// have proposed nothing at or above the slots these promises are for.
+func (g *group) askPromises(ms []Member) {
+	var to []NodeID
+	for _, x := range ms {
+		if f, ok := g.promisers[x.ID]; x.Voter && (!ok || f > g.commit) && !g.asked[x.ID] {
+			g.asked[x.ID] = true
+			to = append(to, x.ID)
+		}
+	}
+	if len(to) > 0 {
+		g.sendPrepare(to, g.commit)
+	}
 }
 
 func (g *group) newValue(cmds []Command) Value {
@@ -103,40 +209,59 @@ func (g *group) newValue(cmds []Command) Value {
 // propose runs phase 2 for slot under our ballot. Our own accept is taken at
 // once but counts only when its Accepted comes back after the sync.
 func (g *group) propose(slot uint64, v Value) {
+	if g.n.quorumHook != nil {
+		g.n.quorumHook(g.id, slot, 1, g.ballot, g.coverers(slot))
+	}
 	g.inflight[slot] = &proposal{value: v}
-	g.sendAccept(slot, v, 0)
+	g.sendAccept(slot, v, nil)
 }
 
-func (g *group) sendAccept(slot uint64, v Value, skip nodeSet) {
-	for i, to := range g.n.cfg.Nodes {
-		if skip.has(i) {
-			continue
-		}
+// sendAccept sends the Accept for slot to every node we know in the group
+// (learners too: they follow the log closely that way) but those in skip.
+func (g *group) sendAccept(slot uint64, v Value, skip []NodeID) {
+	send := func(to NodeID) {
 		m := Message{Type: MsgAccept, Group: g.id, From: g.n.cfg.ID, To: to, Ballot: g.ballot, Commit: g.commit,
 			Entries: []Entry{{Slot: slot, Ballot: g.ballot, Value: v}}}
-		if i == g.n.self {
+		if to == g.n.cfg.ID {
 			g.onAccept(&m)
-			continue
+			return
 		}
 		// An Accept may leave before our own accept is durable: if we crash,
 		// we never use this ballot again.
 		g.n.msgs = append(g.n.msgs, m)
 	}
+	if !hasNode(skip, g.n.cfg.ID) {
+		send(g.n.cfg.ID)
+	}
+	for _, to := range g.peers() {
+		if !hasNode(skip, to) {
+			send(to)
+		}
+	}
 	g.touch()
 }
 
-// onAccepted counts a phase-2 vote for our ballot.
+// onAccepted counts a phase-2 vote for our ballot: a slot is chosen once a
+// majority of the voters of its configuration accepted it.
 func (g *group) onAccepted(m *Message) {
 	if g.role != master || m.Ballot != g.ballot {
 		return
 	}
 	p, ok := g.inflight[m.Slot]
-	idx, known := g.n.index[m.From]
-	if !ok || !known {
+	if !ok {
 		return
 	}
-	p.acks.add(idx)
-	if p.acks.count() >= g.n.cfg.quorum() {
+	if !hasNode(p.acks, m.From) {
+		p.acks = append(p.acks, m.From)
+	}
+	ms, known := g.confKnown(m.Slot)
+	if g.n.cfg.mutate&mutPrepareConfQuorum != 0 {
+		ms, known = g.prepConf, true
+	}
+	if known && majority(ms, p.acks) {
+		if g.n.quorumHook != nil {
+			g.n.quorumHook(g.id, m.Slot, 2, g.ballot, slices.Clone(p.acks))
+		}
 		g.markChosen(m.Slot, g.ballot, p.value)
 	}
 }
@@ -166,6 +291,7 @@ func (g *group) stepDown(hint NodeID) {
 	g.leader = hint
 	g.inflight = map[uint64]*proposal{}
 	g.p1 = nil
+	g.changeQ = nil
 	if !g.n.cfg.Contend {
 		// Commands in flight may still be chosen (a new master re-proposes
 		// what it finds), but we will no longer drive them. The caller
@@ -192,7 +318,22 @@ func (g *group) stepDown(hint NodeID) {
 // fill puts queued commands into new slots while the window has room.
 func (g *group) fill() {
 	c := &g.n.cfg
-	for g.role == master && len(g.pending) > 0 && g.next-g.commit < uint64(c.Window) && g.batchReady() {
+	if ms, ok := g.confKnown(g.commit); ok && g.role == master && !isVoter(ms, c.ID) {
+		g.stepDown(0) // removed, and every slot before that is chosen
+	}
+	// Slots phase 1 reported come first; those beyond the configurations
+	// known at the time are proposed as the applied slots reach them.
+	g.reclaim()
+	room := func() bool {
+		return g.role == master && g.next >= g.p1top && g.next-g.commit < uint64(c.Window) && g.mayPropose(g.next)
+	}
+	if g.changeQ != nil && room() {
+		v := *g.changeQ
+		g.changeQ = nil
+		g.propose(g.next, v)
+		g.next++
+	}
+	for g.role == master && len(g.pending) > 0 && g.batchReady() && room() {
 		n, bytes := 0, 0
 		for n < len(g.pending) && n < c.MaxBatchCommands {
 			sz := g.pending[n].size()
@@ -214,6 +355,14 @@ func (g *group) fill() {
 	if len(g.pending) == 0 {
 		g.pending = nil
 		g.queueTicks = 0
+		// A change chosen but not yet in force waits for alpha more slots:
+		// an idle master fills them with no-ops so that it completes.
+		if last := g.ms.Epochs[len(g.ms.Epochs)-1].From; last > g.commit {
+			for g.next < last && len(g.inflight) < c.Window && room() {
+				g.propose(g.next, g.newValue(nil))
+				g.next++
+			}
+		}
 	}
 }
 
@@ -241,11 +390,12 @@ func (g *group) tick() {
 		g.heartbeatElapsed++
 		if g.heartbeatElapsed >= c.HeartbeatTicks {
 			g.heartbeatElapsed = 0
-			for i, to := range c.Nodes {
-				if i != g.n.self {
-					g.n.msgs = append(g.n.msgs, Message{Type: MsgCommit, Group: g.id, From: c.ID, To: to, Ballot: g.ballot, Commit: g.commit})
-				}
+			for _, to := range g.peers() {
+				g.n.msgs = append(g.n.msgs, Message{Type: MsgCommit, Group: g.id, From: c.ID, To: to, Ballot: g.ballot, Commit: g.commit})
 			}
+			// Voters that did not answer a Prepare for a new configuration
+			// are asked again.
+			clear(g.asked)
 			g.touch()
 		}
 		// Slot order, not map order: the core must be deterministic.
@@ -257,17 +407,19 @@ func (g *group) tick() {
 			p.elapsed++
 			if p.elapsed >= c.RetransmitTicks {
 				p.elapsed = 0
-				skip := p.acks
-				skip.add(g.n.self)
-				g.sendAccept(slot, p.value, skip)
+				g.sendAccept(slot, p.value, append(slices.Clone(p.acks), g.n.cfg.ID))
 			}
 		}
 	case preparing:
 		g.prepElapsed++
 		if g.prepElapsed%c.RetransmitTicks == 0 {
-			skip := g.promisedBy
-			skip.add(g.n.self)
-			g.sendPrepare(skip)
+			var to []NodeID
+			for _, id := range g.allVoters() {
+				if _, ok := g.promisers[id]; !ok && id != c.ID {
+					to = append(to, id)
+				}
+			}
+			g.sendPrepare(to, g.prepFrom)
 		}
 		g.electionElapsed++
 		if g.electionElapsed >= g.electionTimeout {
@@ -282,6 +434,11 @@ func (g *group) tick() {
 			}
 		}
 	case follower:
+		if c.Contend && len(g.pending) > 0 && !isVoter(g.ms.At(g.commit), c.ID) {
+			// Removed while its commands waited: they go back to the caller.
+			g.drop(g.pending)
+			g.pending, g.pendingBytes = nil, 0
+		}
 		g.electionElapsed++
 		if c.Contend && len(g.pending) > 0 {
 			// A contending node proposes its own commands even while another

@@ -250,7 +250,7 @@ func (h *scheduleHarness) setup(args []string) error {
 		n.core = core
 		h.byName[n.name] = n
 	}
-	h.truth = newTruth(len(ids))
+	h.truth = newTruth(ids, ChangeDelay)
 	h.truth.noCommitRule = h.noCommitRule
 	return nil
 }

@@ -19,12 +19,13 @@ type checker struct {
 	// cmds maps a command id to its client's group, for the success check.
 	successes int
 	installed int // snapshots installed
+	changes   int // membership changes the operator got queued
 	proposals int
 	checks    int
 }
 
 func newChecker(s *sim) *checker {
-	return &checker{s: s, truth: newTruth(s.cfg.nodes), applied: map[slotKey]ValueID{},
+	return &checker{s: s, truth: newTruth(s.ids[:s.cfg.nodes], s.delay()), applied: map[slotKey]ValueID{},
 		first: map[GroupID]map[CommandID]uint64{}}
 }
 

@@ -26,6 +26,12 @@ func TestSimulatorCatchesBrokenRules(t *testing.T) {
 		// rule fires at the master's first bad announcement, long before a
 		// follower could apply a wrong value.
 		{"MasterKeepsLostSlot", mutMasterKeepsLostSlot, &staleMaster, "COMMIT RULE"},
+		// Membership (issue 11): a master counts every quorum against the
+		// configuration it prepared under, across a change it learns of.
+		{"QuorumOfPrepareConfig", mutPrepareConfQuorum, &membersStale, "QUORUM"},
+		// A master proposes in slots whose configuration is not known yet
+		// (no alpha delay: a change governs at once).
+		{"NoChangeDelay", mutNoChangeDelay, &membersPlain, "before the slot's configuration"},
 	}
 	const maxSeeds = 300
 	for _, tc := range cases {

@@ -37,7 +37,7 @@ func TestSimulation(t *testing.T) {
 			s.trace = func(line string) { t.Log(line) }
 		}
 		err := s.run()
-		t.Logf("seed %d config %s: %d steps, %d proposals, %d successes, %d snapshots installed", *simSeed, cfg.name, s.steps, s.check.proposals, s.check.successes, s.check.installed)
+		t.Logf("seed %d config %s: %d steps, %d proposals, %d successes, %d snapshots installed, %d membership changes proposed, %d chosen", *simSeed, cfg.name, s.steps, s.check.proposals, s.check.successes, s.check.installed, s.check.changes, s.check.truth.changeCount())
 		if err != nil {
 			t.Fatalf("seed %d (%s): %v\nreplay: %s", *simSeed, cfg.name, err, replayCommand(*simSeed))
 		}
@@ -51,7 +51,7 @@ func TestSimulation(t *testing.T) {
 	next.Store(*simStart)
 	var mu sync.Mutex
 	var failures []string
-	var successes, runs, installs, announced atomic.Int64
+	var successes, runs, installs, announced, changes, chosenChanges atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < 2; w++ {
 		wg.Add(1)
@@ -72,6 +72,8 @@ func TestSimulation(t *testing.T) {
 				successes.Add(int64(s.check.successes))
 				installs.Add(int64(s.check.installed))
 				announced.Add(int64(s.check.truth.announced))
+				changes.Add(int64(s.check.changes))
+				chosenChanges.Add(int64(s.check.truth.changeCount()))
 				if err != nil {
 					mu.Lock()
 					failures = append(failures, fmt.Sprintf("seed %d (%s): %v\n  replay: %s", seed, cfg.name, err, replayCommand(seed)))
@@ -81,8 +83,8 @@ func TestSimulation(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d seeds from %d over %d configurations, %d proposals succeeded, %d snapshots installed, commit rule checked for %d slots",
-		runs.Load(), *simStart, len(simConfigs), successes.Load(), installs.Load(), announced.Load())
+	t.Logf("%d seeds from %d over %d configurations, %d proposals succeeded, %d snapshots installed, commit rule checked for %d slots, %d membership changes proposed, %d chosen",
+		runs.Load(), *simStart, len(simConfigs), successes.Load(), installs.Load(), announced.Load(), changes.Load(), chosenChanges.Load())
 	for i, f := range failures {
 		if i == 10 {
 			t.Errorf("... and %d more failures", len(failures)-10)

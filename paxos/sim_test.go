@@ -46,6 +46,15 @@ type simConfig struct {
 	faultTime  int64 // time units with faults on; then the network heals
 	maxTime    int64 // liveness bound: everything must be done by then
 	mutate     mutation
+	// members turns on the membership workload: spare more nodes run from
+	// the start outside every group, and an operator adds learners,
+	// promotes them and removes voters (any node, the master too) at a
+	// rate of members per tick per group while the faults are on.
+	// alpha is ChangeDelay for the run (0: drawn from the seed, between 1
+	// and twice the window, so that a master's pipeline meets it).
+	members float64
+	spare   int
+	alpha   uint64
 }
 
 // simConfigs are the shapes every seed cycles through; seed s runs
@@ -61,7 +70,18 @@ var simConfigs = []simConfig{
 	{name: "n3g8w2", nodes: 3, groups: 8, window: 2},
 	harshContention,
 	staleMaster,
+	membersPlain,
+	{name: "n5g1w8-members", nodes: 5, groups: 1, window: 8, members: 0.02, spare: 2},
+	{name: "n3g1contend-members", nodes: 3, groups: 1, window: 4, contend: true, members: 0.02, spare: 2},
+	membersStale,
 }
+
+// membersPlain adds, promotes and removes nodes of a 3-node cluster.
+var membersPlain = simConfig{name: "n3g2w4-members", nodes: 3, groups: 2, window: 4, members: 0.02, spare: 2}
+
+// membersStale runs membership changes against the stale-master adversary:
+// old masters keep proposing while changes are chosen around them.
+var membersStale = simConfig{name: "n3g1contend-members-stale", nodes: 3, groups: 1, window: 4, contend: true, stale: 0.05, members: 0.03, spare: 2}
 
 // staleMaster runs the stale-master adversary (simConfig.stale) against
 // proposers on every node, whose queued commands keep an isolated master
@@ -103,6 +123,9 @@ func (c simConfig) withFaults(rng *rand.Rand) simConfig {
 	}
 	if c.faultTime == 0 {
 		c.faultTime = 8000
+	}
+	if c.members > 0 && c.alpha == 0 {
+		c.alpha = uint64(1 + rng.Intn(2*c.window))
 	}
 	if c.maxTime == 0 {
 		c.maxTime = c.faultTime + 40000
@@ -149,7 +172,8 @@ type simNode struct {
 	transferring map[GroupID]bool
 	next         map[GroupID]uint64 // next slot to apply, per group
 	waiters      map[CommandID]*simClient
-	upAt         int64 // restart time while crashed
+	ms           map[GroupID]*Membership // as of next, per group (kept in snapshots)
+	upAt         int64                   // restart time while crashed
 	// pipelined nodes persist in the background like paxos/replica: queue
 	// holds Readys handed out but not yet written.
 	pipelined bool
@@ -192,10 +216,10 @@ func newSim(seed int64, cfg simConfig) *sim {
 	rng := rand.New(rand.NewSource(seed))
 	cfg = cfg.withFaults(rng)
 	s := &sim{cfg: cfg, seed: seed, rng: rng, cut: map[[2]NodeID]int64{}}
-	s.check = newChecker(s)
-	for i := 0; i < cfg.nodes; i++ {
+	for i := 0; i < cfg.nodes+cfg.spare; i++ {
 		s.ids = append(s.ids, NodeID(i+1))
 	}
+	s.check = newChecker(s)
 	for i := range s.ids {
 		sn := &simNode{id: s.ids[i], store: NewMemoryStorage(), rng: rand.New(rand.NewSource(seed*131 + int64(i))), pipelined: rng.Intn(2) == 0}
 		s.nodes = append(s.nodes, sn)
@@ -210,10 +234,15 @@ func newSim(seed int64, cfg simConfig) *sim {
 
 func (s *sim) coreConfig(sn *simNode) Config {
 	return Config{
-		ID: sn.id, Nodes: s.ids, Groups: s.cfg.groups, Window: s.cfg.window,
+		ID: sn.id, Nodes: s.ids[:s.cfg.nodes], Groups: s.cfg.groups, Window: s.cfg.window,
 		MaxBatchCommands: 3, ElectionTicks: 8, HeartbeatTicks: 2, RetransmitTicks: 3,
 		AutoCampaign: true, Contend: s.cfg.contend, MaxFetchEntries: 16,
-		Rand: sn.rng.Intn, mutate: s.cfg.mutate,
+		Rand: sn.rng.Intn, mutate: s.cfg.mutate, changeDelay: s.cfg.alpha,
+		SnapshotMembership: func(g GroupID) (Membership, error) {
+			_, data, _ := sn.store.LoadSnapshot(g)
+			_, _, ms, err := decodeSimSnapshot(data)
+			return ms, err
+		},
 	}
 }
 
@@ -228,8 +257,14 @@ func (s *sim) start(sn *simNode) {
 	// durable entries (fetch, promise, replay) are exercised too.
 	c.keepInMemory = uint64(1 + s.rng.Intn(8))
 	c.maxApplyPerReady = 1 + s.rng.Intn(6)
+	c.quorumHook = func(g GroupID, slot uint64, phase int, b Ballot, voters []NodeID) {
+		if err := s.check.truth.quorum(sn.id, g, slot, phase, b, voters); err != nil {
+			s.fail("%v", err)
+		}
+	}
 	sn.core = c
 	sn.appliers = map[GroupID]*Applier{}
+	sn.ms = map[GroupID]*Membership{}
 	sn.next = map[GroupID]uint64{}
 	sn.snapped = map[GroupID]uint64{}
 	sn.transferring = map[GroupID]bool{}
@@ -412,6 +447,9 @@ func (s *sim) apply(sn *simNode, a Apply) {
 		s.fail("node %d group %d: applied slot %d, expected %d (out of order)", sn.id, a.Group, a.Slot, want)
 	}
 	sn.next[a.Group] = a.Slot + 1
+	ms := sn.membership(a.Group, s)
+	ms.apply(a.Slot, &a.Value, s.delay())
+	ms.Prune(a.Slot + 1)
 	s.check.learned(sn, a)
 	sn.applier(a.Group).Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *Command) []byte {
 		return []byte(fmt.Sprintf("%d@%d.%d", cmd.ID.Seq, slot, index))
@@ -424,6 +462,24 @@ func (s *sim) apply(sn *simNode, a Apply) {
 			}
 		}
 	})
+}
+
+// membership returns the node's runtime copy of group g's membership.
+func (sn *simNode) membership(g GroupID, s *sim) *Membership {
+	m := sn.ms[g]
+	if m == nil {
+		init := InitialMembership(s.ids[:s.cfg.nodes])
+		m = &init
+		sn.ms[g] = m
+	}
+	return m
+}
+
+func (s *sim) delay() uint64 {
+	if s.cfg.alpha > 0 {
+		return s.cfg.alpha
+	}
+	return ChangeDelay
 }
 
 func (sn *simNode) applier(g GroupID) *Applier {
@@ -454,6 +510,9 @@ func (s *sim) redirect(cl *simClient, err error) {
 	cl.waiting = false
 	hint, ok := IsNotMaster(err)
 	switch {
+	case s.cfg.contend && ok && s.cfg.members > 0:
+		// A contending node that no longer votes sends its callers away.
+		cl.target = s.rng.Intn(len(s.nodes))
 	case s.cfg.contend:
 	case ok && hint != 0:
 		cl.target = int(hint - 1)
@@ -473,7 +532,7 @@ func (s *sim) runClient(cl *simClient) {
 		}
 		// Outcome unknown: retry the same id, maybe elsewhere.
 		cl.waiting = false
-		if !s.cfg.contend {
+		if !s.cfg.contend || s.cfg.members > 0 {
 			cl.target = s.rng.Intn(len(s.nodes))
 		}
 	}
@@ -579,6 +638,9 @@ func (s *sim) run() error {
 			}
 		}
 		s.deliverSnapshots()
+		if s.faulty() && s.now%tickEvery == 0 && s.cfg.members > 0 {
+			s.operate()
+		}
 		for _, cl := range s.clients {
 			s.runClient(cl)
 		}
@@ -697,20 +759,38 @@ type simTransfer struct {
 	need        SnapshotNeed
 }
 
-func encodeSimSnapshot(next uint64, a *Applier) []byte {
-	return append(binary.AppendUvarint(nil, next), a.Snapshot()...)
+// A simulator snapshot: next slot, membership length, membership, applier.
+func encodeSimSnapshot(next uint64, ms *Membership, a *Applier) []byte {
+	b := binary.AppendUvarint(nil, next)
+	m := AppendMembership(nil, ms)
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	return append(append(b, m...), a.Snapshot()...)
+}
+
+func decodeSimSnapshot(data []byte) (uint64, []byte, Membership, error) {
+	next, n := binary.Uvarint(data)
+	if n <= 0 {
+		return 0, nil, Membership{}, fmt.Errorf("no slot")
+	}
+	l, k := binary.Uvarint(data[n:])
+	if k <= 0 || l > uint64(len(data)-n-k) {
+		return 0, nil, Membership{}, fmt.Errorf("bad membership length")
+	}
+	ms, err := DecodeMembership(data[n+k : n+k+int(l)])
+	return next, data[n+k+int(l):], ms, err
 }
 
 func (s *sim) restoreSnapshot(sn *simNode, g GroupID, slot uint64, data []byte) error {
-	next, n := binary.Uvarint(data)
-	if n <= 0 || next != slot {
-		return fmt.Errorf("group %d: snapshot at slot %d says next slot %d", g, slot, next)
+	next, ap, ms, err := decodeSimSnapshot(data)
+	if err != nil || next != slot {
+		return fmt.Errorf("group %d: snapshot at slot %d says next slot %d: %v", g, slot, next, err)
 	}
-	a, err := RestoreApplier(data[n:], 1000, 100)
+	a, err := RestoreApplier(ap, 1000, 100)
 	if err != nil {
 		return fmt.Errorf("group %d: snapshot at slot %d: %w", g, slot, err)
 	}
 	sn.appliers[g] = a
+	sn.ms[g] = &ms
 	sn.next[g] = slot
 	sn.snapped[g] = slot
 	return nil
@@ -727,7 +807,7 @@ func (s *sim) maybeSnapshot(sn *simNode) {
 		if next < sn.snapped[g]+uint64(s.cfg.snapEvery) {
 			continue
 		}
-		if err := sn.store.SaveSnapshot(g, next, encodeSimSnapshot(next, sn.applier(g)), s.cfg.snapMargin); err != nil {
+		if err := sn.store.SaveSnapshot(g, next, encodeSimSnapshot(next, sn.membership(g, s), sn.applier(g)), s.cfg.snapMargin); err != nil {
 			s.fail("node %d: save snapshot: %v", sn.id, err)
 			return
 		}
@@ -788,11 +868,70 @@ func (s *sim) deliverSnapshots() {
 			return
 		}
 		s.tracef("n%d installs n%d's snapshot of g%d at slot %d", sn.id, from.id, g, slot)
-		if err := sn.core.InstallSnapshot(g, slot); err != nil {
+		if err := sn.core.InstallSnapshot(g, slot, *sn.ms[g]); err != nil {
 			s.fail("node %d: %v", sn.id, err)
 			return
 		}
 		s.check.installed++
 		s.process(sn)
+	}
+}
+
+// operate is the simulator's operator: for each group, now and then, it asks
+// the group's master (as this node sees it) for the next membership change:
+// promote a learner, else remove a voter when there are more than the
+// initial number, else add a learner (a spare node or one removed before,
+// which rejoins with its durable state intact) or remove one more voter
+// while at least two stay. Refusals (not master, a change in progress, a
+// learner not caught up) are part of the workload.
+func (s *sim) operate() {
+	for g := range GroupID(s.cfg.groups) {
+		if s.rng.Float64() >= s.cfg.members {
+			continue
+		}
+		var master *simNode
+		for _, sn := range s.nodes {
+			if sn.core == nil {
+				continue
+			}
+			if st, _ := sn.core.Status(g); st.Role == "master" {
+				master = sn
+				break
+			}
+		}
+		if master == nil {
+			continue
+		}
+		ms, _ := master.core.Membership(g)
+		latest := ms.Latest()
+		voters := Voters(latest)
+		var c Change
+		var learners, outside []NodeID
+		for _, id := range s.ids {
+			i := memberIndex(latest, id)
+			switch {
+			case i < 0:
+				outside = append(outside, id)
+			case !latest[i].Voter:
+				learners = append(learners, id)
+			}
+		}
+		switch {
+		case len(learners) > 0:
+			c = Change{Op: Promote, Node: learners[s.rng.Intn(len(learners))]}
+		case len(voters) > s.cfg.nodes || (len(voters) > 2 && s.rng.Intn(4) == 0):
+			c = Change{Op: Remove, Node: voters[s.rng.Intn(len(voters))]}
+		case len(outside) > 0:
+			id := outside[s.rng.Intn(len(outside))]
+			c = Change{Op: AddLearner, Node: id, Addr: fmt.Sprintf("sim:%d", id)}
+		default:
+			continue
+		}
+		err := master.core.ProposeChange(g, c)
+		s.tracef("operator: group %d at n%d: %s: %v", g, master.id, c, err)
+		if err == nil {
+			s.check.changes++
+		}
+		s.process(master)
 	}
 }

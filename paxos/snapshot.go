@@ -75,16 +75,40 @@ func (n *Node) SnapshotTaken(g GroupID, slot uint64) error {
 
 // InstallSnapshot tells the core that the runtime has made durable, and
 // restored the state machines from, a snapshot of group g holding every
-// slot below slot. The core takes those slots as chosen and applied; Ready
-// hands out chosen slots from slot on. A snapshot at or below what the core
-// already applied changes nothing. The runtime must have finished every
-// Ready it took before (their Committed slots are in the snapshot's past).
-func (n *Node) InstallSnapshot(g GroupID, slot uint64) error {
+// slot below slot, with ms the group's membership at that slot (stored in
+// the snapshot; a Membership without epochs means the initial one, right
+// for snapshots written before membership changes existed). The core takes
+// those slots as chosen and applied; Ready hands out chosen slots from slot
+// on. A snapshot at or below what the core already applied changes
+// nothing. The runtime must have finished every Ready it took before (their
+// Committed slots are in the snapshot's past).
+func (n *Node) InstallSnapshot(g GroupID, slot uint64, ms Membership) error {
 	gr, err := n.group(g)
 	if err != nil {
 		return err
 	}
+	if slot <= gr.applied {
+		return nil
+	}
+	if len(ms.Epochs) > 0 && ms.Epochs[0].From > slot {
+		return fmt.Errorf("paxos: snapshot of group %d at slot %d: its membership starts at slot %d, after the snapshot", g, slot, ms.Epochs[0].From)
+	}
 	gr.installSnapshot(slot)
+	return gr.setMembership(ms, slot)
+}
+
+// setMembership puts in place the membership ms of a snapshot at slot.
+func (g *group) setMembership(ms Membership, slot uint64) error {
+	if len(ms.Epochs) == 0 {
+		ms = InitialMembership(g.n.cfg.Nodes)
+	}
+	if ms.Epochs[0].From > slot {
+		return fmt.Errorf("paxos: group %d: the membership of the snapshot at slot %d starts at slot %d, after it", g.id, slot, ms.Epochs[0].From)
+	}
+	g.ms = ms.Clone()
+	g.ms.Prune(slot)
+	g.noteMember()
+	g.touch()
 	return nil
 }
 

@@ -109,7 +109,7 @@ func TestSnapshotInstallRaisesCommitAndApplied(t *testing.T) {
 	if err := st.SaveSnapshot(0, 8, []byte("state"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.InstallSnapshot(0, 8); err != nil {
+	if err := n.InstallSnapshot(0, 8, Membership{}); err != nil {
 		t.Fatal(err)
 	}
 	r = drain(t, n, st)
@@ -156,7 +156,7 @@ func TestSnapshotInstallMakesMasterStepDown(t *testing.T) {
 	if s, _ := n.Status(0); s.Role != "master" || s.InFlight != 1 {
 		t.Fatalf("status %+v, want a master with one slot in flight", s)
 	}
-	if err := n.InstallSnapshot(0, 5); err != nil {
+	if err := n.InstallSnapshot(0, 5, Membership{}); err != nil {
 		t.Fatal(err)
 	}
 	r := drain(t, n, st)
@@ -248,7 +248,7 @@ func TestSnapshotInstallDistrustsOlderAccepts(t *testing.T) {
 	if err := st.SaveSnapshot(0, 8, []byte("state"), 4); err != nil { // the margin keeps slots 4..7
 		t.Fatal(err)
 	}
-	if err := n.InstallSnapshot(0, 8); err != nil {
+	if err := n.InstallSnapshot(0, 8, Membership{}); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, n, st)

@@ -2,6 +2,7 @@ package paxos
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/lockd/lockd/paxos/internal/protomodel"
 )
@@ -33,12 +34,21 @@ type vote struct {
 // there. It fires at the first bad announcement, steps before a follower
 // applies a wrong value because of it.
 type truth struct {
-	quorum int
+	// initial is the initial configuration and delay alpha: config(s) is
+	// initial plus every change chosen at a slot at or below s-delay.
+	initial []NodeID
+	delay   uint64
 	// votes are durable accepts, by (group, slot, ballot). A value is chosen
-	// the moment a majority has durably accepted it under one ballot.
+	// the moment a majority of the voters of its slot's configuration has
+	// durably accepted it under one ballot.
 	votes map[voteKey]*vote
 	// chosen is the value chosen for each slot.
 	chosen map[slotKey]ValueID
+	// values holds the chosen values themselves, for the membership
+	// changes among them.
+	changes map[GroupID]map[uint64]Change
+	// prefix is, per group, the lowest slot not (yet) chosen.
+	prefix map[GroupID]uint64
 	// proposed holds, per (group, ballot), the value its owner sent in an
 	// Accept for each slot, until a commit announcement under that ballot
 	// covers the slot and the rule has been checked for it (a chosen value
@@ -56,9 +66,32 @@ type groupBallot struct {
 	b Ballot
 }
 
-func newTruth(nodes int) *truth {
-	return &truth{quorum: nodes/2 + 1, votes: map[voteKey]*vote{}, chosen: map[slotKey]ValueID{},
+func newTruth(initial []NodeID, delay uint64) *truth {
+	return &truth{initial: initial, delay: delay, votes: map[voteKey]*vote{}, chosen: map[slotKey]ValueID{},
+		changes: map[GroupID]map[uint64]Change{}, prefix: map[GroupID]uint64{},
 		proposed: map[groupBallot]map[uint64]ValueID{}}
+}
+
+// config returns config(s) of group g, and whether it is determined yet:
+// every slot at or below s-delay is chosen.
+func (t *truth) config(g GroupID, s uint64) ([]Member, bool) {
+	if s >= t.delay && s-t.delay >= t.prefix[g] {
+		return nil, false
+	}
+	ms := InitialMembership(t.initial).Latest()
+	var slots []uint64
+	for j := range t.changes[g] {
+		if j+t.delay <= s {
+			slots = append(slots, j)
+		}
+	}
+	slices.Sort(slots)
+	for _, j := range slots {
+		if next, err := applyChange(ms, t.changes[g][j]); err == nil {
+			ms = next
+		}
+	}
+	return ms, true
 }
 
 // persisted records the durable accepts of node's synced write.
@@ -82,14 +115,62 @@ func (t *truth) persisted(node NodeID, ws []GroupWrite) error {
 					w.Group, e.Slot, e.Ballot, node, e.Value.ID, v.value)
 			}
 			v.by[node] = true
-			if len(v.by) >= t.quorum {
-				sk := slotKey{w.Group, e.Slot}
-				if prev, ok := t.chosen[sk]; ok && prev != v.value {
-					return fmt.Errorf("SAFETY: group %d slot %d chose two values: %v and %v (ballot %s)", w.Group, e.Slot, prev, v.value, e.Ballot)
-				}
-				t.chosen[sk] = v.value
+			if err := t.tally(w.Group, e.Slot, v, &e.Value); err != nil {
+				return err
 			}
 		}
+	}
+	return nil
+}
+
+// tally decides whether the votes v for slot make its value chosen.
+func (t *truth) tally(g GroupID, slot uint64, v *vote, val *Value) error {
+	ms, ok := t.config(g, slot)
+	if !ok {
+		return fmt.Errorf("CONFIG: group %d slot %d: a vote for %v before the slot's configuration was determined (slots below %d chosen, delay %d)",
+			g, slot, v.value, t.prefix[g], t.delay)
+	}
+	var by []NodeID
+	for id := range v.by {
+		by = append(by, id)
+	}
+	if !majority(ms, by) {
+		return nil
+	}
+	sk := slotKey{g, slot}
+	if prev, ok := t.chosen[sk]; ok {
+		if prev != v.value {
+			return fmt.Errorf("SAFETY: group %d slot %d chose two values: %v and %v", g, slot, prev, v.value)
+		}
+		return nil
+	}
+	t.chosen[sk] = v.value
+	if c, ok := ChangeOf(val); ok {
+		if t.changes[g] == nil {
+			t.changes[g] = map[uint64]Change{}
+		}
+		t.changes[g][slot] = c
+	}
+	for {
+		if _, ok := t.chosen[slotKey{g, t.prefix[g]}]; !ok {
+			break
+		}
+		t.prefix[g]++
+	}
+	return nil
+}
+
+// quorum checks a quorum the core counted for slot (its phase 1 promisers
+// or phase 2 acceptors): a majority of the voters of config(slot).
+func (t *truth) quorum(node NodeID, g GroupID, slot uint64, phase int, b Ballot, voters []NodeID) error {
+	ms, ok := t.config(g, slot)
+	if !ok {
+		return fmt.Errorf("QUORUM: node %d counted a phase-%d quorum %v for group %d slot %d under %s before the slot's configuration was determined",
+			node, phase, voters, g, slot, b)
+	}
+	if !majority(ms, voters) {
+		return fmt.Errorf("QUORUM: node %d counted %v as a phase-%d quorum for group %d slot %d under %s, but the slot's voters are %v",
+			node, voters, phase, g, slot, b, Voters(ms))
 	}
 	return nil
 }
@@ -113,6 +194,10 @@ func (t *truth) sent(m Message) error {
 			return fmt.Errorf("node %d proposed %v and %v for group %d slot %d under one ballot %s", m.From, prev, e.Value.ID, m.Group, e.Slot, m.Ballot)
 		}
 		p[e.Slot] = e.Value.ID
+		if _, ok := t.config(m.Group, e.Slot); !ok {
+			return fmt.Errorf("CONFIG: node %d proposes in group %d slot %d under %s before the slot's configuration is determined (slots below %d chosen, delay %d)",
+				m.From, m.Group, e.Slot, m.Ballot, t.prefix[m.Group], t.delay)
+		}
 		if err := t.checkAnnounce(m); err != nil {
 			return err
 		}
@@ -165,4 +250,13 @@ func (t *truth) checkAnnounce(m Message) error {
 	}
 	t.announced += len(below)
 	return nil
+}
+
+// changeCount is the number of membership changes chosen, in all groups.
+func (t *truth) changeCount() int {
+	n := 0
+	for _, cs := range t.changes {
+		n += len(cs)
+	}
+	return n
 }

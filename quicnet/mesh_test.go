@@ -303,3 +303,47 @@ func TestCrashedPeerIsDroppedAtOnceByStatelessResetAfterRestart(t *testing.T) {
 		t.Errorf("recovery took %v: the dead connection was not reset", took)
 	}
 }
+
+// TestAddPeerAtRuntime: node 1 starts without node 2 among its peers (node 2
+// joins later, as after a membership change). Node 2 queues a message for
+// node 1, which only node 1 can connect (the lower ID dials). Once node 1
+// adds node 2, the connection comes up and messages flow both ways; adding
+// it again is a no-op, and another address for it, the node itself or a
+// closed node are refused.
+func TestAddPeerAtRuntime(t *testing.T) {
+	checkNoLeaks(t)
+	m := newMesh(t, 2, false, func(c *Config) {
+		if c.ID == 1 {
+			c.Peers = map[NodeID]string{1: c.Peers[1]}
+		}
+	})
+	n1, n2 := m.nodes[1], m.nodes[2]
+	if err := n1.Send(2, 0, seqMsg(0, 0, 8)); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("send to a node not yet added: %v, want ErrUnknownPeer", err)
+	}
+	if err := n2.Send(1, 0, seqMsg(0, 0, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.AddPeer(2, m.addrs[2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.AddPeer(2, m.addrs[2]); err != nil {
+		t.Fatalf("adding a known peer again: %v", err)
+	}
+	if err := n1.AddPeer(2, "127.0.0.1:1"); err == nil {
+		t.Fatal("a known peer at another address was taken")
+	}
+	if err := n1.AddPeer(1, m.addrs[1]); err == nil {
+		t.Fatal("the node itself was taken as a peer")
+	}
+	if err := n1.Send(2, 0, seqMsg(0, 0, 8)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, hangGuard, "messages both ways after AddPeer", func() bool {
+		return m.inbox[1].count() == 1 && m.inbox[2].count() == 1
+	})
+	n1.Close()
+	if err := n1.AddPeer(3, "127.0.0.1:1"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("AddPeer after Close: %v, want ErrClosed", err)
+	}
+}

@@ -57,7 +57,10 @@ type Node struct {
 	ln       *quic.Listener
 	ownsConn net.PacketConn // socket New opened, closed by Close; nil if injected
 	qconf    *quic.Config
-	peers    map[NodeID]*peer // fixed after New; read without locking
+	// peers is copied on write (AddPeer) and read without locking: Send
+	// and the accept path load it once.
+	peers   atomic.Pointer[map[NodeID]*peer]
+	peersMu sync.Mutex // serialises AddPeer
 
 	ctx     context.Context // cancelled by Close; every goroutine watches it
 	cancel  context.CancelFunc
@@ -83,7 +86,6 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:     v,
 		log:     v.Logger,
-		peers:   make(map[NodeID]*peer),
 		backlog: make(chan *Conn, v.ClientBacklog),
 		clients: make(map[*quic.Conn]struct{}),
 	}
@@ -121,17 +123,56 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node %d: listen: %w", v.ID, err)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	peers := make(map[NodeID]*peer)
 	for id, addr := range v.Peers {
 		if id != v.ID {
-			n.peers[id] = newPeer(n, id, addr)
+			peers[id] = newPeer(n, id, addr)
 		}
 	}
+	n.peers.Store(&peers)
 	n.wg.Go(n.acceptLoop)
-	for _, p := range n.peers {
+	for _, p := range peers {
 		p.start()
 	}
-	n.log.Info("quicnet node listening", "addr", pc.LocalAddr(), "peers", len(n.peers))
+	n.log.Info("quicnet node listening", "addr", pc.LocalAddr(), "peers", len(peers))
 	return n, nil
+}
+
+// AddPeer adds node id at addr to the peers, at runtime: a node that joins
+// the cluster through a membership change (the change in the log carries its
+// address). The dialing rule holds as for the peers of Config.Peers: the
+// lower ID dials. Adding a known peer with the same address does nothing;
+// with another address, or the node's own ID, it is an error (a peer's
+// address changes only by replacing the node under a new ID).
+func (n *Node) AddPeer(id NodeID, addr string) error {
+	if id == 0 || id == n.cfg.ID {
+		return fmt.Errorf("node %d: add peer %d: not a peer id", n.cfg.ID, id)
+	}
+	if addr == "" {
+		return fmt.Errorf("node %d: add peer %d: no address", n.cfg.ID, id)
+	}
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if n.ctx.Err() != nil {
+		return fmt.Errorf("node %d: add peer %d: %w", n.cfg.ID, id, ErrClosed)
+	}
+	old := *n.peers.Load()
+	if p, ok := old[id]; ok {
+		if p.addr != addr {
+			return fmt.Errorf("node %d: add peer %d at %s: it is already a peer at %s", n.cfg.ID, id, addr, p.addr)
+		}
+		return nil
+	}
+	peers := make(map[NodeID]*peer, len(old)+1)
+	for k, v := range old {
+		peers[k] = v
+	}
+	p := newPeer(n, id, addr)
+	peers[id] = p
+	n.peers.Store(&peers)
+	p.start()
+	n.log.Info("quicnet peer added", "peer", id, "addr", addr)
+	return nil
 }
 
 // statelessResetKey derives the QUIC stateless reset key from the node's
@@ -192,7 +233,7 @@ func (n *Node) identifyPeer(qc *quic.Conn) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, ok := n.peers[id]
+	p, ok := (*n.peers.Load())[id]
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("node %d is not a configured peer of node %d", id, n.cfg.ID)
@@ -272,8 +313,10 @@ func (n *Node) Close() error {
 	// Cancel first: from here on no peer installs a new connection (see
 	// peer.install), so the sweep below misses none.
 	n.closing.Store(true)
+	n.peersMu.Lock() // no AddPeer starts a peer past this point
 	n.cancel()
-	for _, p := range n.peers {
+	n.peersMu.Unlock()
+	for _, p := range *n.peers.Load() {
 		p.closeConn()
 	}
 	for _, qc := range clients {
@@ -325,8 +368,9 @@ type PeerStats struct {
 
 // Stats returns one PeerStats per peer, sorted by ID.
 func (n *Node) Stats() []PeerStats {
-	out := make([]PeerStats, 0, len(n.peers))
-	for _, p := range n.peers {
+	peers := *n.peers.Load()
+	out := make([]PeerStats, 0, len(peers))
+	for _, p := range peers {
 		out = append(out, p.stats())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

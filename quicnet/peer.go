@@ -89,7 +89,7 @@ func (n *Node) Send(to NodeID, lane int, msg []byte) error {
 	if to == n.cfg.ID {
 		return ErrSendToSelf
 	}
-	p, ok := n.peers[to]
+	p, ok := (*n.peers.Load())[to]
 	if !ok {
 		return fmt.Errorf("send to node %d: %w", to, ErrUnknownPeer)
 	}

@@ -34,7 +34,7 @@ func (r *Replica) Capture(ctx context.Context, g paxos.GroupID) (slot uint64, da
 			return
 		}
 		slot := r.next[g]
-		done <- answer{slot: slot, data: encodeEnvelope(slot, r.appliers[g].Snapshot(), state)}
+		done <- answer{slot: slot, data: encodeEnvelope(slot, r.appliers[g].Snapshot(), state, &r.ms[g])}
 	}
 	select {
 	case r.queries <- q:
@@ -55,16 +55,20 @@ func (r *Replica) Capture(ctx context.Context, g paxos.GroupID) (slot uint64, da
 
 // OpenSnapshot checks a snapshot's envelope (magic, version, checksum) and
 // returns its slot, its exactly-once table and its state machine part,
-// which alias data. Errors wrap ErrBadSnapshot.
+// which alias data. Errors wrap ErrBadSnapshot. The membership it carries
+// is left out: a restore seeds a new cluster, whose members are its own.
 func OpenSnapshot(data []byte) (slot uint64, applier, state []byte, err error) {
-	return decodeEnvelope(data)
+	slot, applier, state, _, err = decodeEnvelope(data)
+	return slot, applier, state, err
 }
 
 // SealSnapshot builds the envelope OpenSnapshot opens. lockd restore uses
 // the pair to rewrite the state machine part of a backed-up group before it
 // seeds a new cluster's data dir with it.
+// The membership it writes is empty, which the core takes as the initial
+// one: the restored cluster's own nodes (lockd restore's --peers).
 func SealSnapshot(slot uint64, applier, state []byte) []byte {
-	return encodeEnvelope(slot, applier, state)
+	return encodeEnvelope(slot, applier, state, &paxos.Membership{})
 }
 
 // CheckApplier reports whether applier is an exactly-once table that a

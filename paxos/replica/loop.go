@@ -18,6 +18,9 @@ func New(cfg Config) (*Replica, error) {
 		rng := rand.New(rand.NewSource(time.Now().UnixNano() + int64(cfg.Core.ID)))
 		cfg.Core.Rand = rng.Intn
 	}
+	if st, ok := cfg.Store.(SnapshotStore); ok && cfg.Core.SnapshotMembership == nil {
+		cfg.Core.SnapshotMembership = snapshotMembership(st)
+	}
 	core, err := paxos.New(cfg.Core, cfg.Store)
 	if err != nil {
 		return nil, err
@@ -40,6 +43,10 @@ func New(cfg Config) (*Replica, error) {
 		r.appliers[i] = paxos.NewApplier(cfg.MaxClients, applierResults)
 	}
 	r.next = make([]uint64, core.Groups())
+	r.ms = make([]paxos.Membership, core.Groups())
+	for i := range r.ms {
+		r.ms[i] = paxos.InitialMembership(cfg.Core.Nodes)
+	}
 	r.snapAt = make([]uint64, core.Groups())
 	r.saving = make([]bool, core.Groups())
 	r.saved = make(chan savedSnapshot, core.Groups())
@@ -132,6 +139,60 @@ func (r *Replica) Campaign(ctx context.Context, g paxos.GroupID) error {
 	select {
 	case err := <-errc:
 		return err
+	case <-r.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ProposeChange asks the core to propose membership change c in group g
+// (paxos.Node.ProposeChange says what it returns). It returns once the
+// change is queued, not once it is in force: watch Membership for that.
+func (r *Replica) ProposeChange(ctx context.Context, g paxos.GroupID, c paxos.Change) error {
+	var err error
+	if qerr := r.query(ctx, func(n *paxos.Node) { err = n.ProposeChange(g, c) }); qerr != nil {
+		return qerr
+	}
+	return err
+}
+
+// Membership returns group g's membership as the core knows it (as of the
+// slots handed out to apply, with the epochs still to come into force).
+func (r *Replica) Membership(ctx context.Context, g paxos.GroupID) (paxos.Membership, error) {
+	var ms paxos.Membership
+	var err error
+	if qerr := r.query(ctx, func(n *paxos.Node) { ms, err = n.Membership(g) }); qerr != nil {
+		return paxos.Membership{}, qerr
+	}
+	return ms, err
+}
+
+// Progress returns, for group g, the highest commit index the core heard
+// from each node (paxos.Node.Progress): how far learners have caught up.
+func (r *Replica) Progress(ctx context.Context, g paxos.GroupID) (map[paxos.NodeID]uint64, error) {
+	var p map[paxos.NodeID]uint64
+	var err error
+	if qerr := r.query(ctx, func(n *paxos.Node) { p, err = n.Progress(g) }); qerr != nil {
+		return nil, qerr
+	}
+	return p, err
+}
+
+// query runs f on the replica's goroutine and waits for it. What f writes
+// may be read only once query returns nil: after an error, f may still run.
+func (r *Replica) query(ctx context.Context, f func(*paxos.Node)) error {
+	done := make(chan struct{})
+	select {
+	case r.queries <- func(n *paxos.Node) { f(n); close(done) }:
+	case <-r.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
 	case <-r.stopped:
 		return ErrStopped
 	case <-ctx.Done():
@@ -376,6 +437,8 @@ const applierResults = 1024
 
 func (r *Replica) apply(a *paxos.Apply) {
 	r.next[a.Group] = a.Slot + 1
+	r.ms[a.Group].Apply(a.Slot, &a.Value)
+	r.ms[a.Group].Prune(a.Slot + 1)
 	r.appliers[a.Group].Apply(a.Slot, &a.Value, func(slot uint64, index int, cmd *paxos.Command) []byte {
 		return r.cfg.StateMachine.Apply(a.Group, slot, index, cmd)
 	}, func(cmd *paxos.Command, o paxos.Outcome) {

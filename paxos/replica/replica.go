@@ -206,6 +206,8 @@ type Replica struct {
 	waiters  map[paxos.CommandID][]waiter
 	ticks    int
 	next     []uint64 // per group: the next slot to apply
+	// ms is, per group, the membership as of next (kept in snapshots).
+	ms       []paxos.Membership
 	snapAt   []uint64 // per group: the slot of its newest snapshot
 	saving   []bool   // per group: a snapshot is being encoded and saved
 	fetching map[paxos.GroupID]bool

@@ -75,18 +75,22 @@ const (
 // ErrBadSnapshot wraps every reason a snapshot is refused.
 var ErrBadSnapshot = errors.New("replica: bad snapshot")
 
-// The envelope around a group snapshot: "RSNP", version=1, slot, the
+// The envelope around a group snapshot: "RSNP", version=2, slot, the
 // Applier's bytes (length-prefixed), the state machine's bytes
-// (length-prefixed), and the CRC-32C of all bytes before it.
+// (length-prefixed), the group's membership at the slot (length-prefixed,
+// paxos.AppendMembership), and the CRC-32C of all bytes before it. Version
+// 1, written before membership changes existed, has no membership: the
+// group's membership is then the initial one, which is what it was.
 const (
 	envelopeMagic   = "RSNP"
-	envelopeVersion = 1
+	envelopeVersion = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func encodeEnvelope(slot uint64, applier, state []byte) []byte {
-	b := make([]byte, 0, len(envelopeMagic)+1+3*binary.MaxVarintLen64+len(applier)+len(state)+4)
+func encodeEnvelope(slot uint64, applier, state []byte, ms *paxos.Membership) []byte {
+	members := paxos.AppendMembership(nil, ms)
+	b := make([]byte, 0, len(envelopeMagic)+1+4*binary.MaxVarintLen64+len(applier)+len(state)+len(members)+4)
 	b = append(b, envelopeMagic...)
 	b = append(b, envelopeVersion)
 	b = binary.AppendUvarint(b, slot)
@@ -94,20 +98,24 @@ func encodeEnvelope(slot uint64, applier, state []byte) []byte {
 	b = append(b, applier...)
 	b = binary.AppendUvarint(b, uint64(len(state)))
 	b = append(b, state...)
+	b = binary.AppendUvarint(b, uint64(len(members)))
+	b = append(b, members...)
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
 // decodeEnvelope checks a snapshot's envelope and returns its parts, which
-// alias b.
-func decodeEnvelope(b []byte) (slot uint64, applier, state []byte, err error) {
-	bad := func(format string, args ...any) (uint64, []byte, []byte, error) {
-		return 0, nil, nil, fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, args...))
+// alias b (the membership does not). A version-1 envelope has no
+// membership: ms is then empty, which the core reads as the initial one.
+func decodeEnvelope(b []byte) (slot uint64, applier, state []byte, ms paxos.Membership, err error) {
+	bad := func(format string, args ...any) (uint64, []byte, []byte, paxos.Membership, error) {
+		return 0, nil, nil, paxos.Membership{}, fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, args...))
 	}
 	if len(b) < len(envelopeMagic)+1+4 || string(b[:len(envelopeMagic)]) != envelopeMagic {
 		return bad("not a snapshot (%d bytes)", len(b))
 	}
-	if v := b[len(envelopeMagic)]; v != envelopeVersion {
-		return bad("unknown snapshot version %d (this build reads %d)", v, envelopeVersion)
+	version := b[len(envelopeMagic)]
+	if version != 1 && version != envelopeVersion {
+		return bad("unknown snapshot version %d (this build reads 1 and %d)", version, envelopeVersion)
 	}
 	body := b[:len(b)-4]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
@@ -130,10 +138,20 @@ func decodeEnvelope(b []byte) (slot uint64, applier, state []byte, err error) {
 	p = p[n:]
 	applier, ok1 := next("applier")
 	state, ok2 := next("state")
-	if !ok1 || !ok2 || len(p) != 0 {
+	var members []byte
+	ok3 := true
+	if version >= 2 {
+		members, ok3 = next("membership")
+	}
+	if !ok1 || !ok2 || !ok3 || len(p) != 0 {
 		return bad("malformed parts")
 	}
-	return s, applier, state, nil
+	if version >= 2 {
+		if ms, err = paxos.DecodeMembership(members); err != nil {
+			return bad("%v", err)
+		}
+	}
+	return s, applier, state, ms, nil
 }
 
 // snapshotting reports whether snapshots are on: the store keeps them and
@@ -171,7 +189,7 @@ func (r *Replica) restoreAtStart() error {
 // restore checks data and, only if all of it is good, replaces group g's
 // applier and state.
 func (r *Replica) restore(sm Snapshotter, g paxos.GroupID, slot uint64, data []byte) error {
-	s, ap, state, err := decodeEnvelope(data)
+	s, ap, state, ms, err := decodeEnvelope(data)
 	if err != nil {
 		return err
 	}
@@ -186,6 +204,10 @@ func (r *Replica) restore(sm Snapshotter, g paxos.GroupID, slot uint64, data []b
 		return fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 	}
 	r.appliers[g] = a
+	if len(ms.Epochs) == 0 {
+		ms = paxos.InitialMembership(r.cfg.Core.Nodes)
+	}
+	r.ms[g] = ms
 	r.snapAt[g] = slot
 	r.next[g] = slot
 	return nil
@@ -209,7 +231,7 @@ func (r *Replica) maybeSnapshot(g paxos.GroupID) error {
 			r.snapshotFailed(g, slot, err)
 			return nil
 		}
-		data := encodeEnvelope(slot, r.appliers[g].Snapshot(), state)
+		data := encodeEnvelope(slot, r.appliers[g].Snapshot(), state, &r.ms[g])
 		if err := st.SaveSnapshot(g, slot, data, r.cfg.SnapshotMargin); err != nil {
 			return fmt.Errorf("replica: save snapshot of group %d at slot %d: %w", g, slot, err)
 		}
@@ -221,6 +243,7 @@ func (r *Replica) maybeSnapshot(g paxos.GroupID) error {
 		return nil
 	}
 	applier := r.appliers[g].Snapshot()
+	ms := r.ms[g].Clone() // the loop goes on applying changes to r.ms
 	captured := time.Since(start)
 	r.saving[g] = true
 	r.saves.Add(1)
@@ -231,7 +254,7 @@ func (r *Replica) maybeSnapshot(g paxos.GroupID) error {
 		if err != nil {
 			res.encodeErr = err
 		} else {
-			data := encodeEnvelope(slot, applier, state)
+			data := encodeEnvelope(slot, applier, state, &ms)
 			res.bytes = len(data)
 			if err := st.SaveSnapshot(g, slot, data, r.cfg.SnapshotMargin); err != nil {
 				res.saveErr = fmt.Errorf("replica: save snapshot of group %d at slot %d: %w", g, slot, err)
@@ -329,7 +352,7 @@ func (r *Replica) install(j installJob) error {
 		return nil // stale: we caught up meanwhile, or the peer sent an older one
 	}
 	// Check every part before anything is written or replaced.
-	s, ap, _, err := decodeEnvelope(j.data)
+	s, ap, _, _, err := decodeEnvelope(j.data)
 	if err == nil && s != j.slot {
 		err = fmt.Errorf("%w: it says slot %d, it was sent as slot %d", ErrBadSnapshot, s, j.slot)
 	}
@@ -350,5 +373,18 @@ func (r *Replica) install(j installJob) error {
 	}
 	r.cfg.Logger.Info("installed a snapshot from a peer", "group", g, "from", j.need.From, "slot", j.slot, "bytes", len(j.data))
 	r.installed.Add(1)
-	return r.core.InstallSnapshot(g, j.slot)
+	return r.core.InstallSnapshot(g, j.slot, r.ms[g])
+}
+
+// snapshotMembership reads the membership stored with group g's newest
+// snapshot, for the core's start (paxos.Config.SnapshotMembership).
+func snapshotMembership(st SnapshotStore) func(g paxos.GroupID) (paxos.Membership, error) {
+	return func(g paxos.GroupID) (paxos.Membership, error) {
+		slot, data, err := st.LoadSnapshot(g)
+		if err != nil || slot == 0 {
+			return paxos.Membership{}, err
+		}
+		_, _, _, ms, err := decodeEnvelope(data)
+		return ms, err
+	}
 }

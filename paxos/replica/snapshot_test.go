@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"testing"
 	"time"
@@ -185,18 +186,20 @@ func TestLaggingReplicaInstallsSnapshot(t *testing.T) {
 }
 
 func TestSnapshotEnvelopeRefusesDamage(t *testing.T) {
-	env := encodeEnvelope(42, paxos.NewApplier(1, 1).Snapshot(), []byte("state"))
-	if s, _, st, err := decodeEnvelope(env); err != nil || s != 42 || string(st) != "state" {
-		t.Fatalf("round trip: slot %d state %q err %v", s, st, err)
+	ms := paxos.InitialMembership([]paxos.NodeID{1, 2, 3})
+	ms.Epochs = append(ms.Epochs, paxos.Epoch{From: 300, Members: []paxos.Member{{ID: 1, Voter: true}, {ID: 2, Voter: true}, {ID: 4, Addr: "127.0.0.1:7004"}}})
+	env := encodeEnvelope(42, paxos.NewApplier(1, 1).Snapshot(), []byte("state"), &ms)
+	if s, _, st, got, err := decodeEnvelope(env); err != nil || s != 42 || string(st) != "state" || got.String() != ms.String() {
+		t.Fatalf("round trip: slot %d state %q membership %s err %v", s, st, got, err)
 	}
 	for i := range env {
 		bad := bytes.Clone(env)
 		bad[i] ^= 0x10
-		if _, _, _, err := decodeEnvelope(bad); !errors.Is(err, ErrBadSnapshot) {
+		if _, _, _, _, err := decodeEnvelope(bad); !errors.Is(err, ErrBadSnapshot) {
 			t.Fatalf("byte %d flipped: %v, want ErrBadSnapshot", i, err)
 		}
 	}
-	if _, _, _, err := decodeEnvelope(env[:len(env)-1]); !errors.Is(err, ErrBadSnapshot) {
+	if _, _, _, _, err := decodeEnvelope(env[:len(env)-1]); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("cut: %v, want ErrBadSnapshot", err)
 	}
 }
@@ -311,5 +314,23 @@ func TestSnapshotEncodingDoesNotStallProposals(t *testing.T) {
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
+	}
+}
+
+// TestSnapshotEnvelopeVersion1 reads a snapshot written before membership
+// changes existed (envelope version 1, no membership part): it decodes, with
+// an empty membership, which the core takes as the initial one.
+func TestSnapshotEnvelopeVersion1(t *testing.T) {
+	ap := paxos.NewApplier(1, 1).Snapshot()
+	b := append([]byte(envelopeMagic), 1)
+	b = binary.AppendUvarint(b, 42)
+	b = binary.AppendUvarint(b, uint64(len(ap)))
+	b = append(b, ap...)
+	b = binary.AppendUvarint(b, 5)
+	b = append(b, "state"...)
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	s, _, st, ms, err := decodeEnvelope(b)
+	if err != nil || s != 42 || string(st) != "state" || len(ms.Epochs) != 0 {
+		t.Fatalf("version 1: slot %d state %q membership %s err %v", s, st, ms, err)
 	}
 }
