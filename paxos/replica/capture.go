@@ -65,10 +65,10 @@ func OpenSnapshot(data []byte) (slot uint64, applier, state []byte, err error) {
 // SealSnapshot builds the envelope OpenSnapshot opens. lockd restore uses
 // the pair to rewrite the state machine part of a backed-up group before it
 // seeds a new cluster's data dir with it.
-// The membership it writes is empty, which the core takes as the initial
-// one: the restored cluster's own nodes (lockd restore's --peers).
+// It writes no membership (envelope version 1), so the restored cluster's
+// groups start with their own initial membership (lockd restore's nodes).
 func SealSnapshot(slot uint64, applier, state []byte) []byte {
-	return encodeEnvelope(slot, applier, state, &paxos.Membership{})
+	return encodeEnvelope(slot, applier, state, nil)
 }
 
 // CheckApplier reports whether applier is an exactly-once table that a

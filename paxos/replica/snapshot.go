@@ -88,18 +88,28 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// encodeEnvelope writes version 2, or version 1 (no membership: whoever
+// opens it takes its own initial membership) when ms is nil.
 func encodeEnvelope(slot uint64, applier, state []byte, ms *paxos.Membership) []byte {
-	members := paxos.AppendMembership(nil, ms)
+	var members []byte
+	version := byte(envelopeVersion)
+	if ms == nil {
+		version = 1
+	} else {
+		members = paxos.AppendMembership(nil, ms)
+	}
 	b := make([]byte, 0, len(envelopeMagic)+1+4*binary.MaxVarintLen64+len(applier)+len(state)+len(members)+4)
 	b = append(b, envelopeMagic...)
-	b = append(b, envelopeVersion)
+	b = append(b, version)
 	b = binary.AppendUvarint(b, slot)
 	b = binary.AppendUvarint(b, uint64(len(applier)))
 	b = append(b, applier...)
 	b = binary.AppendUvarint(b, uint64(len(state)))
 	b = append(b, state...)
-	b = binary.AppendUvarint(b, uint64(len(members)))
-	b = append(b, members...)
+	if ms != nil {
+		b = binary.AppendUvarint(b, uint64(len(members)))
+		b = append(b, members...)
+	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
