@@ -152,7 +152,8 @@ func openRestored(t *testing.T, data, cluster string, groups int) *Server {
 }
 
 // A group that never applied a slot is backed up at slot 0 and stored at
-// slot 1 (restore.go): a node restored from it serves the group.
+// slot 1 (restore.go): a node restored from it waits for the group's token
+// floor like any other, and serves the group.
 func TestRestoreOfAnUnusedGroup(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "b.backup")
@@ -182,6 +183,12 @@ func TestRestoreOfAnUnusedGroup(t *testing.T) {
 		t.Fatalf("restore report %+v: want cluster lockd (the default) and slot 1", rep)
 	}
 	s := openRestored(t, data, "lockd", 2)
+	for g := range 2 {
+		// The old cluster may have granted tokens in it after the backup.
+		if !s.floorPending(paxos.GroupID(g)) {
+			t.Fatalf("restored unused group %d does not wait for its token floor", g)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
