@@ -12,7 +12,9 @@ import (
 
 	"github.com/lockd/lockd/internal/backup"
 	"github.com/lockd/lockd/internal/pki"
+	"github.com/lockd/lockd/lease"
 	"github.com/lockd/lockd/paxos"
+	"github.com/lockd/lockd/paxos/replica"
 )
 
 // lockd restore refuses a damaged backup, a data dir that is not empty and
@@ -79,28 +81,7 @@ func TestRestoredNodeServesBackupAndRaisesTokenFloor(t *testing.T) {
 	if rep.Locks != 40 || rep.Sessions != 8 || rep.ClusterID != "bench" {
 		t.Fatalf("restore report %+v", rep)
 	}
-	ca, err := pki.NewCA("test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := ca.IssueNode("1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf, err := pki.NodeTLSConfig(ca.CertPEM(), certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	s, err := New(Config{ID: 1, Peers: map[paxos.NodeID]string{1: pc.LocalAddr().String()}, PacketConn: pc, Groups: groups,
-		DataDir: data, ClusterID: "bench", TLS: tlsConf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRestored(t, data, "bench", groups)
 	locks := 0
 	for g := range groups {
 		if !s.floorPending(paxos.GroupID(g)) {
@@ -137,6 +118,93 @@ func TestRestoredNodeServesBackupAndRaisesTokenFloor(t *testing.T) {
 		s.groups[g].mu.Unlock()
 		if last < before {
 			t.Fatalf("group %d: token counter %d after the floor, below the clock %d (µs) at the restart", g, last, before)
+		}
+	}
+}
+
+// openRestored opens a one-node server of cluster on the data dir (not
+// running yet).
+func openRestored(t *testing.T, data, cluster string, groups int) *Server {
+	t.Helper()
+	ca, err := pki.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueNode("1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf, err := pki.NodeTLSConfig(ca.CertPEM(), certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	s, err := New(Config{ID: 1, Peers: map[paxos.NodeID]string{1: pc.LocalAddr().String()}, PacketConn: pc, Groups: groups,
+		DataDir: data, ClusterID: cluster, TLS: tlsConf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A group that never applied a slot is backed up at slot 0 and stored at
+// slot 1 (restore.go): a node restored from it waits for the group's token
+// floor like any other, and serves the group.
+func TestRestoreOfAnUnusedGroup(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "b.backup")
+	elect, err := emptyElection()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := backup.Create(file, "", 2, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		data := replica.SealSnapshot(0, paxos.NewApplier(replica.DefaultMaxClients, 16).Snapshot(), encodeGroupSnapshot(lease.New(lease.DefaultLimits()).Snapshot(), elect, 0))
+		if err := w.Add(0, 1, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	rep, err := Restore(context.Background(), RestoreConfig{From: file, DataDir: data, NodeID: 1, Groups: 2, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ClusterID != "lockd" || rep.Slots[0] != 1 {
+		t.Fatalf("restore report %+v: want cluster lockd (the default) and slot 1", rep)
+	}
+	s := openRestored(t, data, "lockd", 2)
+	for g := range 2 {
+		// The old cluster may have granted tokens in it after the backup.
+		if !s.floorPending(paxos.GroupID(g)) {
+			t.Fatalf("restored unused group %d does not wait for its token floor", g)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(2 * time.Minute) // hang guard
+	for g := range 2 {
+		for s.floorPending(paxos.GroupID(g)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("group %d was not served", g)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 }
