@@ -54,7 +54,12 @@ func (x *exchange) end() {
 // invoke sends req and returns the first answer that is not worth retrying.
 // It routes by o, follows redirects to the master, and retries transport
 // failures and retryable codes with jittered backoff, at most maxAttempts
-// times and never past ctx. Each attempt gets a fresh ReqID and the current
+// times and never past ctx. When ctx has a deadline, the answers of a live
+// node that say "retry shortly" (no master right now, a redirect, overloaded,
+// outcome unknown) do not count against maxAttempts: the caller said how long
+// it is willing to wait, and an election on a busy machine can outlast 12
+// attempts (about 6–16 s). Transport failures always count, so an
+// unreachable cluster is reported after maxAttempts. Each attempt gets a fresh ReqID and the current
 // Ack, but keeps req's Client and Seq: a command retried after a redirect, a
 // timeout, an "outcome unknown", a lost connection or a failover is the same
 // command, and the cluster applies it at most once (a duplicate is answered
@@ -73,15 +78,27 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 	if o.addr != "" {
 		attempts = 1
 	}
+	_, patient := ctx.Deadline()
+	patient = patient && o.addr == ""
+	// ctxEnded names the last answer in ctx's error, so that a deadline
+	// that passes during an election says so.
+	ctxEnded := func(err error) error {
+		if ctx.Err() == nil || lastResp == nil {
+			return err
+		}
+		return fmt.Errorf("%w (the last answer: %v)", err, errorFor(lastResp, nil))
+	}
+	tried := 0
 	for n := 1; n <= attempts; n++ {
+		tried = n
 		if pause {
 			if err := sleepFor(ctx, o.s, backoff(n-1)); err != nil {
-				return nil, err
+				return nil, ctxEnded(err)
 			}
 		}
 		pause = true
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, ctxEnded(err)
 		}
 		if err := o.s.endErr(); err != nil {
 			return nil, err
@@ -121,6 +138,9 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 		case wire.CodeNotMaster:
 			x.end()
 			lastErr, lastResp = nil, m
+			if patient {
+				attempts++ // a live node's answer: free while ctx allows
+			}
 			if m.Hint != 0 {
 				c.route.learnHint(req.Group, m.Hint, m.HintAddr)
 				redirects++
@@ -134,10 +154,16 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 		case wire.CodeOverloaded, wire.CodeOutcomeUnknown:
 			x.end()
 			lastErr, lastResp = nil, m
+			if patient {
+				attempts++
+			}
 			continue
 		case wire.CodeUnavailable:
 			x.end()
 			lastErr, lastResp = nil, m
+			if patient {
+				attempts++
+			}
 			c.route.markDown(addr)
 			avoid = addr
 			continue
@@ -145,9 +171,9 @@ func (c *Client) invoke(ctx context.Context, req *wire.Msg, o callOpts) (*exchan
 		return x, nil
 	}
 	if lastResp != nil {
-		return nil, fmt.Errorf("gave up after %d attempts: %w", attempts, errorFor(lastResp, nil))
+		return nil, fmt.Errorf("gave up after %d attempts: %w", tried, errorFor(lastResp, nil))
 	}
-	return nil, fmt.Errorf("%w (gave up after %d attempts; last error: %v)", ErrUnavailable, attempts, lastErr)
+	return nil, fmt.Errorf("%w (gave up after %d attempts; last error: %v)", ErrUnavailable, tried, lastErr)
 }
 
 // attempt sends req to addr once and waits for its response, at most

@@ -1,10 +1,13 @@
 package client
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,5 +205,37 @@ func TestExportedNumbersAreTheProtocols(t *testing.T) {
 		if uint8(k) != uint8(w) {
 			t.Errorf("EventKind %v is %d, the protocol's is %d", k, k, w)
 		}
+	}
+}
+
+// A group with no master for longer than 12 attempts (an election on a busy
+// machine): a call whose context has a deadline keeps asking until the
+// deadline, and succeeds once a master answers; without a deadline it gives
+// up after maxAttempts, naming the last answer.
+func TestNoMasterAnswersAreRetriedUntilTheDeadline(t *testing.T) {
+	fc := newFakeCluster(t, 1, 1)
+	n := fc.nodes[0]
+	var statuses atomic.Int32
+	const refusals = maxAttempts + 2
+	n.setHandler(func(fs *fakeStream, m *wire.Msg) *wire.Msg {
+		if m.Type != wire.TypeLockStatus {
+			return nil
+		}
+		if statuses.Add(1) <= refusals {
+			return &wire.Msg{Code: wire.CodeNotMaster, Err: "group 0 has no master right now (an election is under way)"}
+		}
+		return &wire.Msg{Code: wire.CodeOK}
+	})
+	c := fc.client()
+	if _, err := c.LockStatus(ctxT(t), "x"); err != nil {
+		t.Fatalf("LockStatus with a deadline, after %d no-master answers: %v", refusals, err)
+	}
+	if got := statuses.Load(); got != refusals+1 {
+		t.Fatalf("%d requests, want %d", got, refusals+1)
+	}
+	statuses.Store(0)
+	_, err := c.LockStatus(context.Background(), "x")
+	if !errors.Is(err, ErrNoMaster) || !strings.Contains(err.Error(), fmt.Sprintf("gave up after %d attempts", maxAttempts)) {
+		t.Fatalf("LockStatus without a deadline: %v, want ErrNoMaster after %d attempts", err, maxAttempts)
 	}
 }
