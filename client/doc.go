@@ -37,6 +37,16 @@
 // repeat with the first outcome. A waiting Acquire whose master changes is
 // sent again, under its id, to the new master.
 //
+// # Retries
+//
+// A call retries with jittered backoff. A node that cannot be reached
+// counts against a budget of 12 attempts (about 6–16 s), after which the
+// call fails with ErrUnavailable. A live node that answers "retry shortly"
+// (the group has no master right now, ask the master, overloaded) counts
+// too when ctx has no deadline; when it has one, such answers are retried
+// until the deadline, since an election can take longer on a busy machine,
+// and the deadline's error names the last answer.
+//
 // # Errors
 //
 // Errors match the sentinels with errors.Is: ErrLockHeld, ErrLockLost,
