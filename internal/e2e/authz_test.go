@@ -23,13 +23,16 @@ import (
 
 // The rules of the authorization tests: svc-a and svc-b lock and read
 // everything but secret/, where only svc-a may go under secret/a/; ops (and
-// the harness, e2e) are admins; svc-c is named by no rule. The limits are
-// small so that the tests reach them.
+// the harness, e2e) are admins; svc-c is named by no rule; svc-p is named
+// only through the unit of its certificate (lockd certs client --ou
+// payments), which may lock and read under pay/. The limits are small so
+// that the tests reach them.
 const authzRules = `{
   "rules": [
     {"name": "services", "effect": "allow", "actions": ["lock", "read"], "identities": ["svc-a", "svc-b"], "prefixes": [""]},
     {"name": "no-secrets", "effect": "deny", "actions": ["lock", "read"], "identities": ["*"], "prefixes": ["secret/"]},
     {"name": "svc-a-secrets", "effect": "allow", "actions": ["lock", "read"], "identities": ["svc-a"], "prefixes": ["secret/a/"]},
+    {"name": "payments-role", "effect": "allow", "actions": ["lock", "read"], "units": ["payments"], "prefixes": ["pay/"]},
     {"name": "ops", "effect": "allow", "actions": ["admin", "read", "lock"], "identities": ["ops", "e2e"], "prefixes": [""]}
   ],
   "limits": {"connections": 6, "streams_per_connection": 3, "sessions": 5, "held_locks": 4, "queued_waits": 2,
@@ -65,8 +68,12 @@ func startAuthzCluster(t *testing.T) *authzCluster {
 	c := startCluster(t, 1, time.Second)
 	t.Cleanup(c.stopAll)
 	ac := &authzCluster{cluster: c, acl: acl, ids: map[string]*tls.Config{}}
-	for _, name := range []string{"svc-a", "svc-b", "svc-c", "ops", "slow"} {
-		c.lockdOK("certs-client-"+name, "certs", "client", name, "--dir", c.certs)
+	for _, name := range []string{"svc-a", "svc-b", "svc-c", "ops", "slow", "svc-p"} {
+		args := []string{"certs", "client", name, "--dir", c.certs}
+		if name == "svc-p" {
+			args = append(args, "--ou", "payments")
+		}
+		c.lockdOK("certs-client-"+name, args...)
 		conf, err := pki.LoadClientTLSConfig(filepath.Join(c.certs, "ca.crt"),
 			filepath.Join(c.certs, "client-"+name+".crt"), filepath.Join(c.certs, "client-"+name+".key"))
 		if err != nil {
@@ -415,6 +422,14 @@ func TestAuthzRulesFile(t *testing.T) {
 	wantCode(t, "svc-b reads secret/", b.call(wire.Msg{Type: wire.TypeLockStatus, Name: "secret/a/k"}), wire.CodePermission, "no-secrets")
 	wantCode(t, "svc-b locks elsewhere", b.acquire(sb, "public/k", false), wire.CodeOK, "")
 	wantCode(t, "svc-c, named by no rule", c.acquire(sc, "public/c", false), wire.CodePermission, `no access rule allows svc-c to lock "public/c"`)
+
+	// A role: svc-p is named by no rule, only by its certificate's unit.
+	p := ac.dial("svc-p")
+	sp := p.open()
+	wantCode(t, "svc-p (unit payments) under pay/", p.acquire(sp, "pay/k", false), wire.CodeOK, "")
+	wantCode(t, "svc-p reads pay/", p.call(wire.Msg{Type: wire.TypeLockStatus, Name: "pay/k"}), wire.CodeOK, "")
+	wantCode(t, "svc-p elsewhere", p.acquire(sp, "public/p", false), wire.CodePermission, `no access rule allows svc-p to lock "public/p"`)
+	wantCode(t, "svc-c (no unit) under pay/", c.acquire(sc, "pay/c", false), wire.CodePermission, `no access rule allows svc-c to lock "pay/c"`)
 
 	// Reload: let svc-c lock under public/.
 	newRules := strings.Replace(authzRules, `"identities": ["svc-a", "svc-b"], "prefixes": [""]},`,
