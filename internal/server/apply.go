@@ -24,6 +24,9 @@ const (
 type groupState struct {
 	mu    sync.Mutex
 	table *lease.Table
+	// fair admits clients' proposals to the group fairly between
+	// identities (fairq.go); it has its own lock.
+	fair *fairQueue
 }
 
 // Apply implements replica.StateMachine. It runs on the replica's goroutine,
