@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -458,6 +460,35 @@ func TestAuthzRulesFile(t *testing.T) {
 	}
 	wantCode(t, "svc-c keeps its access after a bad file", c.acquire(sc, "public/c2", false), wire.CodeOK, "")
 	wantCode(t, "svc-b still denied secret/", b.acquire(sb, "secret/x", false), wire.CodePermission, "no-secrets")
+
+	// A file changed and reloaded on node 3 only: lockctl status shows each
+	// node's digest and warns that they differ.
+	l := &lockctlRunner{t: t, bin: build(t, "lockctl"), env: []string{"LOCKD_CONFIG=" + ac.config}}
+	out, errOut, code := l.run(patient(20*time.Second), "status")
+	if code != 0 || strings.Contains(errOut, "different access rules") || strings.Count(out, rulesDigest(newRules)) != 3 {
+		t.Errorf("lockctl status with the same rules everywhere: exit %d, want 3 nodes with %s and no warning\n%s%s", code, rulesDigest(newRules), out, errOut)
+	}
+	third := strings.Replace(newRules, `"rules": [`, `"rules": [
+    {"name": "node-3-only", "effect": "allow", "actions": ["read"], "identities": ["svc-c"], "prefixes": [""]},`, 1)
+	if err := os.WriteFile(ac.acl, []byte(third), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ac.nodes[2].signal(syscall.SIGHUP)
+	mustLog(t, ac.nodes[2], `access rules reloaded.*`+rulesDigest(third))
+	out, errOut, code = l.run(patient(20*time.Second), "status")
+	if code != 0 || strings.Count(out, rulesDigest(newRules)) != 2 || strings.Count(out, rulesDigest(third)) != 1 ||
+		!strings.Contains(errOut, "warning: the nodes enforce different access rules") || !strings.Contains(errOut, "node 3: "+rulesDigest(third)) ||
+		!strings.Contains(errOut, "send each lockd SIGHUP") {
+		t.Errorf("lockctl status after a reload on node 3 only: exit %d, want two nodes with %s, node 3 with %s and a warning\n%s%s",
+			code, rulesDigest(newRules), rulesDigest(third), out, errOut)
+	}
+}
+
+// rulesDigest is the digest a node reports for a rules file (the first 6
+// bytes of its SHA-256, as server.ACL.Hash).
+func rulesDigest(file string) string {
+	sum := sha256.Sum256([]byte(file))
+	return hex.EncodeToString(sum[:6])
 }
 
 // TestAuthzLimits checks each per-identity cap: one past it gets an error

@@ -47,6 +47,9 @@ const (
 	tagMaster    = 31
 	tagHolder    = 32
 	tagMember    = 33
+	// tagRules is far from the others so that fields added meanwhile on
+	// other branches do not take it.
+	tagRules = 40
 )
 
 type enc struct{ b []byte }
@@ -119,6 +122,7 @@ func Append(dst []byte, m *Msg) []byte {
 	e.uint(tagGroups, uint64(m.Groups))
 	e.uint(tagKind, uint64(m.Kind))
 	e.uint(tagWaiters, uint64(m.Waiters))
+	e.str(tagRules, m.Rules)
 	for _, it := range m.KeepAlives {
 		e.nested(tagKeepAlive, func(n *enc) {
 			n.uint(1, uint64(it.Group))
@@ -305,6 +309,8 @@ func Decode(b []byte) (Msg, error) {
 			m.Kind = EventKind(v)
 		case tagWaiters:
 			m.Waiters = d.u32(tag, v)
+		case tagRules:
+			m.Rules = d.str(tag, s)
 		case tagKeepAlive, tagMaster, tagHolder, tagMember:
 			d.item(&m, tag, s)
 		}

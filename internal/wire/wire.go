@@ -206,6 +206,10 @@ type Msg struct {
 	// Kind is an event's kind; Waiters a lock's queue length.
 	Kind    EventKind
 	Waiters uint32
+	// Rules is the answering node's access rules digest in a
+	// ClusterStatus answer ("none": no rules file), so that nodes with
+	// different rules files can be spotted.
+	Rules string
 
 	KeepAlives []KeepAliveItem
 	Masters    []MasterItem
