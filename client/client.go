@@ -172,11 +172,26 @@ type Status struct {
 	Groups  int      `json:"groups"`
 	Members []Member `json:"members"`
 	Masters []Master `json:"masters"`
+	// Rules is a digest of the answering node's access rules file ("none"
+	// without one; empty from a node too old to say). Each node checks
+	// requests against its own file, so every node should show the same.
+	Rules string `json:"rules,omitempty"`
 }
 
 // ClusterStatus asks any node for the members and the group masters.
 func (c *Client) ClusterStatus(ctx context.Context) (*Status, error) {
-	x, err := c.invoke(ctx, &wire.Msg{Type: wire.TypeClusterStatus}, callOpts{group: -1})
+	return c.clusterStatus(ctx, callOpts{group: -1})
+}
+
+// NodeStatus asks the node at addr (a member's Addr) for the cluster as it
+// sees it, with its own access rules digest: comparing the nodes' Rules
+// shows a cluster whose nodes enforce different rules.
+func (c *Client) NodeStatus(ctx context.Context, addr string) (*Status, error) {
+	return c.clusterStatus(ctx, callOpts{group: -1, addr: addr})
+}
+
+func (c *Client) clusterStatus(ctx context.Context, o callOpts) (*Status, error) {
+	x, err := c.invoke(ctx, &wire.Msg{Type: wire.TypeClusterStatus}, o)
 	if err != nil {
 		return nil, fmt.Errorf("lockd: cluster status: %w", err)
 	}
@@ -185,7 +200,7 @@ func (c *Client) ClusterStatus(ctx context.Context) (*Status, error) {
 		return nil, fmt.Errorf("lockd: cluster status: %w", errorFor(m, nil))
 	}
 	c.route.learnStatus(m)
-	st := &Status{Node: m.Node, Groups: int(m.Groups)}
+	st := &Status{Node: m.Node, Groups: int(m.Groups), Rules: m.Rules}
 	for _, it := range m.Members {
 		st.Members = append(st.Members, Member{ID: it.ID, Addr: it.Addr, Up: it.Up})
 	}

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,7 +30,7 @@ func statusCommand() *cli.Command {
 		Name:        "status",
 		Usage:       "show the cluster (members and group masters), or a lock's holders",
 		ArgsUsage:   "[NAME]",
-		Description: "Without NAME: the nodes and which node masters each group, as one node sees it. With NAME: the lock's holders (session, fencing token, mode, metadata) and how many wait.",
+		Description: "Without NAME: the nodes and which node masters each group, as one node sees it, and each node's access rules digest (RULES; a warning when they differ). With NAME: the lock's holders (session, fencing token, mode, metadata) and how many wait.",
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return usageErrorf("want at most one lock name: lockctl status [NAME]")
@@ -48,10 +52,19 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if p.json {
-				return p.object(st)
+			rules := nodeRules(ctx, cl, st)
+			differ := rulesDiffer(rules)
+			if differ != "" {
+				fmt.Fprintln(c.App.ErrWriter, differ)
 			}
-			printMembers(p, st)
+			if p.json {
+				return p.object(struct {
+					*client.Status
+					NodeRules   map[uint32]string `json:"node_rules"`
+					RulesDiffer bool              `json:"rules_differ"`
+				}{st, rules, differ != ""})
+			}
+			printMembersRules(p, st, rules)
 			p.linef("")
 			rows := make([][]string, 0, len(st.Masters))
 			for _, m := range st.Masters {
@@ -101,16 +114,86 @@ func printLock(p printer, info *client.LockInfo) error {
 	return p.table([]string{"SESSION", "TOKEN", "MODE", "METADATA"}, rows)
 }
 
-func printMembers(p printer, st *client.Status) error {
+func printMembers(p printer, st *client.Status) error { return printMembersRules(p, st, nil) }
+
+// printMembersRules prints the members, with each node's access rules
+// digest when rules is given ("?": the node did not say).
+func printMembersRules(p printer, st *client.Status, rules map[uint32]string) error {
 	rows := make([][]string, 0, len(st.Members))
 	for _, m := range st.Members {
 		up := "down"
 		if m.Up {
 			up = "up"
 		}
-		rows = append(rows, []string{strconv.FormatUint(uint64(m.ID), 10), m.Addr, up})
+		row := []string{strconv.FormatUint(uint64(m.ID), 10), m.Addr, up}
+		if rules != nil {
+			r := rules[m.ID]
+			if r == "" {
+				r = "?"
+			}
+			row = append(row, r)
+		}
+		rows = append(rows, row)
 	}
-	return p.table([]string{"NODE", "ADDRESS", "STATE"}, rows)
+	header := []string{"NODE", "ADDRESS", "STATE"}
+	if rules != nil {
+		header = append(header, "RULES")
+	}
+	return p.table(header, rows)
+}
+
+// nodeRules asks every member for its access rules digest. The rules are
+// not replicated: each node enforces its own --acl file, so a file changed
+// on one node only shows here. A node that does not answer within a few
+// seconds is left out.
+func nodeRules(ctx context.Context, cl *client.Client, st *client.Status) map[uint32]string {
+	out := map[uint32]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range st.Members {
+		if m.ID == st.Node && st.Rules != "" {
+			out[m.ID] = st.Rules
+			continue
+		}
+		if m.Addr == "" || !m.Up {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			ns, err := cl.NodeStatus(nctx, m.Addr)
+			if err != nil || ns.Rules == "" {
+				return
+			}
+			mu.Lock()
+			out[m.ID] = ns.Rules
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// rulesDiffer returns a warning when the nodes report different access
+// rules, or "".
+func rulesDiffer(rules map[uint32]string) string {
+	seen := map[string]bool{}
+	for _, r := range rules {
+		seen[r] = true
+	}
+	if len(seen) < 2 {
+		return ""
+	}
+	ids := slices.Sorted(maps.Keys(rules))
+	parts := make([]string, 0, len(ids))
+	for _, id := range ids {
+		parts = append(parts, fmt.Sprintf("node %d: %s", id, rules[id]))
+	}
+	return "warning: the nodes enforce different access rules (" + strings.Join(parts, ", ") + "; \"none\" is no --acl file). " +
+		"Each node checks requests against its own rules file, so a request may be allowed on one master and refused on another: " +
+		"put the same file on every node and send each lockd SIGHUP to reload it (its log says \"access rules reloaded\" with the hash)"
 }
 
 func membersCommand() *cli.Command {

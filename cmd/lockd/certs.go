@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lockd/lockd/internal/pki"
@@ -66,12 +67,17 @@ func certsCommand() *cli.Command {
 				Action: certsNode,
 			},
 			{
-				Name:        "client",
-				Usage:       "issue a client certificate (client-NAME.crt, client-NAME.key)",
-				UsageText:   "lockd certs client NAME [--dir DIR]",
-				Description: "Issues a certificate for client NAME from the CA in --dir, for lockctl and the Go client.\n\n" + certsFilesHelp,
-				Flags:       []cli.Flag{certsDirFlag()},
-				Action:      certsClient,
+				Name:      "client",
+				Usage:     "issue a client certificate (client-NAME.crt, client-NAME.key)",
+				UsageText: "lockd certs client NAME [--ou UNIT ...] [--dir DIR]",
+				Description: "Issues a certificate for client NAME from the CA in --dir, for lockctl and the Go client.\n" +
+					"NAME is the client's identity (the certificate's CommonName); each --ou adds an OrganizationalUnit,\n" +
+					"a role that access rules can name (\"units\": [\"UNIT\"] in the --acl file of lockd run).\n\n" + certsFilesHelp,
+				Flags: []cli.Flag{
+					certsDirFlag(),
+					&cli.StringSliceFlag{Name: "ou", Usage: "an OrganizationalUnit (role) for access rules to name (repeat for several)"},
+				},
+				Action: certsClient,
 			},
 		},
 	}
@@ -192,7 +198,13 @@ func certsClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	certPEM, keyPEM, err := ca.IssueClient(name)
+	units := c.StringSlice("ou")
+	for _, u := range units {
+		if err := pki.CheckUnit(u); err != nil {
+			return usageErrorf("--ou: %v", err)
+		}
+	}
+	certPEM, keyPEM, err := ca.IssueClient(name, units...)
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
@@ -200,7 +212,11 @@ func certsClient(c *cli.Context) error {
 	if err := pki.WriteKeyPair(dir, clientCertBase(name), certPEM, keyPEM); err != nil {
 		return setupErrorf("%v", err)
 	}
-	fmt.Fprintf(c.App.Writer, "wrote %s.crt and %s.key for client %q\nuse: lockctl --ca %s --cert %s.crt --key %s.key ...\n",
-		base, base, name, filepath.Join(dir, pki.CACertFile), base, base)
+	roles := ""
+	if len(units) > 0 {
+		roles = fmt.Sprintf(" (units %s)", strings.Join(units, ", "))
+	}
+	fmt.Fprintf(c.App.Writer, "wrote %s.crt and %s.key for client %q%s\nuse: lockctl --ca %s --cert %s.crt --key %s.key ...\n",
+		base, base, name, roles, filepath.Join(dir, pki.CACertFile), base, base)
 	return nil
 }

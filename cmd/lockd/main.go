@@ -119,7 +119,7 @@ func interspersed(args []string) []string {
 	if len(args) < 4 || args[1] != "certs" || (args[2] != "node" && args[2] != "client") {
 		return args
 	}
-	takesValue := map[string]bool{"dir": true, "host": true}
+	takesValue := map[string]bool{"dir": true, "host": true, "ou": true}
 	var flags, pos []string
 	rest := args[3:]
 	for i := 0; i < len(rest); i++ {

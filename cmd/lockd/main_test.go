@@ -225,6 +225,20 @@ func TestCertsIssueNodeAndClientCertificates(t *testing.T) {
 	if _, err := pki.LoadClientTLSConfig(filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client-alice.crt"), filepath.Join(dir, "client-alice.key")); err != nil {
 		t.Fatal(err)
 	}
+	// --ou puts roles in the certificate for the access rules to name.
+	if code, out, errOut := lockd(t, "certs", "client", "bob", "--ou", "payments", "--ou", "eu", "--dir", dir); code != 0 || !strings.Contains(out, "units payments, eu") {
+		t.Fatalf("certs client --ou: exit %d\n%s%s", code, out, errOut)
+	}
+	bob, err := pki.LoadClientTLSConfig(filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client-bob.crt"), filepath.Join(dir, "client-bob.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ou := bob.Certificates[0].Leaf.Subject.OrganizationalUnit; !contains(ou, "payments") || !contains(ou, "eu") {
+		t.Errorf("client-bob.crt units %v, want payments and eu", ou)
+	}
+	if code, _, errOut := lockd(t, "certs", "client", "eve", "--ou", "lockd-node", "--dir", dir); code != exitUsage || !strings.Contains(errOut, "marks node certificates") {
+		t.Errorf("certs client --ou lockd-node: exit %d, want %d\n%s", code, exitUsage, errOut)
+	}
 	for _, f := range []string{"ca.key", "node-3.key", "client-alice.key"} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {

@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,13 +25,16 @@ import (
 
 // The rules of the authorization tests: svc-a and svc-b lock and read
 // everything but secret/, where only svc-a may go under secret/a/; ops (and
-// the harness, e2e) are admins; svc-c is named by no rule. The limits are
-// small so that the tests reach them.
+// the harness, e2e) are admins; svc-c is named by no rule; svc-p is named
+// only through the unit of its certificate (lockd certs client --ou
+// payments), which may lock and read under pay/. The limits are small so
+// that the tests reach them.
 const authzRules = `{
   "rules": [
     {"name": "services", "effect": "allow", "actions": ["lock", "read"], "identities": ["svc-a", "svc-b"], "prefixes": [""]},
     {"name": "no-secrets", "effect": "deny", "actions": ["lock", "read"], "identities": ["*"], "prefixes": ["secret/"]},
     {"name": "svc-a-secrets", "effect": "allow", "actions": ["lock", "read"], "identities": ["svc-a"], "prefixes": ["secret/a/"]},
+    {"name": "payments-role", "effect": "allow", "actions": ["lock", "read"], "units": ["payments"], "prefixes": ["pay/"]},
     {"name": "ops", "effect": "allow", "actions": ["admin", "read", "lock"], "identities": ["ops", "e2e"], "prefixes": [""]}
   ],
   "limits": {"connections": 6, "streams_per_connection": 3, "sessions": 5, "held_locks": 4, "queued_waits": 2,
@@ -65,8 +70,12 @@ func startAuthzCluster(t *testing.T) *authzCluster {
 	c := startCluster(t, 1, time.Second)
 	t.Cleanup(c.stopAll)
 	ac := &authzCluster{cluster: c, acl: acl, ids: map[string]*tls.Config{}}
-	for _, name := range []string{"svc-a", "svc-b", "svc-c", "ops", "slow"} {
-		c.lockdOK("certs-client-"+name, "certs", "client", name, "--dir", c.certs)
+	for _, name := range []string{"svc-a", "svc-b", "svc-c", "ops", "slow", "svc-p"} {
+		args := []string{"certs", "client", name, "--dir", c.certs}
+		if name == "svc-p" {
+			args = append(args, "--ou", "payments")
+		}
+		c.lockdOK("certs-client-"+name, args...)
 		conf, err := pki.LoadClientTLSConfig(filepath.Join(c.certs, "ca.crt"),
 			filepath.Join(c.certs, "client-"+name+".crt"), filepath.Join(c.certs, "client-"+name+".key"))
 		if err != nil {
@@ -416,6 +425,14 @@ func TestAuthzRulesFile(t *testing.T) {
 	wantCode(t, "svc-b locks elsewhere", b.acquire(sb, "public/k", false), wire.CodeOK, "")
 	wantCode(t, "svc-c, named by no rule", c.acquire(sc, "public/c", false), wire.CodePermission, `no access rule allows svc-c to lock "public/c"`)
 
+	// A role: svc-p is named by no rule, only by its certificate's unit.
+	p := ac.dial("svc-p")
+	sp := p.open()
+	wantCode(t, "svc-p (unit payments) under pay/", p.acquire(sp, "pay/k", false), wire.CodeOK, "")
+	wantCode(t, "svc-p reads pay/", p.call(wire.Msg{Type: wire.TypeLockStatus, Name: "pay/k"}), wire.CodeOK, "")
+	wantCode(t, "svc-p elsewhere", p.acquire(sp, "public/p", false), wire.CodePermission, `no access rule allows svc-p to lock "public/p"`)
+	wantCode(t, "svc-c (no unit) under pay/", c.acquire(sc, "pay/c", false), wire.CodePermission, `no access rule allows svc-c to lock "pay/c"`)
+
 	// Reload: let svc-c lock under public/.
 	newRules := strings.Replace(authzRules, `"identities": ["svc-a", "svc-b"], "prefixes": [""]},`,
 		`"identities": ["svc-a", "svc-b"], "prefixes": [""]},
@@ -443,6 +460,35 @@ func TestAuthzRulesFile(t *testing.T) {
 	}
 	wantCode(t, "svc-c keeps its access after a bad file", c.acquire(sc, "public/c2", false), wire.CodeOK, "")
 	wantCode(t, "svc-b still denied secret/", b.acquire(sb, "secret/x", false), wire.CodePermission, "no-secrets")
+
+	// A file changed and reloaded on node 3 only: lockctl status shows each
+	// node's digest and warns that they differ.
+	l := &lockctlRunner{t: t, bin: build(t, "lockctl"), env: []string{"LOCKD_CONFIG=" + ac.config}}
+	out, errOut, code := l.run(patient(20*time.Second), "status")
+	if code != 0 || strings.Contains(errOut, "different access rules") || strings.Count(out, rulesDigest(newRules)) != 3 {
+		t.Errorf("lockctl status with the same rules everywhere: exit %d, want 3 nodes with %s and no warning\n%s%s", code, rulesDigest(newRules), out, errOut)
+	}
+	third := strings.Replace(newRules, `"rules": [`, `"rules": [
+    {"name": "node-3-only", "effect": "allow", "actions": ["read"], "identities": ["svc-c"], "prefixes": [""]},`, 1)
+	if err := os.WriteFile(ac.acl, []byte(third), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ac.nodes[2].signal(syscall.SIGHUP)
+	mustLog(t, ac.nodes[2], `access rules reloaded.*`+rulesDigest(third))
+	out, errOut, code = l.run(patient(20*time.Second), "status")
+	if code != 0 || strings.Count(out, rulesDigest(newRules)) != 2 || strings.Count(out, rulesDigest(third)) != 1 ||
+		!strings.Contains(errOut, "warning: the nodes enforce different access rules") || !strings.Contains(errOut, "node 3: "+rulesDigest(third)) ||
+		!strings.Contains(errOut, "send each lockd SIGHUP") {
+		t.Errorf("lockctl status after a reload on node 3 only: exit %d, want two nodes with %s, node 3 with %s and a warning\n%s%s",
+			code, rulesDigest(newRules), rulesDigest(third), out, errOut)
+	}
+}
+
+// rulesDigest is the digest a node reports for a rules file (the first 6
+// bytes of its SHA-256, as server.ACL.Hash).
+func rulesDigest(file string) string {
+	sum := sha256.Sum256([]byte(file))
+	return hex.EncodeToString(sum[:6])
 }
 
 // TestAuthzLimits checks each per-identity cap: one past it gets an error

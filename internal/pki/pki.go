@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"time"
 )
@@ -220,10 +221,12 @@ func (ca *CA) IssueNode(nodeID string, hosts []string) (certPEM, keyPEM []byte, 
 	return certPEM, keyPEM, nil
 }
 
-// IssueClient issues a client certificate whose CommonName is name. It is
-// valid for client authentication only: it can neither serve nor join the
-// peer mesh. It returns PEM-encoded certificate and PKCS #8 key.
-func (ca *CA) IssueClient(name string) (certPEM, keyPEM []byte, err error) {
+// IssueClient issues a client certificate whose CommonName is name, with
+// the OrganizationalUnits units besides lockd's own "lockd-client", so that
+// an access rule can name the units as roles. It is valid for client
+// authentication only: it can neither serve nor join the peer mesh. It
+// returns PEM-encoded certificate and PKCS #8 key.
+func (ca *CA) IssueClient(name string, units ...string) (certPEM, keyPEM []byte, err error) {
 	if name == "" || len(name) > 64 {
 		return nil, nil, fmt.Errorf("issue client certificate: name %q must have 1 to 64 characters", name)
 	}
@@ -232,8 +235,17 @@ func (ca *CA) IssueClient(name string) (certPEM, keyPEM []byte, err error) {
 			return nil, nil, fmt.Errorf("issue client certificate: name %q holds a control character", name)
 		}
 	}
+	ous := []string{clientUnit}
+	for _, u := range units {
+		if err := CheckUnit(u); err != nil {
+			return nil, nil, fmt.Errorf("issue certificate for client %q: %w", name, err)
+		}
+		if !slices.Contains(ous, u) {
+			ous = append(ous, u)
+		}
+	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: name, OrganizationalUnit: []string{clientUnit}},
+		Subject:     pkix.Name{CommonName: name, OrganizationalUnit: ous},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -242,6 +254,24 @@ func (ca *CA) IssueClient(name string) (certPEM, keyPEM []byte, err error) {
 		return nil, nil, fmt.Errorf("issue certificate for client %q: %w", name, err)
 	}
 	return certPEM, keyPEM, nil
+}
+
+// CheckUnit checks an OrganizationalUnit asked for in a client
+// certificate: 1 to 64 printable characters, and not the unit that marks
+// node certificates (a client must not look like a node to a rule).
+func CheckUnit(u string) error {
+	if u == "" || len(u) > 64 {
+		return fmt.Errorf("unit %q must have 1 to 64 characters", u)
+	}
+	for _, c := range u {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("unit %q holds a control character", u)
+		}
+	}
+	if u == nodeUnit {
+		return fmt.Errorf("unit %q marks node certificates; pick another name for the role", u)
+	}
+	return nil
 }
 
 // issue fills in the parts every leaf shares, signs tmpl and encodes the result.

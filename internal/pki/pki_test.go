@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,30 @@ func TestLeafValidityIsCappedByCA(t *testing.T) {
 	}
 	if na := parseCert(t, certPEM).NotAfter; na.After(ca.Cert.NotAfter) {
 		t.Errorf("leaf expires %v, after the CA at %v", na, ca.Cert.NotAfter)
+	}
+}
+
+// TestClientCertificateCarriesUnits: the units asked for are
+// OrganizationalUnits of the certificate (roles for the access rules),
+// beside lockd-client; the node unit is refused.
+func TestClientCertificateCarriesUnits(t *testing.T) {
+	ca := newTestCA(t)
+	certPEM, _, err := ca.IssueClient("svc-p", "payments", "eu", "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := parseCert(t, certPEM)
+	ous := c.Subject.OrganizationalUnit
+	if len(ous) != 3 || !slices.Contains(ous, "lockd-client") || !slices.Contains(ous, "payments") || !slices.Contains(ous, "eu") {
+		t.Errorf("units %q, want lockd-client, payments and eu once each", ous)
+	}
+	if _, ok := NodeIDFromCert(c); ok {
+		t.Error("a client certificate with units carries a node identity")
+	}
+	for _, bad := range []string{"", nodeUnit, "a\nb", strings.Repeat("u", 65)} {
+		if _, _, err := ca.IssueClient("svc-p", bad); err == nil {
+			t.Errorf("unit %q was accepted", bad)
+		}
 	}
 }
 

@@ -28,6 +28,9 @@ type groupState struct {
 	// proposed until it has (restore.go). Replicated state: it is in the
 	// group's snapshot and changes only by applying the log.
 	floorPending bool
+	// fair admits clients' proposals to the group fairly between
+	// identities (fairq.go); it has its own lock.
+	fair *fairQueue
 }
 
 // Apply implements replica.StateMachine. It runs on the replica's goroutine,

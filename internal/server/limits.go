@@ -27,6 +27,34 @@ type IdentityLimits struct {
 	MasterWatches     int     `json:"master_watches"`
 	RequestsPerSecond float64 `json:"requests_per_second"`
 	RequestBurst      int     `json:"request_burst"`
+	// ProposalsInFlight bounds the identity's commands in one group's
+	// Paxos pipeline on its master at once; more wait in the identity's
+	// own queue (fairq.go), so that its backlog never sits in front of
+	// another identity's commands. 0 means the default.
+	ProposalsInFlight int `json:"proposals_in_flight,omitempty"`
+}
+
+const (
+	// defaultProposalsInFlight is IdentityLimits.ProposalsInFlight's
+	// default: enough for one identity to fill a slot batch per round
+	// trip, few enough that another identity's command waits behind a
+	// short pipeline.
+	defaultProposalsInFlight = 8
+	// groupProposalsInFlight bounds every identity's commands in one
+	// group's pipeline together; past it identities are admitted round
+	// robin.
+	groupProposalsInFlight = 1024
+	// identityProposalsWaiting bounds the commands of one identity waiting
+	// for admission to one group; past it they are refused as overloaded.
+	identityProposalsWaiting = 4096
+)
+
+// proposalsInFlight is l.ProposalsInFlight or its default.
+func (l IdentityLimits) proposalsInFlight() int {
+	if l.ProposalsInFlight > 0 {
+		return l.ProposalsInFlight
+	}
+	return defaultProposalsInFlight
 }
 
 // DefaultIdentityLimits fit a node on a 2-core machine: one identity
@@ -55,6 +83,9 @@ func (l IdentityLimits) validate() error {
 		if c.v < 1 || c.v > 1<<24 {
 			return fmt.Errorf("%s is %d, want 1 to %d", c.name, c.v, 1<<24)
 		}
+	}
+	if l.ProposalsInFlight < 0 || l.ProposalsInFlight > 1<<16 {
+		return fmt.Errorf("proposals_in_flight is %d, want 1 to %d (or 0 for the default, %d)", l.ProposalsInFlight, 1<<16, defaultProposalsInFlight)
 	}
 	if l.RequestsPerSecond <= 0 || l.RequestsPerSecond > 1e7 {
 		return fmt.Errorf("requests_per_second is %v, want above 0 and at most 1e7", l.RequestsPerSecond)

@@ -261,7 +261,7 @@ func New(cfg Config) (*Server, error) {
 
 	s.groups = make([]*groupState, cfg.Groups)
 	for i := range s.groups {
-		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits())}
+		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits()), fair: newFairQueue(groupProposalsInFlight, identityProposalsWaiting)}
 		s.groups[i].table.SetOwnerHook(s.ids.ownerDelta)
 	}
 	ids := s.nodeIDs()

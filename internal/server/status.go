@@ -13,7 +13,7 @@ import (
 // clusterStatus answers Hello and ClusterStatus: the members with their
 // addresses and whether this node reaches them, and each group's master.
 func (s *Server) clusterStatus() *wire.Msg {
-	resp := &wire.Msg{Code: wire.CodeOK, Groups: uint32(s.cfg.Groups)}
+	resp := &wire.Msg{Code: wire.CodeOK, Groups: uint32(s.cfg.Groups), Rules: s.RulesHash()}
 	for _, id := range s.nodeIDs() {
 		up := id == s.cfg.ID || s.peerUp(id)
 		resp.Members = append(resp.Members, wire.MemberItem{ID: uint32(id), Addr: s.cfg.Peers[id], Up: up})

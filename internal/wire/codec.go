@@ -53,6 +53,9 @@ const (
 	tagMaster    = 31
 	tagHolder    = 32
 	tagMember    = 33
+	// tagRules is far from the others so that fields added meanwhile on
+	// other branches do not take it.
+	tagRules = 40
 )
 
 type enc struct{ b []byte }
@@ -129,6 +132,7 @@ func Append(dst []byte, m *Msg) []byte {
 	e.uint(tagSize, m.Size)
 	e.bytes(tagChunk, m.Chunk)
 	e.uint(tagHolderCnt, uint64(m.HolderCount))
+	e.str(tagRules, m.Rules)
 	for _, it := range m.KeepAlives {
 		e.nested(tagKeepAlive, func(n *enc) {
 			n.uint(1, uint64(it.Group))
@@ -326,6 +330,8 @@ func Decode(b []byte) (Msg, error) {
 			m.Chunk = d.clone(s)
 		case tagHolderCnt:
 			m.HolderCount = d.u32(tag, v)
+		case tagRules:
+			m.Rules = d.str(tag, s)
 		case tagKeepAlive, tagMaster, tagHolder, tagMember:
 			d.item(&m, tag, s)
 		}

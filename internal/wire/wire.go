@@ -229,6 +229,10 @@ type Msg struct {
 	Offset uint64
 	Size   uint64
 	Chunk  []byte
+	// Rules is the answering node's access rules digest in a
+	// ClusterStatus answer ("none": no rules file), so that nodes with
+	// different rules files can be spotted.
+	Rules string
 
 	KeepAlives []KeepAliveItem
 	Masters    []MasterItem

@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// fairQueue admits one group's client proposals into the Paxos pipeline
+// fairly between identities (issue 10: one identity's flood must not slow
+// another's acquires).
+//
+// Each identity may have at most its cap (proposals_in_flight) proposals in flight in the
+// group; the rest wait, without using CPU, in the identity's own FIFO. The
+// group as a whole admits at most total at once; when it is full, slots
+// that free up go to the identities with waiting proposals in round-robin
+// order (deficit round-robin with every request costing one). So an
+// identity with nothing queued is admitted at once, however much another
+// one sends, and its proposal rides the pipeline behind at most
+// the cap's worth of proposals of each other identity instead of behind their
+// whole backlog.
+//
+// Invariants (under mu): inflight is the sum of the identities' inflight;
+// an identity is in ring exactly when it has waiters; an identity with no
+// waiters and nothing in flight is not in ids.
+type fairQueue struct {
+	total      int
+	maxWaiting int
+
+	mu       sync.Mutex
+	inflight int
+	ids      map[string]*fqIdentity
+	ring     []*fqIdentity
+	next     int // the ring position served first by the next dispatch
+}
+
+type fqIdentity struct {
+	name     string
+	cap      int // its in-flight cap, as of its latest enter
+	inflight int
+	waiting  []*fqTicket
+}
+
+// fqTicket is one waiting proposal; admit is closed when it is admitted.
+type fqTicket struct {
+	admit    chan struct{}
+	admitted bool // under fairQueue.mu
+}
+
+func newFairQueue(total, maxWaiting int) *fairQueue {
+	return &fairQueue{total: total, maxWaiting: maxWaiting, ids: map[string]*fqIdentity{}}
+}
+
+// errQueueFull refuses a proposal when its identity already has
+// maxWaiting waiting in the group; nothing was proposed, so the caller may
+// retry later.
+type errQueueFull struct {
+	who     string
+	waiting int
+}
+
+func (e errQueueFull) Error() string {
+	return fmt.Sprintf("identity %s already has %d commands waiting for their turn in this group, the most one identity may queue", e.who, e.waiting)
+}
+
+// enter waits until who may propose, or ctx ends. On success the caller
+// must call leave once its proposal is done.
+func (q *fairQueue) enter(ctx context.Context, who string, perIdentity int) error {
+	q.mu.Lock()
+	id := q.ids[who]
+	if id == nil {
+		id = &fqIdentity{name: who}
+		q.ids[who] = id
+	}
+	id.cap = perIdentity
+	if len(id.waiting) == 0 && id.inflight < perIdentity && q.inflight < q.total {
+		id.inflight++
+		q.inflight++
+		q.mu.Unlock()
+		return nil
+	}
+	if len(id.waiting) >= q.maxWaiting {
+		n := len(id.waiting)
+		q.mu.Unlock()
+		return errQueueFull{who: who, waiting: n}
+	}
+	t := &fqTicket{admit: make(chan struct{})}
+	id.waiting = append(id.waiting, t)
+	if len(id.waiting) == 1 {
+		q.ring = append(q.ring, id)
+	}
+	q.mu.Unlock()
+	select {
+	case <-t.admit:
+		return nil
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t.admitted {
+		// Admitted as ctx ended: give the place back.
+		q.leaveLocked(id)
+		return ctx.Err()
+	}
+	for i, w := range id.waiting {
+		if w == t {
+			id.waiting = append(id.waiting[:i], id.waiting[i+1:]...)
+			break
+		}
+	}
+	if len(id.waiting) == 0 {
+		q.dropFromRing(id)
+	}
+	q.forget(id)
+	return ctx.Err()
+}
+
+// leave ends one admitted proposal of who and admits waiting ones.
+func (q *fairQueue) leave(who string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if id := q.ids[who]; id != nil {
+		q.leaveLocked(id)
+	}
+}
+
+func (q *fairQueue) leaveLocked(id *fqIdentity) {
+	id.inflight--
+	q.inflight--
+	q.dispatch()
+	q.forget(id)
+}
+
+// dispatch admits waiting proposals, one per identity per turn of the
+// ring, while the group has room and the identity is under its own cap.
+func (q *fairQueue) dispatch() {
+	for q.inflight < q.total && len(q.ring) > 0 {
+		progressed := false
+		for n := len(q.ring); n > 0 && q.inflight < q.total && len(q.ring) > 0; n-- {
+			if q.next >= len(q.ring) {
+				q.next = 0
+			}
+			id := q.ring[q.next]
+			if id.inflight >= id.cap {
+				q.next++
+				continue
+			}
+			t := id.waiting[0]
+			id.waiting = id.waiting[1:]
+			t.admitted = true
+			close(t.admit)
+			id.inflight++
+			q.inflight++
+			progressed = true
+			if len(id.waiting) == 0 {
+				q.dropFromRing(id) // the next identity slides into q.next
+			} else {
+				q.next++
+			}
+		}
+		if !progressed {
+			return
+		}
+	}
+}
+
+func (q *fairQueue) dropFromRing(id *fqIdentity) {
+	for i, r := range q.ring {
+		if r == id {
+			q.ring = append(q.ring[:i], q.ring[i+1:]...)
+			if i < q.next {
+				q.next--
+			}
+			return
+		}
+	}
+}
+
+func (q *fairQueue) forget(id *fqIdentity) {
+	if id.inflight == 0 && len(id.waiting) == 0 {
+		delete(q.ids, id.name)
+	}
+}

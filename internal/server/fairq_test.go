@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// hang bounds every wait of these tests; none should come near it.
+const hang = 30 * time.Second
+
+// enterAsync starts q.enter for who and returns a channel that gets its
+// result once admitted (or refused).
+func enterAsync(ctx context.Context, q *fairQueue, who string, cap int) <-chan error {
+	c := make(chan error, 1)
+	go func() { c <- q.enter(ctx, who, cap) }()
+	return c
+}
+
+// waitingOf is how many proposals of who wait, read under the lock.
+func waitingOf(q *fairQueue, who string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if id := q.ids[who]; id != nil {
+		return len(id.waiting)
+	}
+	return 0
+}
+
+// untilWaiting waits (bounded) until who has n proposals waiting.
+func untilWaiting(t *testing.T, q *fairQueue, who string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(hang)
+	for waitingOf(q, who) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has %d waiting, want %d", who, waitingOf(q, who), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func admitted(t *testing.T, c <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-c:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(hang):
+		t.Fatalf("%s: not admitted", what)
+	}
+}
+
+func notAdmitted(t *testing.T, c <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-c:
+		t.Fatalf("%s: admitted (%v), want it to wait", what, err)
+	default:
+	}
+}
+
+// TestFairQueueOtherIdentityNotBehindBacklog is issue 10's flood rule at
+// the admission step: while one identity has its cap in flight and a
+// backlog waiting, another identity's proposal is admitted at once.
+func TestFairQueueOtherIdentityNotBehindBacklog(t *testing.T) {
+	ctx := context.Background()
+	q := newFairQueue(1024, 4096)
+	for i := 0; i < 4; i++ {
+		if err := q.enter(ctx, "flooder", 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var backlog []<-chan error
+	for i := 0; i < 100; i++ {
+		backlog = append(backlog, enterAsync(ctx, q, "flooder", 4))
+		untilWaiting(t, q, "flooder", i+1) // queued in this order
+	}
+	vctx, cancel := context.WithTimeout(ctx, hang)
+	defer cancel()
+	if err := q.enter(vctx, "victim", 4); err != nil {
+		t.Fatalf("victim: %v (it waited behind the flooder)", err)
+	}
+	if n := waitingOf(q, "flooder"); n != 100 {
+		t.Errorf("flooder has %d waiting after the victim's admission, want 100", n)
+	}
+	q.leave("victim")
+	// The flooder's backlog goes through in order as its own proposals end.
+	for i, c := range backlog {
+		q.leave("flooder")
+		admitted(t, c, "flooder's waiting proposal")
+		if i+1 < len(backlog) {
+			notAdmitted(t, backlog[i+1], "the next one before another leave")
+		}
+	}
+	for i := 0; i < 4; i++ {
+		q.leave("flooder")
+	}
+	if len(q.ids) != 0 || q.inflight != 0 || len(q.ring) != 0 {
+		t.Errorf("queue not empty at the end: %d identities, %d in flight, ring %d", len(q.ids), q.inflight, len(q.ring))
+	}
+}
+
+// TestFairQueueRoundRobinWhenGroupFull: when the group's total is reached,
+// freed places go to the waiting identities in turn, not to whichever
+// queued most.
+func TestFairQueueRoundRobinWhenGroupFull(t *testing.T) {
+	ctx := context.Background()
+	q := newFairQueue(2, 4096)
+	for i := 0; i < 2; i++ {
+		if err := q.enter(ctx, "a", 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var as, bs []<-chan error
+	for i := 0; i < 6; i++ {
+		as = append(as, enterAsync(ctx, q, "a", 100))
+		untilWaiting(t, q, "a", i+1)
+	}
+	for i := 0; i < 3; i++ {
+		bs = append(bs, enterAsync(ctx, q, "b", 100))
+		untilWaiting(t, q, "b", i+1)
+	}
+	// Each leave frees one place; b must get every other one although a
+	// queued first and twice as much.
+	order, inflight := "", []string{"a", "a"}
+	for len(as)+len(bs) > 0 {
+		q.leave(inflight[0]) // the oldest proposal in flight ends
+		inflight = inflight[1:]
+		select {
+		case <-firstOf(as):
+			as = as[1:]
+			order += "a"
+			inflight = append(inflight, "a")
+		case <-firstOf(bs):
+			bs = bs[1:]
+			order += "b"
+			inflight = append(inflight, "b")
+		case <-time.After(hang):
+			t.Fatalf("nothing admitted after a leave (order so far %q)", order)
+		}
+	}
+	if want := "abababaaa"; order != want {
+		t.Errorf("admission order %q, want %q", order, want)
+	}
+}
+
+// firstOf is the head of cs, or a nil channel (never ready) when empty.
+func firstOf(cs []<-chan error) <-chan error {
+	if len(cs) == 0 {
+		return nil
+	}
+	return cs[0]
+}
+
+// TestFairQueueCancelAndFull: a waiting proposal whose context ends leaves
+// the queue without taking a place, and past maxWaiting a proposal is
+// refused at once with an error that names the identity.
+func TestFairQueueCancelAndFull(t *testing.T) {
+	q := newFairQueue(1024, 2)
+	ctx := context.Background()
+	if err := q.enter(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c1 := enterAsync(cctx, q, "a", 1)
+	untilWaiting(t, q, "a", 1)
+	c2 := enterAsync(ctx, q, "a", 1)
+	untilWaiting(t, q, "a", 2)
+	err := q.enter(ctx, "a", 1)
+	var full errQueueFull
+	if !errors.As(err, &full) || full.who != "a" || full.waiting != 2 {
+		t.Fatalf("a third waiting proposal: %v, want errQueueFull for a with 2 waiting", err)
+	}
+	cancel()
+	if err := <-c1; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+	untilWaiting(t, q, "a", 1)
+	q.leave("a")
+	admitted(t, c2, "the proposal behind the cancelled one")
+	q.leave("a")
+	if len(q.ids) != 0 || q.inflight != 0 {
+		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
+	}
+}
