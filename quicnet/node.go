@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/lockd/lockd/internal/ratelog"
 )
 
 // Errors a Node returns; match them with errors.Is.
@@ -51,8 +53,11 @@ const streamWindow = 6 << 20
 // client connections. Create it with New; all methods are safe for
 // concurrent use. Close releases everything and waits for its goroutines.
 type Node struct {
-	cfg      *validated
-	log      *slog.Logger
+	cfg *validated
+	log *slog.Logger
+	// warn rate-limits the warnings a remote party can repeat at will (a
+	// client certificate on the peer ALPN, a full backlog).
+	warn     *ratelog.Limiter
 	tr       *quic.Transport
 	ln       *quic.Listener
 	ownsConn net.PacketConn // socket New opened, closed by Close; nil if injected
@@ -86,6 +91,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:     v,
 		log:     v.Logger,
+		warn:    ratelog.New(10 * time.Second),
 		backlog: make(chan *Conn, v.ClientBacklog),
 		clients: make(map[*quic.Conn]struct{}),
 	}
@@ -213,7 +219,7 @@ func (n *Node) acceptLoop() {
 		case ALPNPeer:
 			p, err := n.identifyPeer(qc)
 			if err != nil {
-				n.log.Warn("peer connection refused", "remote", qc.RemoteAddr(), "err", err)
+				n.warn.Warn(n.log, "peer-refused/"+hostOf(qc.RemoteAddr()), "peer connection refused", "remote", qc.RemoteAddr(), "err", err)
 				n.closeAsync(qc, codeIdentity, err.Error())
 				continue
 			}
@@ -263,9 +269,18 @@ func (n *Node) addClient(qc *quic.Conn) {
 	select {
 	case n.backlog <- newConn(qc, n.cfg.MaxFrame, nil):
 	default:
-		n.log.Warn("client refused: accept backlog full", "remote", qc.RemoteAddr(), "backlog", n.cfg.ClientBacklog)
+		n.warn.Warn(n.log, "backlog-full", "client refused: accept backlog full", "remote", qc.RemoteAddr(), "backlog", n.cfg.ClientBacklog)
 		n.closeAsync(qc, codeBusy, "server busy: too many connections waiting to be accepted; retry later")
 	}
+}
+
+// hostOf is the host part of addr, so that one remote host's repeated
+// refusals share a rate-limit key whatever port it dials from.
+func hostOf(addr net.Addr) string {
+	if h, _, err := net.SplitHostPort(addr.String()); err == nil {
+		return h
+	}
+	return addr.String()
 }
 
 // closeAsync closes qc without holding up the accept loop:

@@ -209,7 +209,7 @@ func (p *peer) readLane(qc *quic.Conn, s *quic.Stream) {
 		return
 	case from != uint64(p.id):
 		err := fmt.Errorf("stream claims to come from node %d but the certificate is for node %d", from, p.id)
-		p.n.log.Warn("peer refused", "peer", p.id, "err", err)
+		p.n.warn.Warn(p.n.log, fmt.Sprintf("peer-claim/%d", p.id), "peer refused", "peer", p.id, "err", err)
 		qc.CloseWithError(codeIdentity, err.Error())
 		return
 	case lane >= maxLanes:
@@ -236,7 +236,7 @@ func (p *peer) protocolError(qc *quic.Conn, s *quic.Stream, err error) {
 	if qc.Context().Err() != nil || errors.Is(err, net.ErrClosed) {
 		return
 	}
-	p.n.log.Warn("peer protocol error", "peer", p.id, "err", err)
+	p.n.warn.Warn(p.n.log, fmt.Sprintf("peer-protocol/%d", p.id), "peer protocol error", "peer", p.id, "err", err)
 	qc.CloseWithError(codeProtocol, err.Error())
 }
 

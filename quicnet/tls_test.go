@@ -236,3 +236,34 @@ func TestNodeCertificateClaimingWrongIDIsRejected(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedPeerRefusalIsLoggedOnce: a client certificate on the peer
+// ALPN, tried again and again, is refused every time but logged once per
+// interval (issue 10: every repeated warning is rate-limited), so that a
+// client cannot fill the node's log.
+func TestRepeatedPeerRefusalIsLoggedOnce(t *testing.T) {
+	checkNoLeaks(t)
+	p := newTestPKI(t)
+	var logs logBuf
+	n := startNode(t, Config{
+		ID: 4, ListenAddr: "127.0.0.1:0", TLS: p.nodeTLS(4), Handler: func(NodeID, []byte) {}, Logger: logs.logger(),
+		Peers: map[NodeID]string{2: deadAddr(t)},
+	})
+	const tries = 5
+	for i := 0; i < tries; i++ {
+		qc, err := rawPeerDial(t, n.Addr().String(), p.clientTLS("alice"), pki.NodeServerName("4"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ae *quic.ApplicationError
+		if err := waitClosed(t, qc); !errors.As(err, &ae) || ae.ErrorCode != codeIdentity {
+			t.Fatalf("try %d: connection ended with %v, want a refusal", i, err)
+		}
+	}
+	logs.mu.Lock()
+	got := strings.Count(logs.b.String(), "peer connection refused")
+	logs.mu.Unlock()
+	if got != 1 {
+		t.Errorf("%d refusals logged %d times, want once:\n%s", tries, got, logs.b.String())
+	}
+}

@@ -52,7 +52,7 @@ func (cs *clientStream) push(m *wire.Msg) {
 	case <-cs.done:
 	default:
 		cs.s.metrics.slowClients.Inc()
-		cs.s.log.Warn("closing a client stream that does not read its events", "client", cs.client)
+		cs.s.warn.Warn(cs.s.log, "slow/"+cs.who.Name, "closing a client stream that does not read its events", "client", cs.client)
 		cs.close()
 	}
 }
@@ -151,6 +151,7 @@ func (cs *clientStream) readLoop(ctx context.Context) {
 	for {
 		b, err := cs.st.ReadFrame()
 		if err != nil {
+			cs.frameError(err)
 			return
 		}
 		cs.s.obs.countClient(len(b), 0)
@@ -210,6 +211,27 @@ func (cs *clientStream) readLoop(ctx context.Context) {
 			}
 		}()
 	}
+}
+
+// frameError answers a stream whose framing is broken (a frame over the
+// size limit, an unknown frame version) with an error frame that says why,
+// before the stream closes: such a client cannot be read any further, but
+// it should learn what it did wrong. A stream that merely ended gets
+// nothing.
+func (cs *clientStream) frameError(err error) {
+	var why string
+	code := wire.CodeBadRequest
+	switch {
+	case errors.Is(err, quicnet.ErrFrameTooLarge):
+		code = wire.CodeLimit
+		why = fmt.Sprintf("request too large: %v (the frame limit); lock metadata is limited far below it, see MaxMetadataBytes; the stream is closed", errors.Unwrap(err))
+	case errors.Is(err, quicnet.ErrFrameVersion):
+		why = fmt.Sprintf("malformed request frame: %v; the stream is closed", errors.Unwrap(err))
+	default:
+		return
+	}
+	cs.s.warn.Warn(cs.s.log, "malformed/"+cs.who.Name, "malformed frame on a client stream; closing the stream", "client", cs.who.Name, "err", err)
+	cs.sayAndClose(&wire.Msg{Type: wire.TypeResponse, Code: code, Node: uint32(cs.s.cfg.ID), Err: why})
 }
 
 // sayAndClose writes m as the stream's last frame and closes the stream.

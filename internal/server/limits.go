@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -232,47 +231,4 @@ func commandClient(identity string, client uint64) uint64 {
 		id = 1
 	}
 	return id
-}
-
-// warnLimiter lets a repeated warning through at most once per interval per
-// key, and says how many were held back.
-type warnLimiter struct {
-	mu    sync.Mutex
-	every time.Duration
-	seen  map[string]*warnState
-}
-
-type warnState struct {
-	last    time.Time
-	dropped int
-}
-
-func newWarnLimiter(every time.Duration) *warnLimiter {
-	return &warnLimiter{every: every, seen: map[string]*warnState{}}
-}
-
-// Warn logs msg for key unless one was logged less than every ago.
-func (w *warnLimiter) Warn(log *slog.Logger, key, msg string, args ...any) {
-	now := time.Now()
-	w.mu.Lock()
-	st := w.seen[key]
-	if st == nil {
-		if len(w.seen) > 4096 {
-			clear(w.seen) // bounded memory against many keys
-		}
-		st = &warnState{}
-		w.seen[key] = st
-	}
-	if !st.last.IsZero() && now.Sub(st.last) < w.every {
-		st.dropped++
-		w.mu.Unlock()
-		return
-	}
-	dropped := st.dropped
-	st.last, st.dropped = now, 0
-	w.mu.Unlock()
-	if dropped > 0 {
-		args = append(args, "suppressed", dropped)
-	}
-	log.Warn(msg, args...)
 }

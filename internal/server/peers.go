@@ -107,7 +107,7 @@ func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
 		return
 	}
 	if err := splitPeerFrame(b, func(msg []byte) { s.deliverPeer(from, msg) }); err != nil {
-		s.log.Warn("dropped the rest of a malformed peer batch", "from", from, "err", err)
+		s.warn.Warn(s.log, fmt.Sprintf("peer-batch/%d", from), "dropped the rest of a malformed peer batch", "from", from, "err", err)
 	}
 }
 
@@ -134,11 +134,11 @@ func splitPeerFrame(frame []byte, each func(msg []byte)) error {
 func (s *Server) deliverPeer(from quicnet.NodeID, b []byte) {
 	m, err := paxos.DecodeMessage(b, paxos.DefaultLimits())
 	if err != nil {
-		s.log.Warn("dropped a malformed peer message", "from", from, "err", err)
+		s.warn.Warn(s.log, fmt.Sprintf("peer-msg/%d", from), "dropped a malformed peer message", "from", from, "err", err)
 		return
 	}
 	if m.From != paxos.NodeID(from) || m.To != s.cfg.ID {
-		s.log.Warn("dropped a peer message with wrong addresses", "peer", from, "from", m.From, "to", m.To)
+		s.warn.Warn(s.log, fmt.Sprintf("peer-addr/%d", from), "dropped a peer message with wrong addresses", "peer", from, "from", m.From, "to", m.To)
 		return
 	}
 	if !s.inc.allows(&m) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lockd/lockd/election"
+	"github.com/lockd/lockd/internal/ratelog"
 	"github.com/lockd/lockd/lease"
 	"github.com/lockd/lockd/paxos"
 	"github.com/lockd/lockd/paxos/pebblestore"
@@ -186,7 +187,7 @@ type Server struct {
 	// what each identity uses; warn rate-limits repeated warnings.
 	policy atomic.Pointer[policy]
 	ids    identities
-	warn   *warnLimiter
+	warn   *ratelog.Limiter
 
 	// captures are group snapshots being read for a backup (backup.go).
 	captures captures
@@ -206,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), hub: newHub(), metrics: newMetrics(), sessions: newSessionClock(), started: time.Now(), clock: testClock(cfg.TestClockRate)}
 	s.ownInFlight.max = 256
-	s.warn = newWarnLimiter(10 * time.Second)
+	s.warn = ratelog.New(10 * time.Second)
 	pol, err := newPolicy(cfg.ACLFile, s.baseLimits())
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
