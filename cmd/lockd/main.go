@@ -7,7 +7,7 @@
 //
 //	0  stopped cleanly (SIGINT or SIGTERM), or the command succeeded
 //	1  the node failed while running (storage or transport error)
-//	2  bad usage: an unknown flag, a missing or malformed argument
+//	2  lockd crashed (a Go panic): a bug, please report it with the log
 //	3  set-up refused: missing or invalid certificates, a data dir made for
 //	   another cluster, node or group count, a CA that already exists
 //	4  an address is in use: pick another port
@@ -17,6 +17,7 @@
 //	6  the disk is full: free space, then start again
 //	7  lockd restore: the backup file is damaged, cut short or not a lockd
 //	   backup; nothing was written: use another copy
+//	64 bad usage: an unknown flag, a missing or malformed argument
 package main
 
 import (
