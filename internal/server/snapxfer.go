@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lockd/lockd/internal/ratelog"
 	"github.com/lockd/lockd/paxos"
 	"github.com/lockd/lockd/quicnet"
 )
@@ -224,6 +225,9 @@ type snapXfer struct {
 	send  func(to paxos.NodeID, frame []byte) error
 	store snapSource
 	log   *slog.Logger
+	// warn rate-limits the warnings a peer can repeat at will (malformed
+	// frames, chunks that cannot be queued), per peer.
+	warn  *ratelog.Limiter
 	stall time.Duration
 
 	// node is the mesh the default send uses, once it listens.
@@ -276,7 +280,7 @@ type servedSnap struct {
 // go over the mesh set with setNode, on snapLane.
 func newSnapXfer(self paxos.NodeID, peers []paxos.NodeID, send func(paxos.NodeID, []byte) error, store snapSource, log *slog.Logger) *snapXfer {
 	x := &snapXfer{self: self, peers: slices.DeleteFunc(slices.Clone(peers), func(n paxos.NodeID) bool { return n == self }),
-		send: send, store: store, log: log, stall: snapStall,
+		send: send, store: store, log: log, warn: ratelog.New(10 * time.Second), stall: snapStall,
 		recv: map[uint64]*incoming{}, serving: map[uint64]*outgoing{}, cache: map[paxos.GroupID]*servedSnap{}}
 	if x.send == nil {
 		x.send = x.sendOnMesh
@@ -409,7 +413,7 @@ func (x *snapXfer) onFrame(peer paxos.NodeID, b []byte) {
 		return
 	}
 	if err != nil {
-		x.log.Warn("dropped a malformed snapshot frame", "from", peer, "err", err)
+		x.warn.Warn(x.log, fmt.Sprintf("malformed/%d", peer), "dropped a malformed snapshot frame", "from", peer, "err", err)
 		return
 	}
 	switch f.kind {
@@ -573,7 +577,7 @@ func (x *snapXfer) serve(peer paxos.NodeID, f *snapFrame) {
 			continue
 		}
 		if err := x.send(peer, frame); err != nil {
-			x.log.Warn("could not queue a snapshot chunk", "to", peer, "group", f.group, "err", err)
+			x.warn.Warn(x.log, fmt.Sprintf("queue/%d", peer), "could not queue a snapshot chunk", "to", peer, "group", f.group, "err", err)
 			return
 		}
 		x.stats.chunksSent.Add(1)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -442,4 +443,18 @@ func FuzzDecodeSnapFrame(f *testing.F) {
 			t.Fatalf("%x decodes to %+v, which encodes to %x", b, fr, again)
 		}
 	})
+}
+
+// A peer that sends malformed snapshot frames in a loop gets one warning
+// per interval in the log, not one per frame.
+func TestSnapXferMalformedFramesAreLoggedOnce(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	x := newSnapXfer(1, []paxos.NodeID{1, 2}, func(paxos.NodeID, []byte) error { return nil }, nil, log)
+	for range 5 {
+		x.onFrame(2, []byte{snapMarker, 0xee, 1, 2, 3})
+	}
+	if n := strings.Count(buf.String(), "dropped a malformed snapshot frame"); n != 1 {
+		t.Fatalf("%d warnings for 5 malformed frames from one peer, want 1:\n%s", n, buf.String())
+	}
 }
