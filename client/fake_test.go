@@ -308,6 +308,21 @@ func (f *fakeClock) NewTimer(d time.Duration) timer {
 	return t
 }
 
+// armedBy reports whether a live timer is due at or before at: a test that
+// waits for it before Advance knows the goroutine it drives has armed its
+// timer, and Advance will fire it (a timer armed after the clock moved
+// would count from the new time).
+func (f *fakeClock) armedBy(at time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.timers {
+		if !t.off && !t.at.After(at) {
+			return true
+		}
+	}
+	return false
+}
+
 // Advance moves the clock and fires the timers that are due.
 func (f *fakeClock) Advance(d time.Duration) {
 	f.mu.Lock()

@@ -94,6 +94,9 @@ func TestLostCountsFromSendTimeNotArrival(t *testing.T) {
 		return okSessions(m)
 	})
 	t0 := clk.Now()
+	// The keep-alive loop arms its timer for t0+TTL/3; Advance before that
+	// would leave it counting from t0+3.4s (seen once in CI).
+	waitFor(t, time.Minute, "the keep-alive loop to arm its timer", func() bool { return clk.armedBy(t0.Add(3400 * time.Millisecond)) })
 	clk.Advance(3400 * time.Millisecond) // past TTL/3: a round is sent at t0+3.4s
 	select {
 	case <-arrived:
