@@ -95,24 +95,8 @@ func TestRestoredNodeServesBackupAndRaisesTokenFloor(t *testing.T) {
 		t.Fatalf("the restored node holds %d locks, want 40", locks)
 	}
 	before := uint64(time.Now().UnixMicro())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	// The expiry loop raises each group's floor once the node serves it.
-	deadline := time.Now().Add(2 * time.Minute) // hang guard
+	runUntilFloorsRaised(t, s, groups)
 	for g := range groups {
-		for s.floorPending(paxos.GroupID(g)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("group %d still waits for its token floor", g)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
 		s.groups[g].mu.Lock()
 		last := s.groups[g].table.Stats().LastToken
 		s.groups[g].mu.Unlock()
@@ -189,6 +173,14 @@ func TestRestoreOfAnUnusedGroup(t *testing.T) {
 			t.Fatalf("restored unused group %d does not wait for its token floor", g)
 		}
 	}
+	runUntilFloorsRaised(t, s, 2)
+}
+
+// runUntilFloorsRaised runs s until each of its groups has applied its
+// token floor (the expiry loop proposes it once the node serves the
+// group), then stops it.
+func runUntilFloorsRaised(t *testing.T, s *Server, groups int) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -199,10 +191,10 @@ func TestRestoreOfAnUnusedGroup(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(2 * time.Minute) // hang guard
-	for g := range 2 {
+	for g := range groups {
 		for s.floorPending(paxos.GroupID(g)) {
 			if time.Now().After(deadline) {
-				t.Fatalf("group %d was not served", g)
+				t.Fatalf("group %d still waits for its token floor", g)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}

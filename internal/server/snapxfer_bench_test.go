@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/lockd/lockd/internal/pki"
-	"github.com/lockd/lockd/lease"
 	"github.com/lockd/lockd/paxos"
 	"github.com/lockd/lockd/quicnet"
 )
@@ -18,15 +17,7 @@ import (
 // lane, as FetchSnapshot does between lockd nodes; it reports MB/s and the
 // snapshot's size.
 func BenchmarkSnapshotTransferQUIC(b *testing.B) {
-	s := snapServer(b, 1)
-	lim := lease.DefaultLimits()
-	lim.MaxLocksPerSession = 1 << 20
-	s.groups[0].table = lease.New(lim)
-	fillGroup(b, s, 0, 100_000)
-	data, err := s.SnapshotGroup(0)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, data := bigGroup(b, 100_000)
 	ca, err := pki.NewCA("bench CA", time.Hour)
 	if err != nil {
 		b.Fatal(err)
