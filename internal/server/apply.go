@@ -77,7 +77,7 @@ func (s *Server) Apply(g paxos.GroupID, slot uint64, index int, cmd *paxos.Comma
 			_, still := gs.table.Session(lc.Session)
 			ended = !still
 		}
-		var states map[string]lease.LockInfo
+		var states map[string]eventState
 		if len(res.Events) > 0 {
 			states = s.hub.watchedStates(res.Events, gs.table)
 		}

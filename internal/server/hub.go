@@ -90,10 +90,10 @@ func (h *hub) dropStream(st *clientStream) {
 // caused events, the state of every watched lock among them, so that each
 // change a watcher gets says who holds the lock and how many wait. The
 // caller holds the group's lock; locks that nobody watches cost nothing.
-func (h *hub) watchedStates(events []lease.Event, table *lease.Table) map[string]lease.LockInfo {
+func (h *hub) watchedStates(events []lease.Event, table *lease.Table) map[string]eventState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var states map[string]lease.LockInfo
+	var states map[string]eventState
 	for _, ev := range events {
 		if len(h.watchers[ev.Name]) == 0 {
 			continue
@@ -102,10 +102,10 @@ func (h *hub) watchedStates(events []lease.Event, table *lease.Table) map[string
 			continue
 		}
 		if states == nil {
-			states = map[string]lease.LockInfo{}
+			states = map[string]eventState{}
 		}
 		info, _ := table.Lock(ev.Name) // a free lock: no holders, no waiters
-		states[ev.Name] = info
+		states[ev.Name] = newEventState(info)
 	}
 	return states
 }
@@ -133,7 +133,7 @@ func newEventState(info lease.LockInfo) eventState {
 // command caused them and, for watchers, the lock's state after that
 // command (states, from watchedStates). It runs on the replica's goroutine
 // and never blocks: a stream whose queue is full is closed.
-func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event, states map[string]lease.LockInfo) {
+func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event, states map[string]eventState) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
@@ -156,9 +156,8 @@ func (h *hub) publish(g paxos.GroupID, slot uint64, events []lease.Event, states
 			continue
 		}
 		flags := sharedFlag(ev.Shared)
-		var state eventState
-		if info, ok := states[ev.Name]; ok {
-			state = newEventState(info)
+		state, ok := states[ev.Name]
+		if ok {
 			flags |= wire.FlagState
 		}
 		for st, reqID := range watchers {
