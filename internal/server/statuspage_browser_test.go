@@ -32,17 +32,30 @@ func browser(t *testing.T) context.Context {
 	if path == "" {
 		t.Skip("no chromium on PATH: install Debian's chromium package (apt-get install chromium) to run the status page's browser test; .ci/run does")
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 5*hangGuard)
-	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium at %s: %v", path, err)
+	// Chromium itself sometimes dies while it starts on a loaded machine
+	// ("chrome failed to start", seen once in the suite run five times in a
+	// row under load): that says nothing about the status page, so the
+	// launch is tried a few times, each with a fresh profile, before the
+	// test gives up.
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+			chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
+		actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancelC := chromedp.NewContext(actx)
+		ctx, cancelT := context.WithTimeout(ctx, 5*hangGuard)
+		if err = chromedp.Do(ctx); err == nil {
+			t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
+			return ctx
+		}
+		cancelT()
+		cancelC()
+		cancelA()
+		t.Logf("start chromium at %s, attempt %d of 3: %v", path, attempt, err)
 	}
-	return ctx
+	t.Fatalf("start chromium at %s: failed 3 times, the last: %v", path, err)
+	return nil
 }
 
 // waitText waits until the element's text satisfies ok (the page refreshes
