@@ -286,3 +286,55 @@ func TestCLITLSMisconfiguration(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIAcquireWaitsThroughAnElection: without --timeout, acquire waits
+// for the lock as long as it takes, and a group without a master is part of
+// that wait. Two of three nodes are stopped, so the live one can only
+// answer "no master right now"; lockctl must still be waiting well past
+// the client's 12 attempts (at most some 6-16 s: the pause before the
+// restart is a lower bound a busy machine only lengthens, so it cannot
+// fail the test by being slow), and acquire once the nodes are back.
+func TestCLIAcquireWaitsThroughAnElection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 20s with no master")
+	}
+	lc, cfg := startLocalCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := lc.WaitForMasters(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 2} {
+		if err := lc.Stop(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.code, r.out, r.errOut = lockctl(t, "--config", cfg, "--json", "acquire", "job", "--ttl", "30s")
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("acquire gave up while the group had no master (exit %d): %s%s", r.code, r.out, r.errOut)
+	case <-time.After(20 * time.Second):
+	}
+	for _, i := range []int{1, 2} {
+		if err := lc.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case r := <-done:
+		if r.code != exitOK || decodeLine(t, r.out)["kind"] != "acquired" {
+			t.Fatalf("acquire after the nodes came back: exit %d: %s%s", r.code, r.out, r.errOut)
+		}
+	case <-ctx.Done():
+		t.Fatal("acquire never finished after the nodes came back")
+	}
+}

@@ -25,6 +25,14 @@ func TestMain(m *testing.M) {
 // of a client config file for them, as `lockd dev` writes it.
 func startCluster(t *testing.T) string {
 	t.Helper()
+	_, path := startLocalCluster(t)
+	return path
+}
+
+// startLocalCluster starts three in-process nodes and writes a lockctl
+// config for them; it returns the cluster, for tests that stop nodes.
+func startLocalCluster(t *testing.T) (*localcluster.Cluster, string) {
+	t.Helper()
 	dir := t.TempDir()
 	lc, err := localcluster.Start(localcluster.Options{Groups: 4, Lease: time.Second, Dir: filepath.Join(dir, "cluster"),
 		Tune: func(c *server.Config) { c.ExpiryInterval = 20 * time.Millisecond }})
@@ -47,5 +55,5 @@ func startCluster(t *testing.T) string {
 	if err := client.WriteConfigFile(path, client.Config{Endpoints: lc.Endpoints(), CAFile: "ca.crt", CertFile: "client.crt", KeyFile: "client.key"}); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return lc, path
 }

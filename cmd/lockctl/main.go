@@ -200,7 +200,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "key", Usage: "this client's private key (PEM)", EnvVars: []string{"LOCKD_KEY"}},
 		&cli.StringFlag{Name: "config", Usage: "a client config file (JSON: endpoints, ca, cert, key), as \"lockd dev\" writes; the flags above override it", EnvVars: []string{"LOCKD_CONFIG"}},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line, for scripts", EnvVars: []string{"LOCKD_JSON"}},
-		&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: wait for a lock as long as it takes; other commands 30s)", EnvVars: []string{"LOCKD_TIMEOUT"}},
+		&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: wait for a lock as long as it takes, elections included; other commands 30s)", EnvVars: []string{"LOCKD_TIMEOUT"}},
 		&cli.BoolFlag{Name: "debug", Usage: "also print the client library's own log lines (retries, reconnects) on stderr", EnvVars: []string{"LOCKD_DEBUG"}},
 	}
 }
