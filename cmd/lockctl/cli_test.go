@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,14 +179,64 @@ func TestCLIStatusMembersAndWatch(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != exitOK || len(lines) != 3 {
 		t.Fatalf("members: %d %q", code, out)
 	}
-	code, out, _ = lockctl(t, "--config", cfg, "--json", "--timeout", "1s", "watch", "masters")
+	lines := func(n int) func(string) bool {
+		return func(out string) bool { return strings.Count(out, "\n") >= n }
+	}
+	code, out = lockctlUntil(t, lines(4), "--config", cfg, "--json", "watch", "masters")
 	if code != exitOK || len(strings.Split(strings.TrimSpace(out), "\n")) < 4 {
 		t.Fatalf("watch masters: %d %q", code, out)
 	}
-	code, out, _ = lockctl(t, "--config", cfg, "--json", "--timeout", "500ms", "watch", "w")
+	code, out = lockctlUntil(t, lines(1), "--config", cfg, "--json", "watch", "w")
 	if m := decodeLine(t, strings.Split(out, "\n")[0]); code != exitOK || m["kind"] != "sync" {
 		t.Fatalf("watch: %d %q", code, out)
 	}
+}
+
+// lockctlUntil runs a streaming lockctl command (watch) until its stdout
+// satisfies enough, then interrupts it as a user would, and returns its exit
+// code and stdout. A --timeout would bound the wait by the clock, which a
+// busy machine can miss before the first line (seen under load with 500ms);
+// this waits for the output instead, up to a hang guard.
+func lockctlUntil(t *testing.T, enough func(stdout string) bool, args ...string) (code int, stdout string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &lockedBuffer{}
+	var errOut bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append([]string{"lockctl"}, args...), out, &errOut) }()
+	guard := time.After(2 * time.Minute)
+	for !enough(out.String()) {
+		select {
+		case code = <-done:
+			t.Fatalf("lockctl %v exited %d before its output was complete: %q %s", args, code, out.String(), errOut.String())
+		case <-guard:
+			cancel()
+			<-done
+			t.Fatalf("lockctl %v: output still incomplete after 2 minutes: %q %s", args, out.String(), errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	return <-done, out.String()
+}
+
+// lockedBuffer is a bytes.Buffer that a test reads while lockctl writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Flags after a command's arguments are fine, lockctl's own (--timeout,
