@@ -4,16 +4,19 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/lockd/lockd/client"
 	"github.com/lockd/lockd/internal/server"
 	"github.com/lockd/lockd/internal/testcluster"
+	"github.com/lockd/lockd/paxos"
 )
 
 // Issue 11 (membership): lockd's operator flow for replacing a node, on
@@ -214,5 +217,58 @@ func TestMembershipNeedsAdmin(t *testing.T) {
 	}
 	if vs, _ := voters(*gm); !slices.Equal(vs, []uint32{1, 2, 3}) {
 		t.Fatalf("voters %v after refused changes, want [1 2 3]", vs)
+	}
+}
+
+// TestSnapshotFramesOnlyFromIntroducedPeers: a snapshot request from a
+// node whose incarnation never said hello and was acknowledged (here an id
+// no member has) is dropped, so a stale or refused incarnation cannot read
+// a group's state through the snapshot lane, which bypasses the Paxos
+// message checks (peers.go, onPeerMessage). The same request from a member
+// is served, so the test sees the difference the check makes.
+func TestSnapshotFramesOnlyFromIntroducedPeers(t *testing.T) {
+	c := startMembersCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	cl := newTestClient(t, ctx, c)
+	sess, err := cl.NewSession(ctx, client.SessionOptions{TTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Server(0)
+	const stranger, member = 9, 2
+	var mu sync.Mutex
+	sentTo := map[paxos.NodeID]int{}
+	server.SetSnapshotHooks(s, 0, func(to paxos.NodeID, _, _ uint64) {
+		mu.Lock()
+		sentTo[to]++
+		mu.Unlock()
+	})
+	sent := func(to paxos.NodeID) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return sentTo[to]
+	}
+	// Wait until node 1 sends group 0's snapshot to a member that asks (it
+	// has one once 40 slots were applied), adding traffic meanwhile.
+	for xfer := uint64(1001); sent(member) == 0; xfer += 2 {
+		server.InjectPeerFrame(s, member, server.SnapshotBeginFrame(xfer, 0))
+		if sent(member) > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("node 1 never served group 0's snapshot to a member")
+		}
+		l, err := sess.Acquire(ctx, fmt.Sprintf("intro/%d", xfer%16), client.LockOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server.InjectPeerFrame(s, stranger, server.SnapshotBeginFrame(7, 0))
+	if n := sent(stranger); n > 0 {
+		t.Fatalf("node 1 sent %d chunks of group 0's snapshot to node %d, which was never introduced (no hello acknowledged)", n, stranger)
 	}
 }
