@@ -204,7 +204,7 @@ func startError(id paxos.NodeID, listen string, err error) error {
 		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: %w", id, err))
 	case errors.Is(err, server.ErrRemoved):
 		return withCode(exitRemoved, fmt.Errorf("node %d refuses to start: %w", id, err))
-	case errors.Is(err, server.ErrRecoverNotEmpty):
+	case errors.Is(err, server.ErrRecoverNotEmpty), errors.Is(err, server.ErrJoinNotEmpty):
 		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: %w", id, err))
 	case errors.Is(err, pebblestore.ErrDamaged):
 		return damagedError(id, err)

@@ -38,6 +38,9 @@ import (
 // The file is written whole, synced and renamed into place.
 const memberFileName = "lockd-members.json"
 
+// ErrJoinNotEmpty: Config.Join was set for a data dir that holds state.
+var ErrJoinNotEmpty = errors.New("--join starts a brand-new node and needs an empty data dir")
+
 // maxMemberFile bounds the file read at start.
 const maxMemberFile = 1 << 20
 
@@ -143,8 +146,7 @@ func openMemberFile(cfg *Config, fresh bool) (memberFile, error) {
 		return mf, nil
 	}
 	if cfg.Join && !fresh {
-		return mf, fmt.Errorf("--join starts a brand-new node and needs an empty data dir, but %s holds state: "+
-			"restart an existing node without --join, or give the new node an empty data dir", cfg.DataDir)
+		return mf, fmt.Errorf("%w, but %s holds state: restart an existing node without --join, or give the new node an empty data dir", ErrJoinNotEmpty, cfg.DataDir)
 	}
 	var initial []uint32
 	for id := range cfg.Peers {
