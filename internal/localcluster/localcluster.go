@@ -325,6 +325,21 @@ func (c *Cluster) Restart(i int) error {
 	return c.startNode(n, pc)
 }
 
+// RestartWith starts stopped node i again on its address with its config
+// changed by tune (say another data dir, or Join set), which is kept for
+// later restarts.
+func (c *Cluster) RestartWith(i int, tune func(*server.Config)) error {
+	c.mu.Lock()
+	n := c.nodes[i]
+	if n.cancel != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("local cluster: node %d runs: stop it first", n.ID)
+	}
+	tune(&n.cfg)
+	c.mu.Unlock()
+	return c.Restart(i)
+}
+
 // Endpoints lists the nodes' client addresses, stopped nodes included.
 func (c *Cluster) Endpoints() []string {
 	out := make([]string, len(c.nodes))

@@ -272,3 +272,26 @@ func TestSnapshotFramesOnlyFromIntroducedPeers(t *testing.T) {
 		t.Fatalf("node 1 sent %d chunks of group 0's snapshot to node %d, which was never introduced (no hello acknowledged)", n, stranger)
 	}
 }
+
+// TestJoinRefusesAnExistingMembersID: --join is for a brand-new node id.
+// A member's id coming back with --join on an empty data dir is still
+// refused by its peers, which know its incarnation (DESIGN.md, durable
+// state is never silently lost): only --recover-from-peers or a
+// replacement under a new id bring it back.
+func TestJoinRefusesAnExistingMembersID(t *testing.T) {
+	c := startMembersCluster(t)
+	c.StopNode(2)
+	empty := t.TempDir()
+	if err := c.RestartWith(2, func(cfg *server.Config) { cfg.DataDir, cfg.Join = empty, true }); err != nil {
+		t.Fatal(err)
+	}
+	exited, exitErr := c.Exited(2)
+	select {
+	case <-exited:
+		if err := exitErr(); !errors.Is(err, server.ErrRefused) {
+			t.Fatalf("node 3 with --join on an empty data dir stopped with %v, want server.ErrRefused", err)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("node 3 with --join on an empty data dir was not refused by its peers")
+	}
+}
