@@ -185,15 +185,7 @@ func (s *Server) refreshMembers(ctx context.Context, sc *memberScan) (removed bo
 		if v.st.Removed {
 			sawRemoved = true
 		}
-		voters := paxos.Voters(v.ms.At(v.st.Commit))
-		if next := paxos.Voters(v.ms.Latest()); slices.Contains(voters, s.cfg.ID) && !slices.Contains(next, s.cfg.ID) {
-			// Leaving: this node still votes until its removal is in force,
-			// but hands the group over now, to a voter that stays, while it
-			// can still get the release chosen; afterwards it could not,
-			// and the group would wait a lease for a new master.
-			voters = next
-		}
-		if len(voters) > 0 {
+		if voters := paxos.Voters(v.ms.At(v.st.Commit)); len(voters) > 0 {
 			s.elector.SetVoters(paxos.GroupID(g), voters)
 		}
 	}
