@@ -304,7 +304,7 @@ func TestHelpDocumentsExitCodesAndUDPBuffers(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("run --help: exit %d", code)
 	}
-	mustContain(t, "lockd run --help", out, "EXIT CODES", "net.core.rmem_max", "net.core.wmem_max", "LOCKD_PEERS", "LOCKD_CERTS", "lockd certs init")
+	mustContain(t, "lockd run --help", out, "EXIT CODES", "removed from the cluster", "--join", "net.core.rmem_max", "net.core.wmem_max", "LOCKD_PEERS", "LOCKD_CERTS", "lockd certs init")
 	_, out, _ = lockd(t, "--help")
 	mustContain(t, "lockd --help", out, "EXIT CODES", "dev", "run", "certs")
 	_, out, _ = lockd(t, "certs", "node", "--help")
@@ -347,4 +347,43 @@ func TestInterspersedFlags(t *testing.T) {
 			t.Errorf("interspersed(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// Issue 11: a node whose data dir records its removal from the cluster
+// exits with 8 at once and says how to bring the machine back; the systemd
+// unit does not restart on 8.
+func TestRunRefusesARemovedNode(t *testing.T) {
+	certs := makeCerts(t)
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "lockd-members.json"), []byte(`{"version": 1, "initial": [1, 2, 3], "member": true, "removed": true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := lockd(t, "run", "--id", "1", "--peers", "1=127.0.0.1:7999", "--data-dir", data, "--certs", certs)
+	if code != exitRemoved {
+		t.Fatalf("exit %d, want %d\n%s", code, exitRemoved, errOut)
+	}
+	mustContain(t, "the error", errOut, "removed from the cluster", "--join", "lockctl members add")
+}
+
+// Issue 11: --join is for a brand-new node: on a data dir that holds state
+// it is a set-up refusal (3) that says what to do.
+func TestRunJoinNeedsAnEmptyDataDir(t *testing.T) {
+	certs := makeCerts(t)
+	if code, out, errOut := lockd(t, "certs", "node", "4", "--dir", certs); code != 0 {
+		t.Fatalf("certs node 4: exit %d\n%s%s", code, out, errOut)
+	}
+	data := t.TempDir()
+	st, err := pebblestore.Open(data, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveMeta(pebblestore.Meta{ClusterID: "lockd", Groups: 16, NodeID: 4}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	code, _, errOut := lockd(t, "run", "--id", "4", "--join", "--peers", "1=127.0.0.1:7999,4=127.0.0.1:7998", "--data-dir", data, "--certs", certs)
+	if code != exitSetup {
+		t.Fatalf("exit %d, want %d\n%s", code, exitSetup, errOut)
+	}
+	mustContain(t, "the error", errOut, "--join", "empty data dir")
 }
