@@ -67,6 +67,7 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test with real processes; skipped with -short")
 	}
+	since(t)
 	const groups = 4
 	lease := 2 * time.Second
 	dir := t.TempDir()
@@ -91,6 +92,7 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 	cfgAll := rc.writeConfig("clients-all.json", allAddrs)
 	cfgFirst := rc.writeConfig("clients-first3.json", c.addrs[:3])
 	c.waitServing(20 * time.Second)
+	t.Logf("%v: every group served", since(t))
 	l := &lockctlRunner{t: t, bin: lockctlBin, env: []string{"LOCKD_CONFIG=" + cfgAll}}
 
 	// Traffic: 5 workers on 3 names, and the first-three-only worker on
@@ -101,12 +103,15 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 		tr.start(w, cfgAll, names, true)
 	}
 	tr.start(9, cfgFirst, []string{"roll-first3"}, false)
-	tr.waitProgress("before any replacement", 20)
+	t.Logf("%v: workers started", since(t))
+	tr.waitProgress("before any replacement", 100)
+	t.Logf("%v: 100 operations done before any replacement", since(t))
 
 	// lockctl members exists only with membership (branch member).
 	out, errOut, code := l.run(20*time.Second, "members", "--help")
 	if code != 0 || !strings.Contains(out+errOut, "replace") {
 		tr.stop()
+		t.Logf("%v: workers stopped", since(t))
 		rc.finish(tr, names, []int{1, 2, 3})
 		rc.stopLive()
 		t.Skipf("lockctl has no `members` command here (exit %d): the traffic and checks ran on a fixed cluster, the replacements did not\n%s%s",
@@ -115,6 +120,7 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 
 	for k, old := range []int{1, 2, 3} {
 		nw := old + 3
+		t.Logf("%v: replacing %d by %d", since(t), old, nw)
 		tr.setPhase(fmt.Sprintf("replacing %d by %d", old, nw))
 		members := rc.liveIDs()
 		rc.startJoiner(nw, members)
@@ -132,14 +138,23 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 		t.Logf("node %d exited %d, %v after lockctl members replace began", old, c.nodes[old-1].code, c.nodes[old-1].end.Sub(began).Round(time.Millisecond))
 		c.waitServing(20 * time.Second)
 		tr.setPhase(fmt.Sprintf("after replacement %d (%d by %d)", k+1, old, nw))
-		tr.waitProgress(tr.phaseName(), 20)
+		tr.waitProgress(tr.phaseName(), 50)
 	}
 	tr.stop()
+	t.Logf("%v: workers stopped", since(t))
 
 	// Exactly 4, 5, 6 vote in every group.
 	rc.checkVoters(l, []int{4, 5, 6})
 	rc.finish(tr, names, []int{4, 5, 6})
 	rc.stopLive()
+}
+
+var testStarts sync.Map // *testing.T -> time.Time
+
+// since is how long test t has run, for the log.
+func since(t *testing.T) time.Duration {
+	v, _ := testStarts.LoadOrStore(t, time.Now())
+	return time.Since(v.(time.Time)).Round(time.Millisecond)
 }
 
 // rollingCluster is a cluster whose membership changes: nodes 4 to 6 join
@@ -400,7 +415,7 @@ func (rc *rollingCluster) finish(tr *traffic, names []string, members []int) {
 	for _, name := range names {
 		rc.waitTable(name, members, nil)
 	}
-	t.Logf("the lock tables of nodes %v agree on the final holder of %v, then on none", members, names)
+	t.Logf("%v: the lock tables of nodes %v agree on the final holder of %v, then on none", since(t), members, names)
 	tr.judge(final)
 }
 
@@ -701,10 +716,10 @@ func (tr *traffic) judge(final map[string]*client.Lock) {
 	}
 	var granted, released, lost, refused, fenced int
 	for _, g := range tr.grants {
-		granted++
 		if !tr.judged[g.w] {
 			continue
 		}
+		granted++
 		switch {
 		case g.lost:
 			lost++
@@ -730,7 +745,7 @@ func (tr *traffic) judge(final map[string]*client.Lock) {
 		}
 		t.Errorf("the session of worker %d ended in phase %d (%s): %v", s.w, s.phase, tr.phases[s.phase], s.err)
 	}
-	t.Logf("grants %d: released %d, fenced %d, lost %d; holders with refused writes %d", granted, released, fenced, lost, refused)
+	t.Logf("grants to the judged workers %d: released %d, fenced %d, lost %d; holders with refused writes %d", granted, released, fenced, lost, refused)
 
 	// The resource: tokens never go back, holders never interleave or
 	// overlap in time.
