@@ -38,6 +38,13 @@ var (
 	ErrPermission = errors.New("permission denied")
 	// ErrClosed means the Client was closed.
 	ErrClosed = errors.New("the client is closed")
+	// ErrChangePending means a group refused a membership change because
+	// another one is in flight or not yet in force. Retry once it is
+	// (AddMember and RemoveMember do).
+	ErrChangePending = errors.New("another membership change is in progress in the group: retry when it is in force")
+	// ErrNotCaughtUp means a group refused to promote a learner that is
+	// still too far behind its master. Retry once it has caught up.
+	ErrNotCaughtUp = errors.New("the new node has not caught up with the group yet: retry once it has")
 )
 
 // errSessionClosed is a session's error after Session.Close.
@@ -63,6 +70,8 @@ const (
 	CodeBadRequest     Code = 103 // the node could not parse the request (a version mismatch?)
 	CodeUnavailable    Code = 104 // the node is starting or stopping; matches ErrUnavailable
 	CodeInternal       Code = 106 // a bug or a storage failure on the node
+	CodeChangePending  Code = 107 // another membership change is in progress; matches ErrChangePending
+	CodeNotCaughtUp    Code = 108 // the learner to promote is behind; matches ErrNotCaughtUp
 )
 
 var codeNames = map[Code]string{
@@ -70,7 +79,7 @@ var codeNames = map[Code]string{
 	CodeSessionUnknown: "session-unknown", CodeLimit: "limit", CodeInvalid: "invalid",
 	CodeModeConflict: "mode-conflict", CodePermission: "permission", CodeNotMaster: "not-master", CodeOverloaded: "overloaded",
 	CodeOutcomeUnknown: "outcome-unknown", CodeBadRequest: "bad-request", CodeUnavailable: "unavailable",
-	CodeInternal: "internal",
+	CodeInternal: "internal", CodeChangePending: "change-pending", CodeNotCaughtUp: "not-caught-up",
 }
 
 // String returns the code's name, such as "bad-token".
@@ -123,6 +132,10 @@ func errorFor(m *wire.Msg, lost error) error {
 		e.is = ErrNoMaster
 	case wire.CodeOverloaded, wire.CodeOutcomeUnknown, wire.CodeUnavailable:
 		e.is = ErrUnavailable
+	case wire.CodeChangePending:
+		e.is = ErrChangePending
+	case wire.CodeNotCaughtUp:
+		e.is = ErrNotCaughtUp
 	}
 	return e
 }

@@ -55,7 +55,6 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		mod   func(*Config)
 	}{
 		{"Self", func(c *Config) { c.Self = 0 }},
-		{"Self", func(c *Config) { c.Self = 4 }},
 		{"Nodes", func(c *Config) { c.Nodes = nil }},
 		{"Nodes", func(c *Config) { c.Nodes = append(c.Nodes, 2) }},
 		{"Groups", func(c *Config) { c.Groups = 5000 }},

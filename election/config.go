@@ -27,11 +27,15 @@ const (
 // Config sets up an Elector. Zero fields take their defaults; Validate
 // checks the result once, with errors that name the field.
 type Config struct {
-	// Self is this node; it must be one of Nodes.
+	// Self is this node. It is one of Nodes, or a node that waits to join
+	// (lockd run --join): that one campaigns for a group only once
+	// Elector.SetVoters lists it.
 	Self paxos.NodeID
-	// Nodes lists every node of the cluster. Their order does not matter:
-	// the Elector sorts them, and group g prefers the node at index
-	// g mod len(Nodes) of the sorted list, as the Paxos core does.
+	// Nodes lists the voters every group starts with (the cluster's
+	// initial configuration; SetVoters changes them per group). Their
+	// order does not matter: the Elector sorts them, and group g prefers
+	// the voter at index g mod len(voters) of the sorted list, as the Paxos
+	// core does.
 	Nodes []paxos.NodeID
 	// Groups is the number of Paxos groups (default 16, as in paxos.Config).
 	Groups int
@@ -144,9 +148,6 @@ func (c *Config) validate() error {
 			return fmt.Errorf("election config: Nodes lists node %d twice", n)
 		}
 		seen[n] = true
-	}
-	if !seen[c.Self] {
-		return fmt.Errorf("election config: Self %d is not in Nodes %v", c.Self, c.Nodes)
 	}
 	if c.Groups < 1 || c.Groups > 4096 {
 		return fmt.Errorf("election config: Groups is %d, want 1 to 4096 (the same as the Paxos core's)", c.Groups)

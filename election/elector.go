@@ -19,11 +19,11 @@ import (
 type Elector struct {
 	// mu guards every field below. No method calls out while holding it,
 	// except Tick's status callback, which runs with mu released.
-	mu     sync.Mutex
-	cfg    Config
-	nodes  []paxos.NodeID // sorted
-	self   int            // index of cfg.Self in nodes
-	up     []bool         // by index in nodes: what PeerUp last said
+	mu  sync.Mutex
+	cfg Config
+	// up is what PeerUp last said of each node; a node never reported
+	// counts as up.
+	up     map[paxos.NodeID]bool
 	groups []*group
 	subs   map[*subscriber]struct{}
 	// retiring is set by Retire: hand every group over, campaign no more.
@@ -62,8 +62,15 @@ func (c *current) expiry() time.Time { return c.learned.Add(c.cmd.Duration) }
 
 // group is the election state of one group on this node.
 type group struct {
-	id        paxos.GroupID
-	rank      int // distance from the preferred node: 0 for it, then 1, 2, ...
+	id paxos.GroupID
+	// voters are the group's voters in force, sorted (Config.Nodes until
+	// SetVoters says otherwise): the preferred node, ranks, the majority-up
+	// check and handovers count over them only.
+	voters []paxos.NodeID
+	// voter says whether this node is one of voters; a node that is not
+	// never campaigns, and hands over what it holds.
+	voter     bool
+	rank      int // distance from the preferred node: 0 for it, then 1, 2, ...; len(voters) when not a voter
 	preferred paxos.NodeID
 
 	cur  current
@@ -121,28 +128,101 @@ func New(cfg Config) (*Elector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	e := &Elector{cfg: cfg, nodes: sortedNodes(cfg.Nodes), subs: map[*subscriber]struct{}{}, wake: make(chan struct{}, 1)}
-	e.self = slices.Index(e.nodes, cfg.Self)
-	e.up = make([]bool, len(e.nodes))
-	for i := range e.up {
-		// Peers count as up until PeerUp says otherwise, so that a server
-		// that reports nothing still elects masters.
-		e.up[i] = true
-	}
-	n := len(e.nodes)
+	// Peers count as up until PeerUp says otherwise, so that a server
+	// that reports nothing still elects masters.
+	e := &Elector{cfg: cfg, up: map[paxos.NodeID]bool{}, subs: map[*subscriber]struct{}{}, wake: make(chan struct{}, 1)}
+	nodes := sortedNodes(cfg.Nodes)
 	e.groups = make([]*group, cfg.Groups)
 	for i := range e.groups {
-		pref := i % n
 		e.groups[i] = &group{
-			id:        paxos.GroupID(i),
-			rank:      (e.self - pref + n) % n,
-			preferred: e.nodes[pref],
-			inc:       e.newIncarnation(),
-			sent:      map[uint64]time.Time{},
-			ev:        eventLog{cap: cfg.History},
+			id:   paxos.GroupID(i),
+			inc:  e.newIncarnation(),
+			sent: map[uint64]time.Time{},
+			ev:   eventLog{cap: cfg.History},
 		}
+		e.groups[i].setVoters(nodes, cfg.Self)
 	}
 	return e, nil
+}
+
+// setVoters sets g's voters (sorted, not empty) and what follows from them
+// for self: the preferred node is the voter at index g mod len(voters), as
+// the Paxos core counts it, and self's rank its distance from it.
+func (g *group) setVoters(voters []paxos.NodeID, self paxos.NodeID) {
+	g.voters = voters
+	n := len(voters)
+	pref := int(g.id) % n
+	g.preferred = voters[pref]
+	i := slices.Index(voters, self)
+	g.voter = i >= 0
+	if g.voter {
+		g.rank = (i - pref + n) % n
+	} else {
+		g.rank = n
+	}
+}
+
+// SetVoters tells the Elector group g's voters in force (a membership
+// change came into force, or the server read the memberships at start).
+// From then on only they rank, count for the majority-up check and take
+// handovers, and this node campaigns for g only if it is one of them: a
+// learner, or a node waiting to join or removed, never campaigns, and a
+// node that holds g's lease when it stops being a voter hands g over. An
+// empty list or an unknown group is ignored.
+func (e *Elector) SetVoters(g paxos.GroupID, voters []paxos.NodeID) {
+	if len(voters) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gr, err := e.group(g)
+	if err != nil {
+		return
+	}
+	vs := sortedNodes(voters)
+	if slices.Equal(vs, gr.voters) {
+		return
+	}
+	gr.setVoters(vs, e.cfg.Self)
+}
+
+// Voters returns group g's voters as the Elector counts them.
+func (e *Elector) Voters(g paxos.GroupID) []paxos.NodeID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	gr, err := e.group(g)
+	if err != nil {
+		return nil
+	}
+	return slices.Clone(gr.voters)
+}
+
+// Nodes returns every node that is a voter of some group, sorted: the
+// nodes whose reachability matters (Run asks PeerUp about them).
+func (e *Elector) Nodes() []paxos.NodeID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.nodesLocked()
+}
+
+func (e *Elector) nodesLocked() []paxos.NodeID {
+	var out []paxos.NodeID
+	for _, g := range e.groups {
+		for _, v := range g.voters {
+			if !slices.Contains(out, v) {
+				out = append(out, v)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// isUp reports what PeerUp last said of n (true if never told; always
+// true for this node).
+func (e *Elector) isUp(n paxos.NodeID) bool {
+	up, told := e.up[n]
+	return n == e.cfg.Self || !told || up
 }
 
 // newIncarnation draws a random, nonzero 32-bit incarnation. It does not
@@ -174,7 +254,7 @@ func (e *Elector) Config() Config {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.cfg
-	c.Nodes = slices.Clone(e.nodes)
+	c.Nodes = e.nodesLocked()
 	return c
 }
 
@@ -412,8 +492,8 @@ func (e *Elector) Master(g paxos.GroupID, now time.Time) (paxos.NodeID, uint64) 
 func (e *Elector) PeerUp(n paxos.NodeID, up bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if i := slices.Index(e.nodes, n); i >= 0 && i != e.self {
-		e.up[i] = up
+	if n != e.cfg.Self {
+		e.up[n] = up
 	}
 }
 
@@ -517,8 +597,8 @@ func (e *Elector) holdingLocked() int {
 func (e *Elector) PeersUp() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for i, up := range e.up {
-		if up && i != e.self {
+	for _, n := range e.nodesLocked() {
+		if n != e.cfg.Self && e.isUp(n) {
 			return true
 		}
 	}

@@ -93,7 +93,7 @@ func Run(ctx context.Context, e *Elector, cfg DriverConfig) error {
 		case <-ticker.C:
 		}
 		if cfg.PeerUp != nil {
-			for _, n := range ecfg.Nodes {
+			for _, n := range e.Nodes() {
 				if n != ecfg.Self {
 					e.PeerUp(n, cfg.PeerUp(n))
 				}

@@ -109,14 +109,16 @@ func (e *Elector) idle(g *group, now time.Time) bool {
 	return g.outstanding == 0 || now.Sub(g.outstandingAt) >= e.cfg.RenewEvery
 }
 
-func (e *Elector) majorityUp() bool {
+// majorityUp reports whether a majority of g's voters is up: a campaign
+// without one only raises ballots that later disrupt the live master.
+func (e *Elector) majorityUp(g *group) bool {
 	n := 0
-	for _, up := range e.up {
-		if up {
+	for _, v := range g.voters {
+		if e.isUp(v) {
 			n++
 		}
 	}
-	return 2*n > len(e.up)
+	return 2*n > len(g.voters)
 }
 
 // campaignAt returns when this node may campaign for g, or false while a
@@ -145,23 +147,28 @@ func (e *Elector) handOverTo(g *group, now time.Time) bool {
 		_, ok := e.successor(g)
 		return ok && e.idle(g, now)
 	}
-	pref := g.id % paxos.GroupID(len(e.nodes))
-	return g.preferred != e.cfg.Self && e.up[pref] && e.serving(g, now) && e.idle(g, now) &&
+	if !g.voter {
+		// No longer a voter (removed, or this node never was one): the
+		// group goes to one that is.
+		_, ok := e.successor(g)
+		return ok && e.idle(g, now)
+	}
+	return g.preferred != e.cfg.Self && e.isUp(g.preferred) && e.serving(g, now) && e.idle(g, now) &&
 		(g.lastHandover.IsZero() || now.Sub(g.lastHandover) >= e.cfg.HandoverBackoff)
 }
 
-// successor is the node g is handed to: its preferred node, or, when this
-// node retires and the preferred node is itself or down, the next node up
-// after it in the sorted list.
+// successor is the voter g is handed to: its preferred node, or, when this
+// node retires or is no longer a voter and the preferred node is itself or
+// down, the next voter up after it in the sorted list.
 func (e *Elector) successor(g *group) (paxos.NodeID, bool) {
-	n := len(e.nodes)
+	n := len(g.voters)
 	pref := int(g.id) % n
 	for i := range n {
-		j := (pref + i) % n
-		if j != e.self && e.up[j] {
-			return e.nodes[j], true
+		v := g.voters[(pref+i)%n]
+		if v != e.cfg.Self && e.isUp(v) {
+			return v, true
 		}
-		if !e.retiring {
+		if !e.retiring && g.voter {
 			break
 		}
 	}
@@ -186,8 +193,11 @@ func (e *Elector) wantsStatus(g *group, now time.Time) bool {
 	if e.retiring {
 		return false
 	}
+	if !g.voter {
+		return false
+	}
 	at, ok := e.campaignAt(g, now)
-	return ok && !now.Before(at) && e.majorityUp()
+	return ok && !now.Before(at) && e.majorityUp(g)
 }
 
 // decide picks the action for g at now, given its Paxos status.
@@ -235,11 +245,11 @@ func (e *Elector) decide(g *group, now time.Time, st paxos.GroupStatus, acts []A
 		}
 		return acts
 	}
-	if e.retiring {
-		return acts // a node about to stop takes no group
+	if e.retiring || !g.voter {
+		return acts // a node about to stop, or that does not vote, takes no group
 	}
 	at, ok := e.campaignAt(g, now)
-	if !ok || now.Before(at) || !e.majorityUp() {
+	if !ok || now.Before(at) || !e.majorityUp(g) {
 		return acts
 	}
 	toMe := g.cur.set && g.cur.cmd.Release && g.cur.cmd.To == self

@@ -42,7 +42,9 @@ const exitCodesHelp = `EXIT CODES
    2  lockctl crashed (a Go panic outside the main goroutine): a bug,
       please report it with its output
    3  cannot reach the cluster, or the lock's group has no master
-   4  timed out waiting for the lock (--timeout), or it is held (--wait=false)
+   4  timed out waiting for the lock (--timeout), or it is held (--wait=false);
+      members add/remove/replace: --timeout ran out before every change was
+      in force (run it again to finish)
    5  the lock was lost (with CMD: CMD was stopped); renew, release and
       validate: the lock is not held under that session and token
    6  permission denied: the session belongs to another identity, or an

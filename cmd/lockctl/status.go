@@ -196,34 +196,6 @@ func rulesDiffer(rules map[uint32]string) string {
 		"put the same file on every node and send each lockd SIGHUP to reload it (its log says \"access rules reloaded\" with the hash)"
 }
 
-func membersCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "members",
-		Usage: "list the nodes of the cluster",
-		Action: func(c *cli.Context) error {
-			ctx, cl, done, err := dialOp(c)
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := cl.ClusterStatus(ctx)
-			if err != nil {
-				return err
-			}
-			p := newPrinter(c)
-			if !p.json {
-				return printMembers(p, st)
-			}
-			for _, m := range st.Members {
-				if err := p.object(m); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	}
-}
-
 func validateCommand() *cli.Command {
 	return &cli.Command{
 		Name:        "validate",

@@ -47,6 +47,9 @@ const (
 	exitAddrBusy = 4
 	exitDamaged  = 5
 	exitDiskFull = 6
+	// exitRemoved: the node was removed from the cluster (lockctl members
+	// remove / replace) and stops for good; systemd must not restart it.
+	exitRemoved = 8
 )
 
 const exitCodesHelp = `EXIT CODES:
@@ -65,6 +68,10 @@ const exitCodesHelp = `EXIT CODES:
    7  lockd restore: the backup file is damaged, cut short or not a lockd
       backup; nothing was written: use another copy (3: the data dir is not
       empty, or --groups differs from the backup's)
+   8  the node was removed from the cluster (lockctl members remove or
+      replace) and stops for good; started again on the same data dir it
+      exits with 8 at once. To bring the machine back, start it as a new
+      node: a new --id, an empty data dir, --join, then lockctl members add
   64  bad usage: an unknown flag, a missing or malformed argument
 `
 

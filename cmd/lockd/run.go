@@ -75,6 +75,7 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "window", Usage: "Paxos slots in flight per group", Value: 64, EnvVars: []string{"LOCKD_WINDOW"}},
 			&cli.IntFlag{Name: "metrics-prefix-depth", Usage: "label the per-lock metrics with the first `N` \"/\"-separated segments of lock names (0: no prefix label; at most 200 prefixes)", Value: 1, EnvVars: []string{"LOCKD_METRICS_PREFIX_DEPTH"}},
 			&cli.BoolFlag{Name: "recover-from-peers", Usage: "re-create this node after it lost its state (exit code 5), on an empty data dir: waits for every other node, and votes only once caught up (README, Operations)", EnvVars: []string{"LOCKD_RECOVER_FROM_PEERS"}},
+			&cli.BoolFlag{Name: "join", Usage: "start a brand-new node (a new --id, an empty data dir) of a running cluster: --peers lists the members and this node; it waits until `lockctl members add ID ADDR` adds it, catches up as a learner and votes once promoted (README, Operations)", EnvVars: []string{"LOCKD_JOIN"}},
 			&cli.IntFlag{Name: "snapshot-every", Usage: "snapshot each group every `N` applied slots and delete its log below (minus --snapshot-margin); negative: never", Value: 10000, EnvVars: []string{"LOCKD_SNAPSHOT_EVERY"}},
 			&cli.Uint64Flag{Name: "snapshot-margin", Usage: "log slots kept below a group's snapshot for peers slightly behind", Value: 1024, EnvVars: []string{"LOCKD_SNAPSHOT_MARGIN"}},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"LOCKD_LOG_LEVEL"}},
@@ -98,6 +99,7 @@ type nodeFlags struct {
 	lease   time.Duration
 	window  int
 	recover bool
+	join    bool
 }
 
 func parseNodeFlags(c *cli.Context) (nodeFlags, error) {
@@ -108,6 +110,7 @@ func parseNodeFlags(c *cli.Context) (nodeFlags, error) {
 		listen: c.String("listen"), dataDir: c.String("data-dir"), certs: c.String("certs"),
 		groups: c.Int("groups"), admin: c.String("admin"), cluster: c.String("cluster"),
 		lease: c.Duration("lease"), window: c.Int("window"), recover: c.Bool("recover-from-peers"),
+		join: c.Bool("join"),
 	}
 	id := c.Uint("id")
 	if id == 0 || id > 1<<32-1 {
@@ -199,6 +202,8 @@ func startError(id paxos.NodeID, listen string, err error) error {
 		return withCode(exitAddrBusy, fmt.Errorf("node %d: UDP address %s is in use (is another lockd running?): stop it or pick another --listen and --peers entry: %w", id, listen, err))
 	case errors.Is(err, pebblestore.ErrMetaMismatch):
 		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: %w", id, err))
+	case errors.Is(err, server.ErrRemoved):
+		return withCode(exitRemoved, fmt.Errorf("node %d refuses to start: %w", id, err))
 	case errors.Is(err, server.ErrRecoverNotEmpty):
 		return withCode(exitSetup, fmt.Errorf("node %d refuses to start: %w", id, err))
 	case errors.Is(err, pebblestore.ErrDamaged):
@@ -306,6 +311,7 @@ func runNode(c *cli.Context) error {
 		ID: f.id, Peers: f.peers, Listen: f.listen, Groups: f.groups, DataDir: f.dataDir,
 		ClusterID: f.cluster, TLS: tlsConf, Lease: f.lease, Window: f.window, Logger: logger,
 		RecoverFromPeers:   f.recover,
+		Join:               f.join,
 		ACLFile:            c.String("acl"),
 		SnapshotEvery:      c.Int("snapshot-every"),
 		SnapshotMargin:     c.Uint64("snapshot-margin"),
@@ -331,6 +337,10 @@ func runNode(c *cli.Context) error {
 	stop()
 	waitAdmin()
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		if errors.Is(runErr, server.ErrRemoved) {
+			logger.Error("lockd node removed from the cluster; stopping for good", "node", f.id, "exit_code", exitRemoved)
+			return withCode(exitRemoved, fmt.Errorf("node %d: %w", f.id, runErr))
+		}
 		logger.Error("lockd node failed", "node", f.id, "err", runErr)
 		if errors.Is(runErr, pebblestore.ErrDamaged) {
 			return damagedError(f.id, runErr)

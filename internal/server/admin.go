@@ -66,9 +66,9 @@ type Member struct {
 // progress, sessions and locks.
 func (s *Server) Status(ctx context.Context) (Status, error) {
 	now := time.Now()
-	st := Status{Node: s.cfg.ID, Addr: s.cfg.Peers[s.cfg.ID], Uptime: now.Sub(s.started).Round(time.Second)}
+	st := Status{Node: s.cfg.ID, Addr: s.addr(s.cfg.ID), Uptime: now.Sub(s.started).Round(time.Second)}
 	for _, id := range s.nodeIDs() {
-		st.Members = append(st.Members, Member{ID: id, Addr: s.cfg.Peers[id], Up: id == s.cfg.ID || s.peerUp(id)})
+		st.Members = append(st.Members, Member{ID: id, Addr: s.addr(id), Up: id == s.cfg.ID || s.peerUp(id)})
 	}
 	masters := map[paxos.GroupID][2]uint64{}
 	for _, gm := range s.elector.Snapshot(now) {

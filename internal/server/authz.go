@@ -132,6 +132,9 @@ func (s *Server) authorize(cs *clientStream, req *wire.Msg) *wire.Msg {
 	case wire.TypeSnapshot:
 		// A backup holds every session and lock of the cluster.
 		return s.checkRule(cs, ActionAdmin, "")
+	case wire.TypeMembers, wire.TypeChangeMembers:
+		// Membership decides who votes: admin over the whole namespace.
+		return s.checkRule(cs, ActionAdmin, "")
 	case wire.TypeClusterStatus:
 		if s.policy.Load().acl.file {
 			return s.checkRule(cs, ActionAdmin, "")

@@ -201,7 +201,7 @@ func TestDeployFilesUseRegisteredMetrics(t *testing.T) {
 		}
 	}
 	unit, _ := os.ReadFile(filepath.Join(root, "deploy", "lockd.service"))
-	for _, want := range []string{"NoNewPrivileges=yes", "ProtectSystem=strict", "User=lockd", "ExecStart=/usr/local/bin/lockd run"} {
+	for _, want := range []string{"NoNewPrivileges=yes", "ProtectSystem=strict", "User=lockd", "ExecStart=/usr/local/bin/lockd run", "RestartPreventExitStatus=3 5 6 8 64"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("deploy/lockd.service lacks %s", want)
 		}

@@ -94,6 +94,10 @@ func (s *Server) handle(ctx context.Context, cs *clientStream, req *wire.Msg) *w
 		return &wire.Msg{Code: wire.CodeOK}
 	case wire.TypeSnapshot:
 		return s.snapshot(ctx, cs, req) // backup.go
+	case wire.TypeMembers:
+		return s.groupMembership(ctx, req) // memberreq.go
+	case wire.TypeChangeMembers:
+		return s.changeMembership(ctx, cs, req)
 	case wire.TypeUnwatch:
 		s.hub.unwatch(req.Name, cs)
 		cs.dropWatch(req.Name)
@@ -135,7 +139,7 @@ func (s *Server) notMaster(g paxos.GroupID) *wire.Msg {
 	resp := &wire.Msg{Code: wire.CodeNotMaster, Group: uint32(g)}
 	if m != 0 && m != s.cfg.ID {
 		resp.Hint = uint32(m)
-		resp.HintAddr = s.cfg.Peers[m]
+		resp.HintAddr = s.addr(m)
 		resp.Err = fmt.Sprintf("node %d does not serve group %d; node %d does", s.cfg.ID, g, m)
 	} else {
 		resp.Err = fmt.Sprintf("group %d has no master right now (an election is under way); retry shortly", g)

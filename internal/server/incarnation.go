@@ -310,13 +310,17 @@ func (c *incarnations) err() error {
 
 // run says hello to every peer until it acknowledged us, then now and then
 // (a restarted peer needs to hear it again), until ctx ends.
-func (c *incarnations) run(ctx context.Context, peers []paxos.NodeID) {
+//
+// peers is asked every round: the members change (members.go), and a node
+// added by a membership change must be introduced before its messages count.
+func (c *incarnations) run(ctx context.Context, peers func() []paxos.NodeID) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for i := 0; ; i++ {
 		var to []paxos.NodeID
+		ids := peers()
 		c.mu.Lock()
-		for _, p := range peers {
+		for _, p := range ids {
 			if p != c.self && (c.acked[p] == nil || i%10 == 0) {
 				to = append(to, p)
 			}

@@ -313,6 +313,20 @@ type PeerState struct {
 	Since time.Time     // when State began
 }
 
+// addPeer starts probing peer id, a node added by a membership change.
+func (o *observer) addPeer(id paxos.NodeID) {
+	if o == nil || id == o.s.cfg.ID {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.peers[id] != nil {
+		return
+	}
+	o.peers[id] = &peerView{state: "unknown", since: time.Now(), sent: map[uint64]time.Time{}}
+	o.s.ops.peerUp.WithLabelValues(nodeLabel(id)).Set(0)
+}
+
 // peerState returns what the probes say of peer n.
 func (o *observer) peerState(n paxos.NodeID) PeerState {
 	o.mu.Lock()
@@ -398,7 +412,7 @@ func (o *observer) peerChanged(id paxos.NodeID, state, reason string, silence, r
 	l := nodeLabel(id)
 	o.s.ops.peerChanges.WithLabelValues(l, state).Inc()
 	o.s.ops.peerUp.WithLabelValues(l).Set(b2f(state == "up"))
-	addr := o.s.cfg.Peers[id]
+	addr := o.s.addr(id)
 	if state == "up" {
 		o.s.log.Info("peer joined the mesh", "peer", id, "addr", addr, "rtt", rtt)
 		return

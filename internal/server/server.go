@@ -73,6 +73,13 @@ type Config struct {
 	// data dir: it waits for every peer, and does not vote until it has
 	// caught up (incarnation.go).
 	RecoverFromPeers bool
+	// Join starts a brand-new node of an existing cluster (lockd run
+	// --join), on an empty data dir: Peers lists the members to reach and
+	// this node. It is no member of any group until an operator adds it
+	// (lockctl members add): meanwhile it waits and says so, and once added
+	// it catches up as a learner and does not vote or campaign until it is
+	// promoted (members.go).
+	Join bool
 	// ACLFile is the access rules file (lockd run --acl; JSON, see
 	// RulesFile); empty: every client identity may lock and read every
 	// name, and nobody is admin. ReloadRules reads it again.
@@ -192,6 +199,12 @@ type Server struct {
 	// captures are group snapshots being read for a backup (backup.go).
 	captures captures
 
+	// mv is what this node knows of the members (members.go); mf the
+	// member file as last written (memberfile.go), guarded by mfMu.
+	mv   *memberView
+	mfMu sync.Mutex
+	mf   memberFile
+
 	wg      sync.WaitGroup
 	started time.Time // set by New, read-only after
 	// clock is the clock of leases, the election and session expiry
@@ -251,6 +264,15 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if cfg.Join && cfg.RecoverFromPeers {
+		st.Close()
+		return nil, fmt.Errorf("node %d: --join and --recover-from-peers do not go together: --join starts a new node id, --recover-from-peers re-creates an existing one", cfg.ID)
+	}
+	if s.mf, err = openMemberFile(&s.cfg, rep.Fresh); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	s.mv = newMemberView(cfg.Peers, s.mf.addrs())
 	if cfg.RecoverFromPeers {
 		if err := st.SetRecovering(true); err != nil {
 			st.Close()
@@ -265,9 +287,11 @@ func New(cfg Config) (*Server, error) {
 		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits()), fair: newFairQueue(groupProposalsInFlight, identityProposalsWaiting)}
 		s.groups[i].table.SetOwnerHook(s.ids.ownerDelta)
 	}
-	ids := s.nodeIDs()
+	// The groups start from the initial configuration of the member file
+	// (the same on every restart); the log's changes take it from there.
+	initial := s.mf.initialNodes()
 
-	s.elector, err = election.New(election.Config{Self: cfg.ID, Nodes: ids, Groups: cfg.Groups, Lease: cfg.Lease})
+	s.elector, err = election.New(election.Config{Self: cfg.ID, Nodes: initial, Groups: cfg.Groups, Lease: cfg.Lease})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -275,12 +299,14 @@ func New(cfg Config) (*Server, error) {
 	s.initOps()
 
 	peers := map[quicnet.NodeID]string{}
-	for id, addr := range cfg.Peers {
+	s.mv.mu.Lock()
+	for id, addr := range s.mv.addrs {
 		if id != cfg.ID {
 			peers[quicnet.NodeID(id)] = addr
 		}
 	}
-	s.snap = newSnapXfer(cfg.ID, ids, nil, st, s.log)
+	s.mv.mu.Unlock()
+	s.snap = newSnapXfer(cfg.ID, s.nodeIDs(), nil, st, s.log)
 	s.qnode, err = quicnet.New(quicnet.Config{
 		ID: quicnet.NodeID(cfg.ID), ListenAddr: cfg.Listen, PacketConn: cfg.PacketConn, Peers: peers,
 		TLS: cfg.TLS, Handler: s.onPeerMessage, Logger: cfg.Logger, // quicnet adds the node id itself
@@ -299,7 +325,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.replica, err = replica.New(replica.Config{
-		Core: paxos.Config{ID: cfg.ID, Nodes: ids, Groups: cfg.Groups, Window: cfg.Window,
+		Core: paxos.Config{ID: cfg.ID, Nodes: initial, Groups: cfg.Groups, Window: cfg.Window,
 			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
 		Tick:            cfg.Tick,
 		GroupCommitWait: max(cfg.GroupCommitWait, 0),
@@ -337,10 +363,21 @@ func (s *Server) Run(parent context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(parent, func() { s.handOver(ctx); cancel() })()
 	errc := make(chan error, 1)
+	if s.cfg.Join {
+		s.wg.Go(func() { s.waitToJoin(ctx) })
+	}
+	s.wg.Go(func() { s.watchMembers(ctx) })
+	s.wg.Go(func() {
+		select {
+		case <-s.mv.removed:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	s.wg.Add(7)
 	go func() {
 		defer s.wg.Done()
-		s.inc.run(ctx, s.nodeIDs())
+		s.inc.run(ctx, s.nodeIDs)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -393,6 +430,11 @@ func (s *Server) Run(parent context.Context) error {
 	}
 	if rerr := s.inc.err(); rerr != nil {
 		return rerr
+	}
+	select {
+	case <-s.mv.removed:
+		return ErrRemoved
+	default:
 	}
 	return err
 }

@@ -220,8 +220,9 @@ type snapStats struct {
 
 // snapXfer is a node's side of snapshot transfers, as receiver and sender.
 type snapXfer struct {
-	self  paxos.NodeID
-	peers []paxos.NodeID // every other node
+	self paxos.NodeID
+	// peers is every other member (setPeers); guarded by mu.
+	peers []paxos.NodeID
 	send  func(to paxos.NodeID, frame []byte) error
 	store snapSource
 	log   *slog.Logger
@@ -288,6 +289,15 @@ func newSnapXfer(self paxos.NodeID, peers []paxos.NodeID, send func(paxos.NodeID
 	return x
 }
 
+// setPeers replaces the nodes snapshots are fetched from: the members as
+// the logs say (members.go), without this node.
+func (x *snapXfer) setPeers(ids []paxos.NodeID) {
+	others := slices.DeleteFunc(slices.Clone(ids), func(n paxos.NodeID) bool { return n == x.self })
+	x.mu.Lock()
+	x.peers = others
+	x.mu.Unlock()
+}
+
 // stallTime is how long a transfer may go without a chunk.
 func (x *snapXfer) stallTime() time.Duration {
 	x.mu.Lock()
@@ -314,7 +324,9 @@ var errSnapGone = errors.New("the sender's snapshot moved on")
 // or ctx ends.
 func (x *snapXfer) FetchSnapshot(ctx context.Context, from paxos.NodeID, g paxos.GroupID, minSlot uint64) (uint64, []byte, error) {
 	order := []paxos.NodeID{from}
+	x.mu.Lock()
 	others := slices.DeleteFunc(slices.Clone(x.peers), func(n paxos.NodeID) bool { return n == from })
+	x.mu.Unlock()
 	rand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
 	order = append(order, others...)
 	var errs []error

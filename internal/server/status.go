@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"maps"
-	"slices"
 
 	"github.com/lockd/lockd/election"
 	"github.com/lockd/lockd/internal/wire"
@@ -16,16 +14,12 @@ func (s *Server) clusterStatus() *wire.Msg {
 	resp := &wire.Msg{Code: wire.CodeOK, Groups: uint32(s.cfg.Groups), Rules: s.RulesHash()}
 	for _, id := range s.nodeIDs() {
 		up := id == s.cfg.ID || s.peerUp(id)
-		resp.Members = append(resp.Members, wire.MemberItem{ID: uint32(id), Addr: s.cfg.Peers[id], Up: up})
+		resp.Members = append(resp.Members, wire.MemberItem{ID: uint32(id), Addr: s.addr(id), Up: up})
 	}
 	for _, gm := range s.elector.Snapshot(s.now()) {
-		resp.Masters = append(resp.Masters, wire.MasterItem{Group: uint32(gm.Group), Epoch: gm.Epoch, Seq: gm.Seq, Master: uint32(gm.Master), Addr: s.cfg.Peers[gm.Master]})
+		resp.Masters = append(resp.Masters, wire.MasterItem{Group: uint32(gm.Group), Epoch: gm.Epoch, Seq: gm.Seq, Master: uint32(gm.Master), Addr: s.addr(gm.Master)})
 	}
 	return resp
-}
-
-func (s *Server) nodeIDs() []paxos.NodeID {
-	return slices.Sorted(maps.Keys(s.cfg.Peers))
 }
 
 // watchMasters streams master changes after the last event the client
@@ -61,7 +55,7 @@ func (s *Server) watchMasters(ctx context.Context, cs *clientStream, req *wire.M
 					return
 				}
 				cs.push(&wire.Msg{Type: wire.TypeEvent, ReqID: req.ReqID, Kind: wire.EventMaster, Epoch: ev.Epoch,
-					Masters: []wire.MasterItem{{Group: uint32(ev.Group), Epoch: ev.Epoch, Seq: ev.Seq, Cause: uint8(ev.Cause), Master: uint32(ev.Master), Addr: s.cfg.Peers[ev.Master]}}})
+					Masters: []wire.MasterItem{{Group: uint32(ev.Group), Epoch: ev.Epoch, Seq: ev.Seq, Cause: uint8(ev.Cause), Master: uint32(ev.Master), Addr: s.addr(ev.Master)}}})
 			case <-cs.done:
 				return
 			case <-ctx.Done():

@@ -56,6 +56,8 @@ const (
 	// tagRules is far from the others so that fields added meanwhile on
 	// other branches do not take it.
 	tagRules = 40
+	// tagChangeOp is a membership change's kind (TypeChangeMembers).
+	tagChangeOp = 41
 )
 
 type enc struct{ b []byte }
@@ -133,6 +135,7 @@ func Append(dst []byte, m *Msg) []byte {
 	e.bytes(tagChunk, m.Chunk)
 	e.uint(tagHolderCnt, uint64(m.HolderCount))
 	e.str(tagRules, m.Rules)
+	e.uint(tagChangeOp, uint64(m.ChangeOp))
 	for _, it := range m.KeepAlives {
 		e.nested(tagKeepAlive, func(n *enc) {
 			n.uint(1, uint64(it.Group))
@@ -163,6 +166,8 @@ func Append(dst []byte, m *Msg) []byte {
 			n.uint(1, uint64(it.ID))
 			n.str(2, it.Addr)
 			n.uint(3, boolv(it.Up))
+			n.uint(4, boolv(it.Voter))
+			n.uint(5, it.Progress)
 		})
 	}
 	return e.b
@@ -332,6 +337,8 @@ func Decode(b []byte) (Msg, error) {
 			m.HolderCount = d.u32(tag, v)
 		case tagRules:
 			m.Rules = d.str(tag, s)
+		case tagChangeOp:
+			m.ChangeOp = d.u8(tag, v)
 		case tagKeepAlive, tagMaster, tagHolder, tagMember:
 			d.item(&m, tag, s)
 		}
@@ -415,6 +422,10 @@ func (d *dec) item(m *Msg, tag int, s []byte) {
 				it.Addr = in.str(t, b)
 			case 3:
 				it.Up = v != 0
+			case 4:
+				it.Voter = v != 0
+			case 5:
+				it.Progress = v
 			}
 		}
 		m.Members = append(m.Members, it)

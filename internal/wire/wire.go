@@ -43,6 +43,21 @@ const (
 	// answer carries the snapshot's Slot, its Size, the Offset and the
 	// bytes of the Chunk, and Name is the cluster's id.
 	TypeSnapshot
+	// TypeMembers reads one group's membership from its master (lockctl
+	// members list; admin only): Members holds the newest configuration
+	// the master knows, each member with Voter and Progress (the highest
+	// commit index the master heard from it); Slot is the master's commit
+	// index and Epoch the first slot the newest configuration governs.
+	// FlagPending is set while that configuration is not yet in force
+	// (Epoch above Slot) or another change is on its way.
+	TypeMembers
+	// TypeChangeMembers proposes one membership change in one group to its
+	// master (lockctl members add/remove/replace; admin only): ChangeOp
+	// says which, Members[0] names the node (ID, and Addr for an add). The
+	// answer is CodeOK once the change is queued, not once it is in force:
+	// read TypeMembers until it is. CodeChangePending, CodeNotCaughtUp and
+	// CodeInvalid say why a change was refused.
+	TypeChangeMembers
 
 	// TypeResponse answers the request with the same ReqID.
 	TypeResponse Type = 100
@@ -55,7 +70,8 @@ var typeNames = map[Type]string{
 	TypeKeepAlive: "KeepAlive", TypeAcquire: "Acquire", TypeRelease: "Release",
 	TypeCancelWait: "CancelWait", TypeValidate: "Validate", TypeLockStatus: "LockStatus",
 	TypeWatch: "Watch", TypeWatchMasters: "WatchMasters", TypeClusterStatus: "ClusterStatus",
-	TypeUnwatch: "Unwatch", TypeSnapshot: "Snapshot", TypeResponse: "Response", TypeEvent: "Event",
+	TypeUnwatch: "Unwatch", TypeSnapshot: "Snapshot", TypeMembers: "Members", TypeChangeMembers: "ChangeMembers",
+	TypeResponse: "Response", TypeEvent: "Event",
 }
 
 func (t Type) String() string {
@@ -103,6 +119,12 @@ const (
 	CodeResync Code = 105
 	// CodeInternal: a bug or a storage failure on the node; Err says what.
 	CodeInternal Code = 106
+	// CodeChangePending: another membership change of the group is in
+	// flight or not yet in force; retry once it is (TypeChangeMembers).
+	CodeChangePending Code = 107
+	// CodeNotCaughtUp: the learner to promote is still too far behind the
+	// group's master; retry once it has caught up (TypeChangeMembers).
+	CodeNotCaughtUp Code = 108
 )
 
 // Retryable reports whether a request that got c may be sent again as it is.
@@ -126,6 +148,7 @@ const (
 	FlagValid                       // Validate: the token is the current holder's
 	FlagHeld                        // LockStatus: the lock has a holder
 	FlagState                       // lock event: Holders, HolderCount and Waiters hold the lock's state
+	FlagPending                     // Members: a membership change is not yet in force
 )
 
 // MaxEventHolders bounds the holder items of one lock event: a change to a
@@ -177,12 +200,24 @@ type HolderItem struct {
 	Metadata []byte
 }
 
-// MemberItem is one node of the cluster.
+// MemberItem is one node of the cluster. In a TypeMembers answer, Voter
+// says whether the node votes (false: a learner) and Progress is the
+// highest commit index the group's master heard from it.
 type MemberItem struct {
-	ID   uint32
-	Addr string
-	Up   bool
+	ID       uint32
+	Addr     string
+	Up       bool
+	Voter    bool
+	Progress uint64
 }
+
+// Membership change kinds (Msg.ChangeOp of TypeChangeMembers), the numbers
+// of paxos.ChangeOp.
+const (
+	ChangeAddLearner uint8 = 1
+	ChangePromote    uint8 = 2
+	ChangeRemove     uint8 = 3
+)
 
 // Msg is every message of the protocol; each Type uses some of the fields.
 type Msg struct {
@@ -233,6 +268,9 @@ type Msg struct {
 	// ClusterStatus answer ("none": no rules file), so that nodes with
 	// different rules files can be spotted.
 	Rules string
+	// ChangeOp is a membership change's kind (TypeChangeMembers: one of
+	// the Change constants).
+	ChangeOp uint8
 
 	KeepAlives []KeepAliveItem
 	Masters    []MasterItem

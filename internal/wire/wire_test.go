@@ -16,7 +16,8 @@ func sample() Msg {
 		KeepAlives: []KeepAliveItem{{Group: 1, Session: 2, Code: CodeSessionUnknown}},
 		Masters:    []MasterItem{{Group: 0, Epoch: 4, Master: 3, Addr: "127.0.0.1:7003", Seq: 7, Cause: 2}, {Group: 1}},
 		Holders:    []HolderItem{{Session: 5, Token: 6, Shared: true, Metadata: []byte("m")}},
-		Members:    []MemberItem{{ID: 1, Addr: "127.0.0.1:7001", Up: true}},
+		Members:    []MemberItem{{ID: 1, Addr: "127.0.0.1:7001", Up: true, Voter: true, Progress: 77}},
+		ChangeOp:   ChangePromote,
 	}
 }
 
