@@ -279,14 +279,14 @@ func (rc *rollingCluster) checkVoters(l *lockctlRunner, want []int) {
 	rc.t.Logf("lockctl members list: voters %v", voters)
 }
 
-// parseMembersList reads `lockctl --json members list`: one JSON value, or
-// one per line, in which each group is an object with a "group" number and
-// either "voters" (and "learners") as lists of ids or of {"id": N}, or
-// "members" as a list of {"id": N, "role": "voter"|"learner"} (or
-// "voter": bool). The exact shape belongs to branch member; this accepts
-// the likely ones and says what it saw when it finds none.
+// parseMembersList reads `lockctl --json members list`: one JSON object per
+// group per line, {"group": G, "pending": bool, "members": [{"id": N,
+// "voter": bool, ...}]} (cmd/lockctl/members.go). It also takes "voters"
+// and "learners" lists, or a "role" per member, should the shape change;
+// it says what it saw when it finds no group. A pending change is an error.
 func parseMembersList(out string) (voters, learners map[int][]int, err error) {
 	voters, learners = map[int][]int{}, map[int][]int{}
+	var pend []int
 	dec := json.NewDecoder(strings.NewReader(out))
 	var vals []any
 	for dec.More() {
@@ -330,6 +330,9 @@ func parseMembersList(out string) (voters, learners map[int][]int, err error) {
 					return
 				}
 				if ms, ok := x["members"].([]any); ok {
+					if pending, _ := x["pending"].(bool); pending {
+						pend = append(pend, int(g))
+					}
 					vs, ls := []int{}, []int{}
 					for _, m := range ms {
 						mo, _ := m.(map[string]any)
@@ -358,6 +361,9 @@ func parseMembersList(out string) (voters, learners map[int][]int, err error) {
 	}
 	if len(voters) == 0 {
 		return nil, nil, fmt.Errorf("no group with voters in it")
+	}
+	if len(pend) > 0 {
+		return nil, nil, fmt.Errorf("groups %v have a change pending, not yet in force", pend)
 	}
 	return voters, learners, nil
 }
