@@ -137,6 +137,7 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 		}
 		t.Logf("node %d exited %d, %v after lockctl members replace began", old, c.nodes[old-1].code, c.nodes[old-1].end.Sub(began).Round(time.Millisecond))
 		c.waitServing(20 * time.Second)
+		rc.checkVoters(l, rc.liveIDs())
 		tr.setPhase(fmt.Sprintf("after replacement %d (%d by %d)", k+1, old, nw))
 		tr.waitProgress(tr.phaseName(), 50)
 	}
@@ -580,7 +581,7 @@ func (tr *traffic) start(w int, cfg string, names []string, judged bool) {
 	go func() {
 		defer tr.wg.Done()
 		defer cl.Close()
-		tr.work(w, cl, names)
+		tr.work(w, cl, names, judged)
 	}()
 }
 
@@ -609,7 +610,21 @@ func (tr *traffic) stop() {
 // worker that gives up records the error and goes on.
 var opTimeout = patient(30 * time.Second)
 
-func (tr *traffic) work(w int, cl *client.Client, names []string) {
+func (tr *traffic) work(w int, cl *client.Client, names []string, judged bool) {
+	// A judged worker finishes the operation it is in when told to stop,
+	// so that its history is whole; an unjudged one (stranded, maybe, on
+	// nodes that are gone) gives it up.
+	base, stopBase := context.WithCancel(context.Background())
+	defer stopBase()
+	if !judged {
+		go func() {
+			select {
+			case <-tr.quit:
+				stopBase()
+			case <-base.Done():
+			}
+		}()
+	}
 	// A session TTL well above a failover (lease 2s) and a replacement.
 	const ttl = 10 * time.Second
 	var sess *client.Session
@@ -625,7 +640,7 @@ func (tr *traffic) work(w int, cl *client.Client, names []string) {
 			}
 		}
 		if sess == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			ctx, cancel := context.WithTimeout(base, opTimeout)
 			s, err := cl.NewSession(ctx, client.SessionOptions{TTL: ttl})
 			cancel()
 			if err != nil {
@@ -636,7 +651,7 @@ func (tr *traffic) work(w int, cl *client.Client, names []string) {
 			sess = s
 		}
 		name := names[(i*7+w)%len(names)]
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := context.WithTimeout(base, opTimeout)
 		lk, err := sess.Acquire(ctx, name, client.LockOptions{})
 		cancel()
 		if err != nil {
@@ -666,7 +681,7 @@ func (tr *traffic) work(w int, cl *client.Client, names []string) {
 			g.lost = true
 		}
 		g.until = time.Now().UnixNano()
-		ctx, cancel = context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel = context.WithTimeout(base, opTimeout)
 		err = lk.Release(ctx)
 		cancel()
 		tr.mu.Lock()
@@ -687,7 +702,7 @@ func (tr *traffic) work(w int, cl *client.Client, names []string) {
 		}
 	}
 	if sess != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), patient(5*time.Second))
 		sess.Close(ctx)
 		cancel()
 	}
