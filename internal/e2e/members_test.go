@@ -765,7 +765,9 @@ func (tr *traffic) judge(final map[string]*client.Lock) {
 			t.Errorf("worker %d's lock %s (token %d, phase %d) was neither released (%s) nor fenced", g.w, g.name, g.token, g.phase, g.relErr)
 		}
 		if g.refused > 0 && !g.lost {
-			refused++
+			if refused++; refused > 10 {
+				continue
+			}
 			t.Errorf("worker %d held %s (token %d, phase %d) without losing it, yet the resource refused %d of its writes: another holder wrote with a larger token meanwhile",
 				g.w, g.name, g.token, g.phase, g.refused)
 		}
@@ -776,6 +778,9 @@ func (tr *traffic) judge(final map[string]*client.Lock) {
 			continue
 		}
 		t.Errorf("the session of worker %d ended in phase %d (%s): %v", s.w, s.phase, tr.phases[s.phase], s.err)
+	}
+	if refused > 10 {
+		t.Errorf("... %d holders with refused writes in all", refused)
 	}
 	t.Logf("grants to the judged workers %d: released %d, fenced %d, lost %d; holders with refused writes %d", granted, released, fenced, lost, refused)
 
