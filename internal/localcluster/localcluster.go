@@ -63,6 +63,10 @@ type Node struct {
 	pc     net.PacketConn
 	cancel context.CancelFunc
 	done   chan error
+	// exited is closed when Run returned on its own or was stopped;
+	// exitErr is what it returned (read after exited is closed).
+	exited  chan struct{}
+	exitErr error
 }
 
 // Cluster is a set of nodes running in this process.
@@ -180,9 +184,62 @@ func (c *Cluster) startNode(n *Node, pc net.PacketConn) error {
 		return fmt.Errorf("local cluster: node %d: %w", n.ID, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n.srv, n.cancel, n.done = s, cancel, make(chan error, 1)
-	go func() { n.done <- s.Run(ctx) }()
+	n.srv, n.cancel, n.done, n.exited = s, cancel, make(chan error, 1), make(chan struct{})
+	go func() {
+		err := s.Run(ctx)
+		n.exitErr = err
+		close(n.exited)
+		n.done <- err
+	}()
 	return nil
+}
+
+// Join starts a brand-new node of the running cluster, as lockd run --join
+// does: the next node id, an empty data dir, and as peers every node
+// started so far and itself. It is no member of any group until a
+// membership change adds it (client.AddMember). It returns the node's
+// index.
+func (c *Cluster) Join() (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, errors.New("local cluster: closed")
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("local cluster: listen on 127.0.0.1: %w", err)
+	}
+	id := paxos.NodeID(len(c.nodes) + 1)
+	peers := map[paxos.NodeID]string{id: pc.LocalAddr().String()}
+	for _, n := range c.nodes {
+		peers[n.ID] = n.Addr
+	}
+	cfg, err := c.nodeConfig(id, peers)
+	if err != nil {
+		pc.Close()
+		return 0, err
+	}
+	cfg.Join = true
+	n := &Node{ID: id, Addr: peers[id], cfg: cfg}
+	if err := c.startNode(n, pc); err != nil {
+		return 0, err
+	}
+	c.nodes = append(c.nodes, n)
+	return len(c.nodes) - 1, nil
+}
+
+// Exited returns a channel closed once node i's Run returned, on its own
+// (a removed node stops) or because it was stopped, and what it returned.
+// The error is valid only once the channel is closed.
+func (c *Cluster) Exited(i int) (<-chan struct{}, func() error) {
+	c.mu.Lock()
+	n := c.nodes[i]
+	ch := n.exited
+	c.mu.Unlock()
+	return ch, func() error {
+		<-ch
+		return n.exitErr
+	}
 }
 
 // N is the number of nodes.
@@ -240,7 +297,7 @@ func (c *Cluster) stopLocked(n *Node) error {
 	n.cancel()
 	err := <-n.done
 	n.cancel = nil
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, server.ErrRemoved) {
 		return fmt.Errorf("local cluster: node %d stopped with: %w", n.ID, err)
 	}
 	return nil

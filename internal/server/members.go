@@ -35,10 +35,48 @@ import (
 //
 // The view is refreshed by polling the replica (memberPoll) rather than
 // from Apply, because a change comes into force paxos.ChangeDelay slots
-// after it is applied, which only the core's commit index tells.
+// after it is applied, which only the core's commit index tells (and the
+// applier does not hand changes to the state machine). A poll reads every
+// group whose newest configuration is not yet in force, and memberScanBatch
+// others in turn, so a node of many groups does not query all of them every
+// time: a change shows within groups/memberScanBatch polls.
 
-// memberPoll is how often the view is read from the replica.
-const memberPoll = 200 * time.Millisecond
+// memberPoll is how often the view is read from the replica;
+// memberScanBatch how many settled groups one poll reads.
+const (
+	memberPoll      = 200 * time.Millisecond
+	memberScanBatch = 16
+)
+
+// memberScan is the last read of every group, owned by watchMembers.
+type memberScan struct {
+	views []groupMembers
+	read  []bool // views[g] holds a read
+	next  int    // the next settled group to read
+}
+
+func newMemberScan(groups int) *memberScan {
+	return &memberScan{views: make([]groupMembers, groups), read: make([]bool, groups)}
+}
+
+// due returns the groups to read now: those never read or not settled
+// (a configuration not yet in force), and the next memberScanBatch others.
+func (sc *memberScan) due() []int {
+	var out []int
+	for g, v := range sc.views {
+		if !sc.read[g] || v.pending() {
+			out = append(out, g)
+		}
+	}
+	for i := 0; i < min(memberScanBatch, len(sc.views)); i++ {
+		g := (sc.next + i) % len(sc.views)
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	sc.next = (sc.next + memberScanBatch) % len(sc.views)
+	return out
+}
 
 // ErrRemoved is returned by Run when this node was removed from the
 // cluster (lockctl members remove / replace), and by New when the data dir
@@ -98,20 +136,28 @@ type groupMembers struct {
 	st paxos.GroupStatus
 }
 
+// pending reports whether the group's newest configuration is not yet in
+// force by the commit index read with it.
+func (v groupMembers) pending() bool {
+	return len(v.ms.Epochs) > 0 && v.ms.Epochs[len(v.ms.Epochs)-1].From > v.st.Commit
+}
+
 // refreshMembers reads every group's membership and follows it: new peers,
 // voters in force, snapshot peers, and this node's removal. It reports
 // whether this node is removed.
-func (s *Server) refreshMembers(ctx context.Context) (removed bool, err error) {
-	views := make([]groupMembers, s.cfg.Groups)
-	for g := range views {
+func (s *Server) refreshMembers(ctx context.Context, sc *memberScan) (removed bool, err error) {
+	for _, g := range sc.due() {
 		gid := paxos.GroupID(g)
-		if views[g].st, err = s.replica.Status(ctx, gid); err != nil {
+		var v groupMembers
+		if v.st, err = s.replica.Status(ctx, gid); err != nil {
 			return false, err
 		}
-		if views[g].ms, err = s.replica.Membership(ctx, gid); err != nil {
+		if v.ms, err = s.replica.Membership(ctx, gid); err != nil {
 			return false, err
 		}
+		sc.views[g], sc.read[g] = v, true
 	}
+	views := sc.views
 	learned := map[paxos.NodeID]string{}
 	var members []paxos.NodeID
 	inAny, sawRemoved := false, false
@@ -194,9 +240,10 @@ func (s *Server) refreshMembers(ctx context.Context) (removed bool, err error) {
 func (s *Server) watchMembers(ctx context.Context) {
 	t := time.NewTicker(memberPoll)
 	defer t.Stop()
+	sc := newMemberScan(s.cfg.Groups)
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		removed, err := s.refreshMembers(qctx)
+		removed, err := s.refreshMembers(qctx, sc)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.warn.Warn(s.log, "member-refresh", "cannot read the groups' memberships", "err", err)

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/lockd/lockd/paxos"
+	"github.com/lockd/lockd/quicnet"
 )
 
 // SetSnapshotHooks sets, on s, how long its transfers may go without a
@@ -30,4 +31,28 @@ func SetSnapshotHooks(s *Server, stall time.Duration, sent func(to paxos.NodeID,
 func SnapshotTransfers(s *Server) (started, done, abandoned int64) {
 	st := &s.snap.stats
 	return st.started.Load(), st.done.Load(), st.abandoned.Load()
+}
+
+// InjectPeerFrame hands frame to s as if peer from had sent it over the
+// mesh (onPeerMessage), for tests of what s takes from which peer.
+func InjectPeerFrame(s *Server, from paxos.NodeID, frame []byte) {
+	s.onPeerMessage(quicnet.NodeID(from), frame)
+}
+
+// SnapshotBeginFrame is the first request of snapshot transfer xfer for
+// group g, as a receiver sends it.
+func SnapshotBeginFrame(xfer uint64, g paxos.GroupID) []byte {
+	return appendSnapRequest(nil, &snapFrame{xfer: xfer, group: g, count: snapWindow, size: snapChunkSize})
+}
+
+// ServingTransfer reports whether s serves transfer xfer, and to whom.
+func ServingTransfer(s *Server, xfer uint64) (paxos.NodeID, bool) {
+	x := s.snap
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := x.serving[xfer]
+	if out == nil {
+		return 0, false
+	}
+	return out.to, true
 }
