@@ -136,6 +136,9 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 			t.Errorf("node %d exited %d after its removal, want %d:\n%s", old, got, lockdExitRemoved, tail(c.nodes[old-1].err.String(), 15))
 		}
 		t.Logf("node %d exited %d, %v after lockctl members replace began", old, c.nodes[old-1].code, c.nodes[old-1].end.Sub(began).Round(time.Millisecond))
+		if !mustRe(`removed from the cluster`).MatchString(c.nodes[old-1].err.String()) {
+			t.Errorf("node %d did not log its removal before it exited:\n%s", old, tail(c.nodes[old-1].err.String(), 10))
+		}
 		c.waitServing(20 * time.Second)
 		t.Logf("%v: every group served by nodes %v", since(t), rc.liveIDs())
 		rc.checkVoters(l, rc.liveIDs())
@@ -149,6 +152,13 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 	// Exactly 4, 5, 6 vote in every group.
 	rc.checkVoters(l, []int{4, 5, 6})
 	rc.finish(tr, names, []int{4, 5, 6})
+
+	// A removed node started again on its data dir exits with 8 at once:
+	// it never votes again (README, "Removing a node").
+	c.startNode(0)
+	if got := c.nodes[0].mustExit(10 * time.Second); got != lockdExitRemoved {
+		t.Errorf("removed node 1 restarted on its data dir exited %d, want %d:\n%s", got, lockdExitRemoved, tail(c.nodes[0].err.String(), 10))
+	}
 	rc.stopLive()
 }
 
