@@ -25,6 +25,11 @@ import (
 //     change it (after a replacement they list other nodes).
 //   - Addrs: the addresses the logs gave (peers added by a membership
 //     change), so that a restart reaches them without --peers.
+//   - Member: the node has been in some group's configuration (from the
+//     start for a node of a new cluster; once added for a --join node).
+//     A node that was a member and that no group lists any more was
+//     removed, even when its log no longer shows it (a snapshot installed
+//     after its removal).
 //   - Removed: set, before the node stops, once it was removed from the
 //     cluster. A node that finds it refuses to start (ErrRemoved): a
 //     snapshot taken after its removal no longer lists it, and it would
@@ -40,6 +45,7 @@ type memberFile struct {
 	Version int               `json:"version"`
 	Initial []uint32          `json:"initial"`
 	Joined  bool              `json:"joined,omitempty"`
+	Member  bool              `json:"member,omitempty"`
 	Addrs   map[string]string `json:"addrs,omitempty"`
 	Removed bool              `json:"removed,omitempty"`
 }
@@ -151,16 +157,19 @@ func openMemberFile(cfg *Config, fresh bool) (memberFile, error) {
 	if len(initial) == 0 {
 		return mf, fmt.Errorf("--join needs --peers to list the cluster's members besides this node (%d)", cfg.ID)
 	}
-	mf = memberFile{Version: 1, Initial: initial, Joined: cfg.Join}
+	// A node of a new cluster is in its initial configuration; a joining
+	// one becomes a member once added (members.go records it then).
+	mf = memberFile{Version: 1, Initial: initial, Joined: cfg.Join, Member: !cfg.Join}
 	if err := writeMemberFile(cfg.DataDir, mf); err != nil {
 		return mf, err
 	}
 	return mf, nil
 }
 
-// saveMemberFile records the known addresses and whether this node was
-// removed, keeping the initial configuration.
-func (s *Server) saveMemberFile(addrs map[paxos.NodeID]string, removed bool) error {
+// saveMemberFile records the known addresses, and that this node is a
+// member or was removed when member or removed is set (neither is ever
+// cleared), keeping the initial configuration.
+func (s *Server) saveMemberFile(addrs map[paxos.NodeID]string, member, removed bool) error {
 	s.mfMu.Lock()
 	defer s.mfMu.Unlock()
 	mf := s.mf
@@ -170,6 +179,7 @@ func (s *Server) saveMemberFile(addrs map[paxos.NodeID]string, removed bool) err
 			mf.Addrs[strconv.FormatUint(uint64(id), 10)] = a
 		}
 	}
+	mf.Member = mf.Member || member
 	mf.Removed = mf.Removed || removed
 	if err := writeMemberFile(s.cfg.DataDir, mf); err != nil {
 		return err

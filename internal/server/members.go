@@ -53,6 +53,9 @@ type memberScan struct {
 	views []groupMembers
 	read  []bool // views[g] holds a read
 	next  int    // the next settled group to read
+	// gone counts the polls in a row that found this node in no group
+	// while it was a member once (see refreshMembers).
+	gone int
 }
 
 func newMemberScan(groups int) *memberScan {
@@ -160,8 +163,9 @@ func (s *Server) refreshMembers(ctx context.Context, sc *memberScan) (removed bo
 	views := sc.views
 	learned := map[paxos.NodeID]string{}
 	var members []paxos.NodeID
-	inAny, sawRemoved := false, false
+	inAny, sawRemoved, pending := false, false, false
 	for g, v := range views {
+		pending = pending || v.pending()
 		for _, e := range v.ms.Epochs {
 			for _, m := range e.Members {
 				if m.Addr != "" {
@@ -215,8 +219,11 @@ func (s *Server) refreshMembers(ctx context.Context, sc *memberScan) (removed bo
 		s.obs.addPeer(id)
 		s.log.Info("new peer from a membership change", "peer", id, "addr", addrs[id])
 	}
-	if len(fresh) > 0 {
-		if err := s.saveMemberFile(addrs, false); err != nil {
+	s.mfMu.Lock()
+	wasMember := s.mf.Member
+	s.mfMu.Unlock()
+	if len(fresh) > 0 || (inAny && !wasMember) {
+		if err := s.saveMemberFile(addrs, inAny, false); err != nil {
 			s.warn.Warn(s.log, "member-file", "cannot record the members' addresses; a restart needs them in --peers", "err", err)
 		}
 	}
@@ -224,12 +231,20 @@ func (s *Server) refreshMembers(ctx context.Context, sc *memberScan) (removed bo
 		s.snap.setPeers(members)
 		s.log.Info("cluster members", "members", members)
 	}
-	if inAny || !sawRemoved {
+	// Removed: no group lists this node any more, and either the core saw
+	// it removed (it was a member by its own log) or the node was a member
+	// once (the member file says so: a node that installed a snapshot
+	// taken after its removal no longer knows it from its log), and no
+	// group has a configuration still to come into force.
+	if inAny || pending || !(sawRemoved || wasMember) {
+		sc.gone = 0
 		return false, nil
 	}
-	// Removed from every group that had this node: record it before
-	// anything else, so that a restart cannot vote again.
-	if err := s.saveMemberFile(addrs, true); err != nil {
+	if sc.gone++; !sawRemoved && sc.gone < 2 {
+		return false, nil // the member file alone says so: make sure on the next poll
+	}
+	// Record it before anything else, so that a restart cannot vote again.
+	if err := s.saveMemberFile(addrs, false, true); err != nil {
 		return false, err
 	}
 	return true, nil
