@@ -63,8 +63,18 @@ const membersRules = `{
 // one); the resource accepted no token lower than one it had accepted, no
 // two holders' accepted writes interleave or overlap in time, and no holder
 // that kept its lock had a write refused; the traffic completed operations
-// in every phase; `lockctl members list` shows exactly 4, 5, 6 as voters of
-// every group; every node's lock table shows the same holder of each name.
+// in every phase (before, during and after each replacement);
+// `lockctl members list` shows the survivors and the new node as the only
+// voters of every group after each replacement, and exactly 4, 5, 6 at the
+// end; every node's own lock table shows the same holder of each name; each
+// removed node logged its removal and exited with 8, and node 1 started
+// again on its data dir exits with 8 at once.
+//
+// The writes are also judged against the workers' own holds (every write
+// between Acquire returning and Release being called, and the next grant
+// of a name after the previous holder called Release): the resource alone
+// cannot see a write after a release that lands before the next holder's
+// first write.
 func TestRollingReplacementRealProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test with real processes; skipped with -short")
