@@ -20,6 +20,15 @@ import (
 // the cap's worth of proposals of each other identity instead of behind their
 // whole backlog.
 //
+// Inside the pipeline, the commands of an identity that has nothing else in
+// flight in the group (at most aheadInFlight, this one included) are
+// proposed ahead (replica.ProposeAhead): they go into a new slot at once,
+// before the queued commands of the identities that have more in flight,
+// so a light identity's command waits for the rounds already in flight,
+// not for the next batch of a flood. Only an identity's first
+// aheadInFlight commands in flight get this, so an identity cannot flood
+// ahead: a flood's commands are almost all queued behind its first.
+//
 // Invariants (under mu): inflight is the sum of the identities' inflight;
 // an identity is in ring exactly when it has waiters; an identity with no
 // waiters and nothing in flight is not in ids.
@@ -45,7 +54,14 @@ type fqIdentity struct {
 type fqTicket struct {
 	admit    chan struct{}
 	admitted bool // under fairQueue.mu
+	ahead    bool // under fairQueue.mu: set when admitted (see aheadInFlight)
 }
+
+// aheadInFlight is how many commands of an identity in one group, counting
+// the one being admitted, may be proposed ahead of the queue (see
+// fairQueue): one, so that an identity that sends one command at a time
+// always gets it, and one that floods gets it for its first command only.
+const aheadInFlight = 1
 
 func newFairQueue(total, maxWaiting int) *fairQueue {
 	return &fairQueue{total: total, maxWaiting: maxWaiting, ids: map[string]*fqIdentity{}}
@@ -66,6 +82,14 @@ func (e errQueueFull) Error() string {
 // enter waits until who may propose, or ctx ends. On success the caller
 // must call leave once its proposal is done.
 func (q *fairQueue) enter(ctx context.Context, who string, perIdentity int) error {
+	_, err := q.enterAhead(ctx, who, perIdentity)
+	return err
+}
+
+// enterAhead is enter, and also says whether the admitted proposal should
+// be proposed ahead of the group's queue (replica.ProposeAhead): whether
+// who has at most aheadInFlight proposals in flight in the group with it.
+func (q *fairQueue) enterAhead(ctx context.Context, who string, perIdentity int) (ahead bool, err error) {
 	q.mu.Lock()
 	id := q.ids[who]
 	if id == nil {
@@ -76,13 +100,14 @@ func (q *fairQueue) enter(ctx context.Context, who string, perIdentity int) erro
 	if len(id.waiting) == 0 && id.inflight < perIdentity && q.inflight < q.total {
 		id.inflight++
 		q.inflight++
+		ahead := id.inflight <= aheadInFlight
 		q.mu.Unlock()
-		return nil
+		return ahead, nil
 	}
 	if len(id.waiting) >= q.maxWaiting {
 		n := len(id.waiting)
 		q.mu.Unlock()
-		return errQueueFull{who: who, waiting: n}
+		return false, errQueueFull{who: who, waiting: n}
 	}
 	t := &fqTicket{admit: make(chan struct{})}
 	id.waiting = append(id.waiting, t)
@@ -92,7 +117,10 @@ func (q *fairQueue) enter(ctx context.Context, who string, perIdentity int) erro
 	q.mu.Unlock()
 	select {
 	case <-t.admit:
-		return nil
+		q.mu.Lock()
+		ahead := t.ahead
+		q.mu.Unlock()
+		return ahead, nil
 	case <-ctx.Done():
 	}
 	q.mu.Lock()
@@ -100,7 +128,7 @@ func (q *fairQueue) enter(ctx context.Context, who string, perIdentity int) erro
 	if t.admitted {
 		// Admitted as ctx ended: give the place back.
 		q.leaveLocked(id)
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	for i, w := range id.waiting {
 		if w == t {
@@ -112,7 +140,7 @@ func (q *fairQueue) enter(ctx context.Context, who string, perIdentity int) erro
 		q.dropFromRing(id)
 	}
 	q.forget(id)
-	return ctx.Err()
+	return false, ctx.Err()
 }
 
 // leave ends one admitted proposal of who and admits waiting ones.
@@ -148,9 +176,10 @@ func (q *fairQueue) dispatch() {
 			t := id.waiting[0]
 			id.waiting = id.waiting[1:]
 			t.admitted = true
-			close(t.admit)
 			id.inflight++
 			q.inflight++
+			t.ahead = id.inflight <= aheadInFlight
+			close(t.admit)
 			progressed = true
 			if len(id.waiting) == 0 {
 				q.dropFromRing(id) // the next identity slides into q.next

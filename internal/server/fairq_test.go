@@ -185,3 +185,64 @@ func TestFairQueueCancelAndFull(t *testing.T) {
 		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
 	}
 }
+
+// TestFairQueueAheadOnlyForLightIdentity: a proposal is proposed ahead of
+// the group's queue (replica.ProposeAhead) exactly when its identity has
+// nothing else in flight in the group: always for one that sends one at a
+// time, for a flood only its first; also when a waiting proposal is
+// admitted (the group was full) and its identity had nothing in flight.
+func TestFairQueueAheadOnlyForLightIdentity(t *testing.T) {
+	ctx := context.Background()
+	q := newFairQueue(3, 4096)
+	enter := func(who string) bool {
+		t.Helper()
+		ahead, err := q.enterAhead(ctx, who, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ahead
+	}
+	if !enter("flooder") {
+		t.Fatal("the flooder's first proposal, alone in flight, was not ahead")
+	}
+	for i := 0; i < 2; i++ {
+		if enter("flooder") {
+			t.Fatalf("the flooder's proposal with %d others in flight went ahead", i+1)
+		}
+	}
+	// The group is full: the victim waits, then is admitted round robin
+	// with nothing else of its own in flight.
+	type res struct {
+		ahead bool
+		err   error
+	}
+	c := make(chan res, 1)
+	go func() {
+		ahead, err := q.enterAhead(ctx, "victim", 8)
+		c <- res{ahead, err}
+	}()
+	untilWaiting(t, q, "victim", 1)
+	q.leave("flooder")
+	select {
+	case r := <-c:
+		if r.err != nil || !r.ahead {
+			t.Fatalf("the victim admitted from the queue: ahead %v, err %v; want ahead", r.ahead, r.err)
+		}
+	case <-time.After(hang):
+		t.Fatal("the victim was not admitted")
+	}
+	q.leave("victim")
+	if !enter("victim") {
+		t.Fatal("the victim, with nothing else in flight, was not ahead")
+	}
+	q.leave("victim")
+	q.leave("flooder")
+	q.leave("flooder")
+	if !enter("flooder") {
+		t.Fatal("the flooder, with nothing left in flight, was not ahead")
+	}
+	q.leave("flooder")
+	if len(q.ids) != 0 || q.inflight != 0 {
+		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
+	}
+}
