@@ -93,6 +93,14 @@ func benchFlood(b *testing.B, rate float64) {
 	if rate > 0 {
 		lim.RequestsPerSecond, lim.RequestBurst = rate, int(rate)
 	}
+	if env := os.Getenv("LOCKD_FLOOD_INFLIGHT"); env != "" {
+		// Another proposals_in_flight cap to try.
+		n, err := strconv.Atoi(env)
+		if err != nil || n < 1 {
+			b.Fatalf("LOCKD_FLOOD_INFLIGHT: %q is not a cap", env)
+		}
+		lim.ProposalsInFlight = n
+	}
 	// The default master lease and long session TTLs: on a shared 2-core
 	// machine under the flood, a 1s lease can lapse and masters change,
 	// which this benchmark does not mean to measure.
