@@ -339,7 +339,13 @@ func (g *group) fill() {
 		g.next++
 	}
 	// Commands queued ahead open slots at once, before the queue's, and
-	// share them only among themselves.
+	// share them only among themselves. With no slot in flight nothing
+	// waits for batchReady anyway: they lead the queue into one batch, so
+	// that an idle group batches as before.
+	if len(g.ahead) > 0 && len(g.inflight) == 0 {
+		g.pending = append(g.ahead, g.pending...)
+		g.ahead = nil
+	}
 	for g.role == master && len(g.ahead) > 0 && room() {
 		g.proposeBatch(&g.ahead)
 	}
