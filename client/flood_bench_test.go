@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,7 +55,20 @@ const (
 // LOCKD_FLOOD_PROFILE=DIR writes CPU profiles of the first quiet and
 // flooded phases to DIR. docs/benchmarks.md has the figures.
 func BenchmarkFloodIsolation(b *testing.B) {
-	for _, rate := range []float64{0, 500} {
+	rates := []float64{0, 500}
+	if env := os.Getenv("LOCKD_FLOOD_RATES"); env != "" {
+		// Other caps to try, e.g. LOCKD_FLOOD_RATES=100,200: where the
+		// flood stops hurting (docs/benchmarks.md section 8).
+		rates = rates[:1]
+		for _, f := range strings.Split(env, ",") {
+			r, err := strconv.ParseFloat(f, 64)
+			if err != nil || r <= 0 {
+				b.Fatalf("LOCKD_FLOOD_RATES: %q is not a rate", f)
+			}
+			rates = append(rates, r)
+		}
+	}
+	for _, rate := range rates {
 		name := "rate=default"
 		if rate > 0 {
 			name = fmt.Sprintf("rate=%g", rate)
@@ -77,6 +92,14 @@ func benchFlood(b *testing.B, rate float64) {
 	lim := server.DefaultIdentityLimits()
 	if rate > 0 {
 		lim.RequestsPerSecond, lim.RequestBurst = rate, int(rate)
+	}
+	if env := os.Getenv("LOCKD_FLOOD_INFLIGHT"); env != "" {
+		// Another proposals_in_flight cap to try.
+		n, err := strconv.Atoi(env)
+		if err != nil || n < 1 {
+			b.Fatalf("LOCKD_FLOOD_INFLIGHT: %q is not a cap", env)
+		}
+		lim.ProposalsInFlight = n
 	}
 	// The default master lease and long session TTLs: on a shared 2-core
 	// machine under the flood, a 1s lease can lapse and masters change,

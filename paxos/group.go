@@ -68,17 +68,21 @@ type group struct {
 	// promisers maps each node that promised our ballot to the slot its
 	// promise (and its report) starts at; it counts for the slots from
 	// there on whose configuration lists it as a voter (membership.go).
-	promisers    map[NodeID]uint64
-	asked        map[NodeID]bool  // master: asked for a promise since the last heartbeat
-	p1           map[uint64]Entry // phase-1 merge: best entry per slot not yet proposed
-	p1top        uint64           // one past the highest slot any promise reported
-	prepConf     []Member         // the configuration of prepFrom (for a mutation test)
-	prepFrom     uint64
-	prepElapsed  int
-	next         uint64 // master: next slot for a new value
-	inflight     map[uint64]*proposal
-	mine         map[uint64]Value // slots holding our own new commands, until known chosen
-	pending      []Command
+	promisers   map[NodeID]uint64
+	asked       map[NodeID]bool  // master: asked for a promise since the last heartbeat
+	p1          map[uint64]Entry // phase-1 merge: best entry per slot not yet proposed
+	p1top       uint64           // one past the highest slot any promise reported
+	prepConf    []Member         // the configuration of prepFrom (for a mutation test)
+	prepFrom    uint64
+	prepElapsed int
+	next        uint64 // master: next slot for a new value
+	inflight    map[uint64]*proposal
+	mine        map[uint64]Value // slots holding our own new commands, until known chosen
+	pending     []Command
+	// ahead: master only, commands queued with ProposeAhead; they go into
+	// new slots before pending, without waiting for batchReady.
+	// pendingBytes counts both queues.
+	ahead        []Command
 	pendingBytes int
 	changeQ      *Value // master: a membership change waiting for a slot
 	queueTicks   int    // ticks the queue has waited for a slot

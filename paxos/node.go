@@ -191,6 +191,23 @@ func (n *Node) group(id GroupID) (*group, error) {
 // queued (its outcome comes through Ready.Committed or Ready.Dropped), a
 // *NotMasterError when another node should be asked, or ErrOverloaded.
 func (n *Node) Propose(g GroupID, cmd Command) error {
+	return n.propose(g, cmd, false)
+}
+
+// ProposeAhead is Propose for a command that should not wait behind the
+// group's queue: on a master it goes ahead of every command queued with
+// Propose, and it opens a slot of its own at once when the window has room,
+// instead of waiting for the slot in flight to be chosen (batchReady). The
+// runtime uses it for the commands of a client that has little in flight
+// while others flood the group, so that such a command waits for at most
+// the rounds already in flight, not for the flood's queue. It changes only
+// which commands go into which new slot and when; every slot is proposed
+// and chosen by the same rules as any other.
+func (n *Node) ProposeAhead(g GroupID, cmd Command) error {
+	return n.propose(g, cmd, true)
+}
+
+func (n *Node) propose(g GroupID, cmd Command, ahead bool) error {
 	gr, err := n.group(g)
 	if err != nil {
 		return err
@@ -216,7 +233,11 @@ func (n *Node) Propose(g GroupID, cmd Command) error {
 	if gr.pendingBytes+cmd.size() > n.cfg.MaxPendingBytes {
 		return fmt.Errorf("%w (group %d has %d bytes queued)", ErrOverloaded, g, gr.pendingBytes)
 	}
-	gr.pending = append(gr.pending, cmd)
+	if ahead && gr.role == master {
+		gr.ahead = append(gr.ahead, cmd)
+	} else {
+		gr.pending = append(gr.pending, cmd)
+	}
 	gr.pendingBytes += cmd.size()
 	gr.touch()
 	return nil
@@ -438,7 +459,7 @@ func (n *Node) Status(g GroupID) (GroupStatus, error) {
 	}
 	latest := gr.ms.Epochs[len(gr.ms.Epochs)-1]
 	return GroupStatus{Group: g, Role: gr.role.String(), Ballot: gr.ballot, Master: gr.leader, Promise: gr.promised,
-		Commit: gr.commit, Applied: gr.applied, Next: gr.next, InFlight: len(gr.inflight), Pending: len(gr.pending),
+		Commit: gr.commit, Applied: gr.applied, Next: gr.next, InFlight: len(gr.inflight), Pending: len(gr.ahead) + len(gr.pending),
 		Voter:   isVoter(gr.ms.At(gr.commit), n.cfg.ID),
 		Removed: gr.member && memberIndex(latest.Members, n.cfg.ID) < 0 && gr.applied >= latest.From}, nil
 }

@@ -287,6 +287,11 @@ func (g *group) onNack(m *Message) {
 // this node contends for its own commands; slots in flight stay in g.mine
 // until we learn what they chose.
 func (g *group) stepDown(hint NodeID) {
+	if len(g.ahead) > 0 {
+		// Only a master keeps commands ahead of its queue.
+		g.pending = append(g.ahead, g.pending...)
+		g.ahead = nil
+	}
 	g.role = follower
 	g.leader = hint
 	g.inflight = map[uint64]*proposal{}
@@ -333,26 +338,24 @@ func (g *group) fill() {
 		g.propose(g.next, v)
 		g.next++
 	}
-	for g.role == master && len(g.pending) > 0 && g.batchReady() && room() {
-		n, bytes := 0, 0
-		for n < len(g.pending) && n < c.MaxBatchCommands {
-			sz := g.pending[n].size()
-			if n > 0 && bytes+sz > c.MaxBatchBytes {
-				break
-			}
-			bytes += sz
-			n++
-		}
-		cmds := make([]Command, n)
-		copy(cmds, g.pending[:n])
-		g.pending = g.pending[n:]
-		g.pendingBytes -= bytes
-		v := g.newValue(cmds)
-		g.mine[g.next] = v
-		g.propose(g.next, v)
-		g.next++
+	// Commands queued ahead open slots at once, before the queue's, and
+	// share them only among themselves. With no slot in flight nothing
+	// waits for batchReady anyway: they lead the queue into one batch, so
+	// that an idle group batches as before.
+	if len(g.ahead) > 0 && len(g.inflight) == 0 {
+		g.pending = append(g.ahead, g.pending...)
+		g.ahead = nil
 	}
-	if len(g.pending) == 0 {
+	for g.role == master && len(g.ahead) > 0 && room() {
+		g.proposeBatch(&g.ahead)
+	}
+	if len(g.ahead) == 0 {
+		g.ahead = nil
+	}
+	for g.role == master && len(g.ahead) == 0 && len(g.pending) > 0 && g.batchReady() && room() {
+		g.proposeBatch(&g.pending)
+	}
+	if len(g.pending) == 0 && len(g.ahead) == 0 {
 		g.pending = nil
 		g.queueTicks = 0
 		// A change chosen but not yet in force waits for alpha more slots:
@@ -364,6 +367,29 @@ func (g *group) fill() {
 			}
 		}
 	}
+}
+
+// proposeBatch proposes the head of queue q, as much as one slot holds, in
+// the next slot.
+func (g *group) proposeBatch(q *[]Command) {
+	c := &g.n.cfg
+	n, bytes := 0, 0
+	for n < len(*q) && n < c.MaxBatchCommands {
+		sz := (*q)[n].size()
+		if n > 0 && bytes+sz > c.MaxBatchBytes {
+			break
+		}
+		bytes += sz
+		n++
+	}
+	cmds := make([]Command, n)
+	copy(cmds, (*q)[:n])
+	*q = (*q)[n:]
+	g.pendingBytes -= bytes
+	v := g.newValue(cmds)
+	g.mine[g.next] = v
+	g.propose(g.next, v)
+	g.next++
 }
 
 // batchReady reports whether queued commands should go into a new slot now.
@@ -383,7 +409,7 @@ func (g *group) tick() {
 	c := &g.n.cfg
 	switch g.role {
 	case master:
-		if len(g.pending) > 0 {
+		if len(g.pending)+len(g.ahead) > 0 {
 			g.queueTicks++
 			g.touch()
 		}

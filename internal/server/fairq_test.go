@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -67,6 +69,8 @@ func notAdmitted(t *testing.T, c <-chan error, what string) {
 func TestFairQueueOtherIdentityNotBehindBacklog(t *testing.T) {
 	ctx := context.Background()
 	q := newFairQueue(1024, 4096)
+	clock := newFakeNow()
+	q.now = clock.now
 	for i := 0; i < 4; i++ {
 		if err := q.enter(ctx, "flooder", 4); err != nil {
 			t.Fatal(err)
@@ -86,7 +90,9 @@ func TestFairQueueOtherIdentityNotBehindBacklog(t *testing.T) {
 		t.Errorf("flooder has %d waiting after the victim's admission, want 100", n)
 	}
 	q.leave("victim")
-	// The flooder's backlog goes through in order as its own proposals end.
+	// Once the victim's contended period is over (TestFairQueueContendedCap),
+	// the flooder's backlog goes through in order as its own proposals end.
+	clock.add(contendedFor)
 	for i, c := range backlog {
 		q.leave("flooder")
 		admitted(t, c, "flooder's waiting proposal")
@@ -181,6 +187,152 @@ func TestFairQueueCancelAndFull(t *testing.T) {
 	q.leave("a")
 	admitted(t, c2, "the proposal behind the cancelled one")
 	q.leave("a")
+	if len(q.ids) != 0 || q.inflight != 0 {
+		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
+	}
+}
+
+// TestFairQueueAheadOnlyForLightIdentity: a proposal is proposed ahead of
+// the group's queue (replica.ProposeAhead) exactly when its identity has
+// nothing else in flight in the group: always for one that sends one at a
+// time, for a flood only its first; also when a waiting proposal is
+// admitted (the group was full) and its identity had nothing in flight.
+func TestFairQueueAheadOnlyForLightIdentity(t *testing.T) {
+	ctx := context.Background()
+	q := newFairQueue(3, 4096)
+	enter := func(who string) bool {
+		t.Helper()
+		ahead, err := q.enterAhead(ctx, who, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ahead
+	}
+	if !enter("flooder") {
+		t.Fatal("the flooder's first proposal, alone in flight, was not ahead")
+	}
+	for i := 0; i < 2; i++ {
+		if enter("flooder") {
+			t.Fatalf("the flooder's proposal with %d others in flight went ahead", i+1)
+		}
+	}
+	// The group is full: the victim waits, then is admitted round robin
+	// with nothing else of its own in flight.
+	type res struct {
+		ahead bool
+		err   error
+	}
+	c := make(chan res, 1)
+	go func() {
+		ahead, err := q.enterAhead(ctx, "victim", 8)
+		c <- res{ahead, err}
+	}()
+	untilWaiting(t, q, "victim", 1)
+	q.leave("flooder")
+	select {
+	case r := <-c:
+		if r.err != nil || !r.ahead {
+			t.Fatalf("the victim admitted from the queue: ahead %v, err %v; want ahead", r.ahead, r.err)
+		}
+	case <-time.After(hang):
+		t.Fatal("the victim was not admitted")
+	}
+	q.leave("victim")
+	if !enter("victim") {
+		t.Fatal("the victim, with nothing else in flight, was not ahead")
+	}
+	q.leave("victim")
+	q.leave("flooder")
+	q.leave("flooder")
+	if !enter("flooder") {
+		t.Fatal("the flooder, with nothing left in flight, was not ahead")
+	}
+	q.leave("flooder")
+	if len(q.ids) != 0 || q.inflight != 0 {
+		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
+	}
+}
+
+// fakeNow is a clock for fairQueue.now that moves only when told.
+type fakeNow struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeNow() *fakeNow { return &fakeNow{t: time.Unix(1_000_000, 0)} }
+
+func (f *fakeNow) now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.t
+}
+
+func (f *fakeNow) add(d time.Duration) {
+	f.mu.Lock()
+	f.t = f.t.Add(d)
+	f.mu.Unlock()
+}
+
+// TestFairQueueContendedCap: once a light identity is admitted while a
+// heavy one has more than aheadInFlight in flight, every identity is held
+// to contendedInFlight for contendedFor; an identity alone, or two light
+// ones, keep their caps.
+func TestFairQueueContendedCap(t *testing.T) {
+	ctx := context.Background()
+	q := newFairQueue(1024, 4096)
+	clock := newFakeNow()
+	q.now = clock.now
+	enter := func(who string) {
+		t.Helper()
+		if err := q.enter(ctx, who, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Alone, the flooder fills its cap of 8.
+	for i := 0; i < 8; i++ {
+		enter("flooder")
+	}
+	// Another light identity alongside a light one contends with nobody.
+	for i := 0; i < 8; i++ {
+		q.leave("flooder")
+	}
+	enter("flooder")
+	enter("victim")
+	enter("flooder")
+	c := enterAsync(ctx, q, "flooder", 8)
+	admitted(t, c, "the flooder's third, with the victim light as it")
+	for i := 0; i < 3; i++ {
+		q.leave("flooder")
+	}
+	q.leave("victim")
+	// The victim comes while the flooder is heavy: the flooder, at 5 in
+	// flight, gets nothing more until it is below 2.
+	for i := 0; i < 5; i++ {
+		enter("flooder")
+	}
+	enter("victim")
+	q.leave("victim")
+	var waiting []<-chan error
+	for i := 0; i < 3; i++ {
+		waiting = append(waiting, enterAsync(ctx, q, "flooder", 8))
+		untilWaiting(t, q, "flooder", i+1)
+	}
+	for i := 0; i < 3; i++ {
+		q.leave("flooder")
+		notAdmitted(t, waiting[0], fmt.Sprintf("the flooder's waiting proposal with %d in flight, while contended", 4-i))
+	}
+	q.leave("flooder") // 1 in flight: one more is admitted, up to 2
+	admitted(t, waiting[0], "the flooder's waiting proposal at 1 in flight")
+	notAdmitted(t, waiting[1], "the flooder's next, at 2 in flight while contended")
+	// The period ends contendedFor after the victim's admission: the next
+	// leave admits up to the flooder's own cap again.
+	clock.add(contendedFor)
+	q.leave("flooder")
+	admitted(t, waiting[1], "the flooder's waiting proposal after the contended period")
+	admitted(t, waiting[2], "the flooder's last waiting proposal after the contended period")
+	for i := 0; i < 3; i++ {
+		q.leave("flooder")
+	}
 	if len(q.ids) != 0 || q.inflight != 0 {
 		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
 	}

@@ -178,7 +178,8 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 	// Wait for the identity's turn (fairq.go) before anything reaches
 	// Paxos: a refusal or a timeout here proposed nothing.
 	fair := s.groups[g].fair
-	if err := fair.enter(cctx, cs.who.Name, s.policy.Load().limitsFor(cs.who.Name).proposalsInFlight()); err != nil {
+	ahead, err := fair.enterAhead(cctx, cs.who.Name, s.policy.Load().limitsFor(cs.who.Name).proposalsInFlight())
+	if err != nil {
 		var full errQueueFull
 		if errors.As(err, &full) {
 			return appliedResult{}, replica.Result{}, fail(wire.CodeOverloaded, "node %d, group %d: %v; nothing was proposed: retry after a short pause", s.cfg.ID, g, err)
@@ -186,7 +187,11 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 		return appliedResult{}, replica.Result{}, fail(wire.CodeOverloaded, "node %d, group %d: identity %s's commands waited %v for their turn and this one was not proposed; retry after a short pause", s.cfg.ID, g, cs.who.Name, time.Since(start).Round(time.Millisecond))
 	}
 	defer fair.leave(cs.who.Name)
-	res, err := s.replica.Propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})
+	propose := s.replica.Propose
+	if ahead {
+		propose = s.replica.ProposeAhead
+	}
+	res, err := propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})
 	if err != nil {
 		if _, ok := paxos.IsNotMaster(err); ok {
 			return appliedResult{}, res, s.notMaster(g)

@@ -74,7 +74,20 @@ func (r *Replica) Deliver(m paxos.Message) bool {
 // ends (ErrOutcomeUnknown). It never reports success for a command that did
 // not take effect (field report F6).
 func (r *Replica) Propose(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
-	p := proposal{group: g, cmd: cmd, done: make(chan outcome, 1)}
+	return r.propose(ctx, proposal{group: g, cmd: cmd})
+}
+
+// ProposeAhead is Propose for a command that should not wait behind the
+// group's queue (paxos.Node.ProposeAhead): on the master it goes into a
+// new slot at once, ahead of the commands proposed with Propose. The caller
+// decides which commands deserve it, e.g. those of a client with little in
+// flight while another floods the group.
+func (r *Replica) ProposeAhead(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
+	return r.propose(ctx, proposal{group: g, cmd: cmd, ahead: true})
+}
+
+func (r *Replica) propose(ctx context.Context, p proposal) (Result, error) {
+	p.done = make(chan outcome, 1)
 	// The waiter is forgotten at the deadline, or after a minute for a
 	// context without one, so that an abandoned call cannot leak.
 	p.deadline = time.Now().Add(time.Minute)
@@ -241,7 +254,7 @@ func (r *Replica) run(ctx context.Context) error {
 		case m := <-r.inbox:
 			r.step(m)
 		case p := <-r.proposals:
-			r.propose(p)
+			r.takeProposal(p)
 		case q := <-r.queries:
 			q(r.core)
 		case now := <-ticker.C:
@@ -274,7 +287,7 @@ func (r *Replica) drain() {
 		case m := <-r.inbox:
 			r.step(m)
 		case p := <-r.proposals:
-			r.propose(p)
+			r.takeProposal(p)
 		case jobs := <-r.durable:
 			r.persisted(jobs)
 		default:
@@ -289,8 +302,12 @@ func (r *Replica) step(m paxos.Message) {
 	}
 }
 
-func (r *Replica) propose(p proposal) {
-	if err := r.core.Propose(p.group, p.cmd); err != nil {
+func (r *Replica) takeProposal(p proposal) {
+	propose := r.core.Propose
+	if p.ahead {
+		propose = r.core.ProposeAhead
+	}
+	if err := propose(p.group, p.cmd); err != nil {
 		p.done <- outcome{err: err}
 		return
 	}

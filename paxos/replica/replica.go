@@ -162,6 +162,7 @@ type Result struct {
 type proposal struct {
 	group    paxos.GroupID
 	cmd      paxos.Command
+	ahead    bool // paxos.Node.ProposeAhead
 	done     chan outcome
 	deadline time.Time
 }

@@ -217,3 +217,49 @@ func TestActivityWaitsOnlyForBusyGroups(t *testing.T) {
 		t.Fatalf("groups idle for longer than the window are waited for (%d), want 0", n)
 	}
 }
+
+// TestProposeAheadWhileOthersQueue: a command proposed ahead on the master
+// takes effect alongside a stream of ordinary ones, once, with its own
+// result; the ordinary ones all take effect too.
+func TestProposeAheadWhileOthersQueue(t *testing.T) {
+	c := startCluster(t, 1, memStores)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.propose(ctx, 0, paxos.Command{ID: paxos.CommandID{Client: 1, Seq: 1}, Ack: 1, Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	var master *Replica
+	for _, r := range c.replicas {
+		if st, err := r.Status(ctx, 0); err == nil && st.Role == "master" {
+			master = r
+		}
+	}
+	if master == nil {
+		t.Fatal("no master after a command was chosen")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := uint64(0); i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := master.Propose(ctx, 0, paxos.Command{ID: paxos.CommandID{Client: 100 + i, Seq: 1}, Ack: 1, Data: []byte("y")})
+			errs <- err
+		}()
+	}
+	res, err := master.ProposeAhead(ctx, 0, paxos.Command{ID: paxos.CommandID{Client: 2, Seq: 1}, Ack: 1, Data: []byte("zz")})
+	if err != nil || res.Group != 0 || res.Duplicate {
+		t.Fatalf("ProposeAhead: %+v, %v", res, err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("an ordinary proposal beside it: %v", err)
+		}
+	}
+	again, err := master.ProposeAhead(ctx, 0, paxos.Command{ID: paxos.CommandID{Client: 2, Seq: 1}, Ack: 1, Data: []byte("zz")})
+	if err != nil || !again.Duplicate || again.Slot != res.Slot {
+		t.Fatalf("the same id proposed ahead again: %+v, %v; want a duplicate of slot %d", again, err, res.Slot)
+	}
+}

@@ -1,0 +1,159 @@
+package paxos
+
+import (
+	"slices"
+	"testing"
+)
+
+// acceptsTo returns the Accepts to node to in ms, by slot: the slots the
+// master opened, and the commands in each.
+func acceptsTo(ms []Message, to NodeID) map[uint64][]CommandID {
+	got := map[uint64][]CommandID{}
+	for _, m := range ms {
+		if m.Type == MsgAccept && m.To == to {
+			var ids []CommandID
+			for _, c := range m.Entries[0].Value.Cmds {
+				ids = append(ids, c.ID)
+			}
+			got[m.Entries[0].Slot] = ids
+		}
+	}
+	return got
+}
+
+// chooseAll has node 2 accept every slot in accs and steps the master's own
+// accepts (after their sync), so that every slot is chosen.
+func chooseAll(t *testing.T, n *Node, st *MemoryStorage, r Ready) Ready {
+	t.Helper()
+	for _, m := range r.Messages {
+		if m.Type == MsgAccept && m.To == 2 {
+			step(t, n, Message{Type: MsgAccepted, From: 2, To: 1, Ballot: m.Ballot, Slot: m.Entries[0].Slot})
+		}
+	}
+	for _, m := range r.AfterSync {
+		if m.To == 1 {
+			step(t, n, m)
+		}
+	}
+	return drain(t, n, st)
+}
+
+func cmdID(seq uint64) CommandID { return CommandID{Client: 7, Seq: seq} }
+
+// TestProposeAheadOpensASlotWhileOneIsInFlight: queued commands wait for the
+// slot in flight (batchReady); a command proposed ahead gets a new slot at
+// once, of its own, and the queued ones follow once the slots are chosen.
+func TestProposeAheadOpensASlotWhileOneIsInFlight(t *testing.T) {
+	n, st := newTestNode(t, 1, nil)
+	becomeMasterWith(t, n, st, Message{From: 2})
+	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := drain(t, n, st)
+	first := acceptsTo(r1.Messages, 2)
+	if len(first) != 1 {
+		t.Fatalf("first command: %d slots opened, want 1: %v", len(first), first)
+	}
+	for seq := uint64(2); seq <= 3; seq++ {
+		if err := n.Propose(0, Command{ID: cmdID(seq)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := drain(t, n, st); len(acceptsTo(r.Messages, 2)) != 0 {
+		t.Fatalf("queued commands opened a slot while one was in flight: %v", acceptsTo(r.Messages, 2))
+	}
+	if err := n.ProposeAhead(0, Command{ID: cmdID(4)}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := n.Status(0); s.Pending != 3 {
+		t.Fatalf("status counts %d pending, want 3 (2 queued, 1 ahead)", s.Pending)
+	}
+	r2 := drain(t, n, st)
+	ahead := acceptsTo(r2.Messages, 2)
+	if len(ahead) != 1 {
+		t.Fatalf("a command proposed ahead opened %d slots while one was in flight, want 1: %v", len(ahead), ahead)
+	}
+	for slot, ids := range ahead {
+		if !slices.Equal(ids, []CommandID{cmdID(4)}) {
+			t.Fatalf("the slot opened ahead (%d) holds %v, want only the command proposed ahead", slot, ids)
+		}
+	}
+	r3 := chooseAll(t, n, st, Ready{Messages: append(r1.Messages, r2.Messages...), AfterSync: append(r1.AfterSync, r2.AfterSync...)})
+	var order []CommandID
+	for _, a := range r3.Committed {
+		for _, c := range a.Value.Cmds {
+			order = append(order, c.ID)
+		}
+	}
+	if want := []CommandID{cmdID(1), cmdID(4)}; !slices.Equal(order, want) {
+		t.Fatalf("applied %v, want %v (the queued ones not yet: they wait for a slot)", order, want)
+	}
+	next := acceptsTo(r3.Messages, 2)
+	if len(next) != 1 {
+		t.Fatalf("once the slots were chosen, the queue opened %d slots, want 1: %v", len(next), next)
+	}
+	for _, ids := range next {
+		if !slices.Equal(ids, []CommandID{cmdID(2), cmdID(3)}) {
+			t.Fatalf("the queue's slot holds %v, want the two queued commands", ids)
+		}
+	}
+}
+
+// TestProposeAheadGoesBeforeTheQueue: when the window is full, commands
+// proposed ahead take the next slot that frees up, before commands queued
+// earlier; with no slot in flight then, they lead one batch with the queue.
+func TestProposeAheadGoesBeforeTheQueue(t *testing.T) {
+	n, st := newTestNode(t, 1, func(c *Config) { c.Window = 1 })
+	becomeMasterWith(t, n, st, Message{From: 2})
+	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := drain(t, n, st)
+	if err := n.Propose(0, Command{ID: cmdID(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ProposeAhead(0, Command{ID: cmdID(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if r := drain(t, n, st); len(acceptsTo(r.Messages, 2)) != 0 {
+		t.Fatalf("window 1 full, yet a slot opened: %v", acceptsTo(r.Messages, 2))
+	}
+	r2 := chooseAll(t, n, st, r1)
+	next := acceptsTo(r2.Messages, 2)
+	if len(next) != 1 {
+		t.Fatalf("after the slot in flight was chosen, %d slots opened, want 1: %v", len(next), next)
+	}
+	for _, ids := range next {
+		if !slices.Equal(ids, []CommandID{cmdID(3), cmdID(2)}) {
+			t.Fatalf("the next slot holds %v, want the command proposed ahead, then the queue", ids)
+		}
+	}
+}
+
+// TestProposeAheadDroppedOnStepDown: a master that steps down hands back
+// the commands it held ahead of its queue, as it does its queue.
+func TestProposeAheadDroppedOnStepDown(t *testing.T) {
+	n, st := newTestNode(t, 1, func(c *Config) { c.Window = 1 })
+	becomeMasterWith(t, n, st, Message{From: 2})
+	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, n, st)
+	if err := n.ProposeAhead(0, Command{ID: cmdID(2)}); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, n, st)
+	step(t, n, Message{Type: MsgNack, From: 2, To: 1, Ballot: Ballot{Round: 50, Node: 2}})
+	r := drain(t, n, st)
+	var dropped []CommandID
+	for _, d := range r.Dropped {
+		dropped = append(dropped, d.ID)
+	}
+	slices.SortFunc(dropped, func(a, b CommandID) int { return int(a.Seq) - int(b.Seq) })
+	if want := []CommandID{cmdID(1), cmdID(2)}; !slices.Equal(dropped, want) {
+		t.Fatalf("stepping down dropped %v, want %v", dropped, want)
+	}
+	if s, _ := n.Status(0); s.Pending != 0 {
+		t.Fatalf("%d commands still pending after stepping down", s.Pending)
+	}
+}
