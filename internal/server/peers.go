@@ -91,6 +91,9 @@ func (p *peerTransport) send(k laneKey, b []byte) {
 // peer the mesh verified (its certificate), so a node cannot speak for
 // another.
 func (s *Server) onPeerMessage(from quicnet.NodeID, b []byte) {
+	if !s.meshUp.Load() {
+		return // New has not stored qnode yet: see Server.meshUp
+	}
 	s.obs.countPeerIn(len(b))
 	if len(b) > 0 && b[0] == snapMarker {
 		if s.inc.introduced(paxos.NodeID(from)) {

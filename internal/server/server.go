@@ -161,10 +161,16 @@ const DefaultGroupCommitWait = 400 * time.Microsecond
 
 // Server is one running lockd node.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *pebblestore.Store
-	qnode   *quicnet.Node
+	cfg   Config
+	log   *slog.Logger
+	store *pebblestore.Store
+	qnode *quicnet.Node
+	// meshUp is set once qnode is: peers' frames can arrive while
+	// quicnet.New is still returning it, and their handlers answer
+	// through qnode (a probe's pong, a hello's reply). onPeerMessage drops
+	// frames until then, as a lossy network may; a race detector run saw
+	// a probe read qnode while New assigned it.
+	meshUp  atomic.Bool
 	replica *replica.Replica
 	snap    *snapXfer // snapshot transfers with peers (snapxfer.go)
 	// ready is the replica once New has made it: peers may send before.
@@ -317,6 +323,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("node %d: listen on %s: %w", cfg.ID, cfg.Listen, err)
 	}
 	s.snap.setNode(s.qnode)
+	s.meshUp.Store(true) // after s.qnode is set: see onPeerMessage
 	if s.inc.isRecovering() {
 		if s.recoverTo, err = s.startRecovery(); err != nil {
 			s.qnode.Close()
