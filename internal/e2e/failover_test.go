@@ -121,7 +121,7 @@ func TestGoClientWaiterIsGrantedAfterHolderAndMasterDie(t *testing.T) {
 	t.Logf("SIGKILL of master node %d and of the holder of %s (token %d): a new session and lock in group %d after %v",
 		victim, name, holderToken, g, probe.end.Sub(killed).Round(time.Millisecond))
 	if !earlyOK {
-		f.sessionLost(early)
+		f.sessionLost(early, probe.end.Sub(killed))
 	}
 }
 
@@ -173,8 +173,25 @@ func (f *failover) granted(p *proc, who string) bool {
 // sessionLost reports a waiter whose client gave its session up during
 // the failover: the cluster keeps sessions through a failover (the new
 // master gives every session a full TTL of grace), so a client that loses
-// its session there failed to reach the new master in time.
-func (f *failover) sessionLost(p *proc) {
+// its session there failed to reach the new master in time. served is how
+// long after the SIGKILLs a probe in the group was served: when that is
+// later than the client's keep-alive budget (the TTL minus its safety
+// margin, which it names in its error), there was no master to reach in
+// time, as happens on a very busy machine (seen at a load average of 31:
+// served after 5.5s, budget 4.1s), and giving the locks up was the
+// promise kept, so it is logged, not failed.
+func (f *failover) sessionLost(p *proc, served time.Duration) {
 	f.t.Helper()
-	f.t.Errorf("a waiter queued before its group's master was SIGKILLed lost its session:\n%s", tail(p.err.String(), 6))
+	if m := reKeepAliveBudget.FindStringSubmatch(p.err.String()); m != nil {
+		if budget, err := time.ParseDuration(m[1]); err == nil && served > budget {
+			f.t.Logf("a waiter queued before its group's master was SIGKILLed gave its session up: the group was served again only %v after the SIGKILLs, past the client's keep-alive budget %v (a busy machine):\n%s",
+				served.Round(time.Millisecond), budget, tail(p.err.String(), 6))
+			return
+		}
+	}
+	f.t.Errorf("a waiter queued before its group's master was SIGKILLed lost its session (the group was served again %v after the SIGKILLs):\n%s", served.Round(time.Millisecond), tail(p.err.String(), 6))
 }
+
+// reKeepAliveBudget finds the client's keep-alive budget in its "session
+// is over" error.
+var reKeepAliveBudget = mustRe(`no keep-alive was answered for ([0-9.]+m?s)`)

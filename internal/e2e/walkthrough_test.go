@@ -123,7 +123,7 @@ func TestWalkthroughFailover(t *testing.T) {
 	newMaster := fmt.Sprintf("[%s]", strings.ReplaceAll("123", strconv.Itoa(victim), ""))
 	watch.mustSee(fmt.Sprintf(reMaster, g, newMaster), 5*time.Second)
 	if !earlyOK {
-		f.sessionLost(early)
+		f.sessionLost(early, probe.end.Sub(killed))
 	}
 
 	// 5. Restart the killed node, then SIGSTOP another one: the cluster
