@@ -123,3 +123,67 @@ func TestClientFollowsRollingReplacement(t *testing.T) {
 		t.Fatalf("close the session: %v", err)
 	}
 }
+
+// The router's rules for membership (see router): a member list replaces
+// the nodes, the endpoints stand in only before the first list, a hint
+// naming a new node adds it and asks for a fresh list, a failed member asks
+// for one, and a refresh that no member answers goes to every address ever
+// known.
+func TestRouterFollowsMembers(t *testing.T) {
+	r := newRouter([]string{"e:1", "a:1"})
+	r.setGroups(2)
+	if got := r.all(); !slices.Equal(got, []string{"a:1", "e:1"}) {
+		t.Fatalf("before any list: %v, want the endpoints", got)
+	}
+	wanted := func() bool {
+		select {
+		case <-r.refresh:
+			return true
+		default:
+			return false
+		}
+	}
+	r.learnStatus(&wire.Msg{Members: []wire.MemberItem{{ID: 1, Addr: "a:1"}, {ID: 2, Addr: "b:1"}, {ID: 3, Addr: "c:1"}}})
+	if got := r.all(); !slices.Equal(got, []string{"a:1", "b:1", "c:1"}) {
+		t.Fatalf("after a list: %v, want its members alone", got)
+	}
+	if wanted() {
+		t.Fatal("a member list asked for another")
+	}
+	// Node 1 is replaced by 4: a hint names 4, then a list without 1.
+	r.learnHint(0, 4, "d:1")
+	if got := r.all(); !slices.Equal(got, []string{"a:1", "b:1", "c:1", "d:1"}) {
+		t.Fatalf("after a hint naming node 4: %v", got)
+	}
+	if !wanted() {
+		t.Fatal("a hint naming a new node did not ask for the member list")
+	}
+	if r.learnHint(1, 4, "d:1"); wanted() {
+		t.Fatal("a hint naming a known node asked for the member list")
+	}
+	r.learnMaster(wire.MasterItem{Group: 1, Epoch: 9, Master: 5, Addr: "f:1"})
+	if !wanted() || !slices.Contains(r.all(), "f:1") {
+		t.Fatalf("a master change naming node 5 at f:1: nodes %v", r.all())
+	}
+	r.learnStatus(&wire.Msg{Members: []wire.MemberItem{{ID: 2, Addr: "b:1"}, {ID: 3, Addr: "c:1"}, {ID: 4, Addr: "d:1"}}})
+	if got := r.all(); !slices.Equal(got, []string{"b:1", "c:1", "d:1"}) {
+		t.Fatalf("node 1 left: %v, want it forgotten", got)
+	}
+	for i := 0; i < 6; i++ {
+		if got := r.pick(-1, ""); got == "a:1" || got == "e:1" {
+			t.Fatalf("pick returned %s, which is no member", got)
+		}
+	}
+	// A member fails: maybe it left.
+	if r.markDown("c:1"); !wanted() {
+		t.Fatal("a failed member did not ask for the member list")
+	}
+	if r.markDown("a:1"); wanted() {
+		t.Fatal("a failed former member asked for the member list")
+	}
+	up, rest := r.refreshTargets()
+	slices.Sort(up)
+	if !slices.Equal(up, []string{"b:1", "d:1"}) || !slices.Equal(rest, []string{"a:1", "c:1", "e:1", "f:1"}) {
+		t.Fatalf("refresh targets: up %v, rest %v; want the live members, then every other address ever known", up, rest)
+	}
+}
