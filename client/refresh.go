@@ -56,39 +56,46 @@ func (c *Client) refreshLoop() {
 	}
 }
 
-// refreshMembers asks for the member list with a Hello, and takes it in
-// (router.learnStatus): first of the members that are up, one at a time,
-// then, should none answer, of every address ever known at once. It
+// refreshMembers asks for the member list with a Hello, and takes in the
+// first answer (router.learnStatus): of the members that are up, all at
+// once, and, once none answered within attemptDialWait (or all failed),
+// of every other address ever known too. A silent member (a node that
+// exited while its connection stays open) so costs no RequestTimeout. It
 // reports whether an answer came.
 func (c *Client) refreshMembers() bool {
 	up, rest := c.route.refreshTargets()
-	for i, a := range up {
-		if i == 2 {
-			rest = append(rest, up[i:]...)
-			break
-		}
-		if c.hello(c.ctx, a) {
-			return true
-		}
-		if c.ctx.Err() != nil {
-			return false
-		}
-	}
-	if len(rest) == 0 {
-		return false
-	}
-	c.log.Debug("lockd: no member answers; asking every address ever known for the members", "addrs", rest)
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	answered := make(chan bool, len(rest))
-	for _, a := range rest {
-		go func() { answered <- c.hello(ctx, a) }()
+	answered := make(chan bool, len(up)+len(rest))
+	ask := func(addrs []string) {
+		for _, a := range addrs {
+			go func() { answered <- c.hello(ctx, a) }()
+		}
 	}
-	ok := false
-	for range rest {
-		if <-answered && !ok {
-			ok = true
-			cancel() // the first list will do; the others give up
+	ask(up)
+	pending := len(up)
+	if pending == 0 {
+		ask(rest)
+		pending, rest = len(rest), nil
+	}
+	t := time.NewTimer(attemptDialWait)
+	defer t.Stop()
+	ok, late := false, false
+	for pending > 0 {
+		select {
+		case got := <-answered:
+			pending--
+			if got && !ok {
+				ok = true
+				cancel() // the first list will do; the others give up
+			}
+		case <-t.C:
+			late = true
+		}
+		if !ok && rest != nil && (pending == 0 || late) {
+			c.log.Debug("lockd: no member answers; asking every address ever known for the members", "addrs", rest)
+			ask(rest)
+			pending, rest = pending+len(rest), nil
 		}
 	}
 	return ok

@@ -32,7 +32,9 @@ type route struct {
 //     list.
 //   - A member that fails (a dial, a lost connection, a request or
 //     keep-alive left unanswered) asks for a fresh list too: it may have
-//     left. The client asks a member that is up with a Hello
+//     left; so does a keep-alive round in which no node confirmed a group
+//     (its master may be a node not known yet). The client asks the
+//     members that are up with a Hello, and takes the first answer
 //     (Client.refreshMembers), at most every memberRefreshGap, and every
 //     memberRefreshEvery in any case.
 //   - When no member answers, the Hello goes to every address ever known:
@@ -165,6 +167,13 @@ func (r *router) meetLocked(node uint32, addr string) {
 	}
 	r.nodes[node] = addr
 	r.rebuildLocked()
+	r.wantRefreshLocked()
+}
+
+// askRefresh asks for a fresh member list (Client.refreshMembers).
+func (r *router) askRefresh() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.wantRefreshLocked()
 }
 
