@@ -93,6 +93,7 @@ func newWith(ctx context.Context, cfg Config, tune func(*Client)) (*Client, erro
 			c.groups = int(x.resp.Groups)
 			c.route.setGroups(c.groups)
 			c.route.learnStatus(&x.resp)
+			c.startRefresh()
 			return c, nil
 		}
 		if err == nil {

@@ -11,6 +11,20 @@
 // master redirects, and the client follows. `lockd dev` writes a client
 // config file that LoadConfigFile reads.
 //
+// # Membership changes
+//
+// The client follows the cluster's members as they change (lockctl members
+// add, remove, replace), so it survives the replacement of every node in
+// its endpoints. Every member list a node sends (Hello, ClusterStatus,
+// WatchMasters) replaces the client's: a node that left is forgotten, and
+// requests for any node go to the listed members only (the endpoints serve
+// until the first list). A redirect or master change naming a node the
+// client does not know adds it, and asks for the list again; so does a node
+// that fails, since it may have left: the client sends a Hello to a member
+// that is up, at most once a second, and once a minute in any case. When no
+// member answers, it asks every address it ever knew, the endpoints too. So
+// the endpoints need to hold a current member only when New is called.
+//
 // # Sessions and locks
 //
 // A Session is a lease on the cluster, kept alive in the background every

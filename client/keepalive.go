@@ -301,6 +301,9 @@ func (s *Session) endRound(rnd *kaRound) error {
 	if len(missing) == 0 {
 		return nil
 	}
+	// No node answered OK for these groups: their master may be a node
+	// this client does not know yet (keep-alive answers name none).
+	s.c.route.askRefresh()
 	slices.Sort(missing)
 	return fmt.Errorf("lockd: keep-alive not confirmed for group(s) %v: %w", missing, ErrUnavailable)
 }

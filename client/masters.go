@@ -123,7 +123,8 @@ func (mw *masterWatch) subscribe(ctx context.Context) (*exchange, error) {
 			// routing only: delivering them would jump over the events the
 			// stream is about to replay. The stream itself starts with
 			// what this watch missed, or with the current state of groups
-			// it has not seen yet.
+			// it has not seen yet. Its member list is the node's too.
+			c.route.learnStatus(&wire.Msg{Members: x.resp.Members})
 			for _, it := range x.resp.Masters {
 				c.route.learnMaster(it)
 			}

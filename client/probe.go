@@ -37,6 +37,9 @@ func (c *Client) probe(addr string) {
 			c.log.Debug("lockd: a node marked down still does not answer", "node", addr, "err", err)
 		} else {
 			x.end()
+			if x.resp.Code == wire.CodeOK {
+				c.route.learnStatus(&x.resp)
+			}
 		}
 	}()
 }

@@ -16,15 +16,43 @@ type route struct {
 }
 
 // router is the client's map of the cluster: the nodes and each group's
-// master. It is learned from Hello, redirect hints, keep-alive answers and
-// master events, and is only ever a guess: a wrong guess costs a redirect.
+// master. It is only ever a guess: a wrong guess costs a redirect.
+//
+// The nodes follow membership changes (lockctl members add, remove,
+// replace), so that a running client survives the replacement of every
+// node it was configured with:
+//
+//   - Every member list (a Hello, ClusterStatus or WatchMasters answer)
+//     replaces the nodes: a node no longer listed is forgotten, a new one
+//     is added. Requests for any node, and keep-alives of a group whose
+//     master is unknown, go to these nodes only; the configured endpoints
+//     stand in for them until the first list arrives.
+//   - A redirect hint or a master change that names a node not in the
+//     list, or at another address, adds it at once and asks for a fresh
+//     list.
+//   - A member that fails (a dial, a lost connection, a request or
+//     keep-alive left unanswered) asks for a fresh list too: it may have
+//     left; so does a keep-alive round in which no node confirmed a group
+//     (its master may be a node not known yet). The client asks the
+//     members that are up with a Hello, and takes the first answer
+//     (Client.refreshMembers), at most every memberRefreshGap, and every
+//     memberRefreshEvery in any case.
+//   - When no member answers, the Hello goes to every address ever known:
+//     the configured endpoints, every member and every hint since the
+//     start. So a client needs a current member in its endpoints only when
+//     it starts.
 type router struct {
 	mu        sync.Mutex // guards every field below
 	endpoints []string
-	nodes     map[uint32]string // node ID -> address
-	addrs     []string          // every known address, sorted
-	masters   []route           // by group
-	changed   []chan struct{}   // by group: closed when masters[g] changes
+	nodes     map[uint32]string // node ID -> address: the members
+	addrs     []string          // the members' addresses (the endpoints before any list), sorted
+	// known is every address ever known: endpoints, members, hints. A
+	// refresh that no member answers asks them all.
+	known map[string]bool
+	// refresh (cap 1) holds a request for a fresh member list.
+	refresh chan struct{}
+	masters []route         // by group
+	changed []chan struct{} // by group: closed when masters[g] changes
 	// down holds the nodes whose connection failed (dial or broken) or
 	// that left a request or keep-alive unanswered, with when; a
 	// connection or an answer clears it. Requests avoid them
@@ -38,7 +66,11 @@ type router struct {
 }
 
 func newRouter(endpoints []string) *router {
-	r := &router{endpoints: endpoints, nodes: map[uint32]string{}, down: map[string]time.Time{}}
+	r := &router{endpoints: endpoints, nodes: map[uint32]string{}, down: map[string]time.Time{},
+		known: map[string]bool{}, refresh: make(chan struct{}, 1)}
+	for _, a := range endpoints {
+		r.known[a] = true
+	}
 	r.rebuildLocked()
 	return r
 }
@@ -57,13 +89,18 @@ func (r *router) setGroups(n int) {
 	}
 }
 
+// rebuildLocked sets addrs from nodes, or from the endpoints while no
+// member is known.
 func (r *router) rebuildLocked() {
 	set := map[string]bool{}
-	for _, a := range r.endpoints {
-		set[a] = true
-	}
 	for _, a := range r.nodes {
 		if a != "" {
+			set[a] = true
+			r.known[a] = true
+		}
+	}
+	if len(set) == 0 {
+		for _, a := range r.endpoints {
 			set[a] = true
 		}
 	}
@@ -74,11 +111,13 @@ func (r *router) rebuildLocked() {
 	slices.Sort(r.addrs)
 }
 
-// learnStatus takes in the members and masters of a Hello or ClusterStatus.
+// learnStatus takes in the members and masters of a Hello or ClusterStatus:
+// the member list, when it has one, replaces the nodes.
 func (r *router) learnStatus(m *wire.Msg) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(m.Members) > 0 {
+		clear(r.nodes)
 		for _, it := range m.Members {
 			r.nodes[it.ID] = it.Addr
 		}
@@ -105,7 +144,45 @@ func (r *router) learnLocked(it wire.MasterItem) {
 	if addr == "" && it.Master != 0 {
 		addr = r.nodes[it.Master]
 	}
+	r.meetLocked(it.Master, addr)
 	r.setLocked(g, route{node: it.Master, addr: addr, epoch: it.Epoch})
+}
+
+// meetLocked takes in that node is at addr (a hint or a master change):
+// a node not in the list, or at another address, is added, and a fresh
+// list is asked for, since the membership changed.
+func (r *router) meetLocked(node uint32, addr string) {
+	if node == 0 {
+		return
+	}
+	cur, ok := r.nodes[node]
+	if addr == "" {
+		if !ok {
+			r.wantRefreshLocked()
+		}
+		return
+	}
+	if ok && cur == addr {
+		return
+	}
+	r.nodes[node] = addr
+	r.rebuildLocked()
+	r.wantRefreshLocked()
+}
+
+// askRefresh asks for a fresh member list (Client.refreshMembers).
+func (r *router) askRefresh() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.wantRefreshLocked()
+}
+
+// wantRefreshLocked asks for a fresh member list (Client.refreshMembers).
+func (r *router) wantRefreshLocked() {
+	select {
+	case r.refresh <- struct{}{}:
+	default:
+	}
 }
 
 // learnHint takes in a redirect: node (at addr) serves group g.
@@ -117,6 +194,8 @@ func (r *router) learnHint(g uint32, node uint32, addr string) {
 	}
 	if addr == "" {
 		addr = r.nodes[node]
+	} else {
+		r.meetLocked(node, addr)
 	}
 	r.setLocked(int(g), route{node: node, addr: addr, epoch: r.masters[g].epoch})
 }
@@ -204,11 +283,15 @@ func (r *router) pick(g int, avoid string) string {
 }
 
 // markDown avoids addr until a connection to it succeeds, and forgets it as
-// master of any group.
+// master of any group. A member that fails may have left the cluster: a
+// fresh member list is asked for.
 func (r *router) markDown(addr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.down[addr] = time.Now()
+	if slices.Contains(r.addrs, addr) {
+		r.wantRefreshLocked()
+	}
 	for g := range r.masters {
 		if r.masters[g].addr == addr {
 			r.setLocked(g, route{epoch: r.masters[g].epoch})
@@ -225,7 +308,28 @@ func (r *router) markUp(addr string) {
 	}
 }
 
-// all returns every known address.
+// refreshTargets returns where to ask for a fresh member list: the members
+// that are up, in turn, and, should none answer, every other address ever
+// known (down members, endpoints, hints).
+func (r *router) refreshTargets() (up, rest []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.addrs {
+		a := r.addrs[(r.rr+i)%len(r.addrs)]
+		if _, down := r.down[a]; !down {
+			up = append(up, a)
+		}
+	}
+	for a := range r.known {
+		if !slices.Contains(up, a) {
+			rest = append(rest, a)
+		}
+	}
+	slices.Sort(rest)
+	return up, rest
+}
+
+// all returns the members' addresses (the endpoints before any list).
 func (r *router) all() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -51,19 +51,23 @@ const membersRules = `{
 //
 // Workers are Go clients in the test process; each loops: acquire one of a
 // few names (waiting while it is held), write to the fenced resource a few
-// times with the lock's token, release. Their client config lists all six
-// addresses: a client learns the members from the node that answers its
-// Hello (and from ClusterStatus), not as members come and go, so a client
-// configured with the first three alone would be stranded once they are
-// gone. One extra worker, on its own names, uses exactly such a config; its
-// progress per phase is logged, not judged.
+// times with the lock's token, release. Five of them, on three shared
+// names, have a client config that lists all six addresses. One more, on
+// names of its own (roll-first3-*, one per group), lists nodes 1-3 only, as the config of a
+// client started before the replacements does: a running client follows
+// membership changes (client package doc), so it must make progress, on
+// its first session, after every replacement, also once nodes 1-3 are all
+// gone, and it is judged like the others. (Before the client followed the
+// members, it completed no operation after node 3 left and lost its
+// session.)
 //
 // Judged at the end: no holder lost its lock or session; every grant was
 // released by its holder or fenced (its token is below a later accepted
 // one); the resource accepted no token lower than one it had accepted, no
 // two holders' accepted writes interleave or overlap in time, and no holder
 // that kept its lock had a write refused; the traffic completed operations
-// in every phase (before, during and after each replacement);
+// in every phase (before, during and after each replacement), the worker
+// on nodes 1-3 too;
 // `lockctl members list` shows the survivors and the new node as the only
 // voters of every group after each replacement, and exactly 4, 5, 6 at the
 // end; every node's own lock table shows the same holder of each name; each
@@ -110,7 +114,20 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 	for w := 1; w <= 5; w++ {
 		tr.start(w, cfgAll, names, true)
 	}
-	tr.start(9, cfgFirst, []string{"roll-first3"}, false)
+	// Its names span every group, so that its session does too: the old
+	// client was stranded once the master of one of its groups was among
+	// the nodes it knew when the last of them left.
+	const first3 = 9
+	var names3 []string
+	for i := 0; len(names3) < groups; i++ {
+		n := fmt.Sprintf("roll-first3-%d", i)
+		if int(wire.GroupOf(n, groups)) == len(names3) {
+			names3 = append(names3, n)
+		}
+	}
+	tr.start(first3, cfgFirst, names3, true)
+	tr.first3 = first3
+	finalNames := append(slices.Clone(names), names3...)
 	t.Logf("%v: workers started", since(t))
 	tr.waitProgress("before any replacement", 100)
 	t.Logf("%v: 100 operations done before any replacement", since(t))
@@ -153,13 +170,16 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 		tr.setPhase(fmt.Sprintf("after replacement %d (%d by %d)", k+1, old, nw))
 		tr.waitProgress(tr.phaseName(), 50)
 		t.Logf("%v: 50 operations done after the replacement", since(t))
+		// The worker configured with nodes 1-3 alone follows the members.
+		tr.waitWorker(first3, tr.phaseName(), 5)
+		t.Logf("%v: the worker on nodes 1-3 did 5 operations after the replacement", since(t))
 	}
 	tr.stop()
 	t.Logf("%v: workers stopped", since(t))
 
 	// Exactly 4, 5, 6 vote in every group.
 	rc.checkVoters(l, []int{4, 5, 6})
-	rc.finish(tr, names, []int{4, 5, 6})
+	rc.finish(tr, finalNames, []int{4, 5, 6})
 
 	// A removed node started again on its data dir exits with 8 at once:
 	// it never votes again (README, "Removing a node").
@@ -566,6 +586,7 @@ type traffic struct {
 	phases  []string
 	done    map[int]map[int]int // phase -> worker -> completed ops (grant, writes, release)
 	judged  map[int]bool        // worker -> its history is judged
+	first3  int                 // the worker on nodes 1-3 alone (0: none)
 	grants  []*grant
 	errs    map[string]int // phase/worker: error -> count
 	lostSes []lostSession  // sessions that ended under a worker
@@ -605,16 +626,24 @@ func (tr *traffic) judgedOps(p int) int {
 	return n
 }
 
-// opsOf counts the completed operations of the judged (or the unjudged)
-// workers in phase p; tr.mu is held.
-func (tr *traffic) opsOf(p int, judged bool) int {
-	n := 0
-	for w, k := range tr.done[p] {
-		if tr.judged[w] == judged {
-			n += k
-		}
+// waitWorker waits until worker w completed n operations in the current
+// phase.
+func (tr *traffic) waitWorker(w int, what string, n int) {
+	tr.t.Helper()
+	p := int(tr.phase.Load())
+	ops := func() int {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return tr.done[p][w]
 	}
-	return n
+	timeout := patient(15 * time.Second)
+	deadline := time.Now().Add(timeout)
+	for ops() < n {
+		if time.Now().After(deadline) {
+			tr.t.Fatalf("%s: worker %d completed %d lock operations in %v, want %d; errors: %v", what, w, ops(), timeout, n, tr.errSummary())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitProgress waits until the judged workers completed n operations in
@@ -696,8 +725,8 @@ var opTimeout = patient(30 * time.Second)
 
 func (tr *traffic) work(w int, cl *client.Client, names []string, judged bool) {
 	// A judged worker finishes the operation it is in when told to stop,
-	// so that its history is whole; an unjudged one (stranded, maybe, on
-	// nodes that are gone) gives it up.
+	// so that its history is whole; an unjudged one (none now) gives it
+	// up.
 	base, stopBase := context.WithCancel(context.Background())
 	defer stopBase()
 	if !judged {
@@ -785,8 +814,8 @@ func (tr *traffic) work(w int, cl *client.Client, names []string, judged bool) {
 			tr.fail(w, "release", err)
 		}
 	}
-	// The unjudged worker's nodes may all be gone: its session is left to
-	// expire rather than held up closing.
+	// An unjudged worker's session is left to expire rather than held up
+	// closing.
 	if sess != nil && judged {
 		ctx, cancel := context.WithTimeout(context.Background(), patient(5*time.Second))
 		sess.Close(ctx)
@@ -810,25 +839,23 @@ func (tr *traffic) judge(final map[string]*client.Lock) {
 	t.Helper()
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	// Operations per phase, the unjudged worker apart.
+	// Operations per phase, the worker on nodes 1-3 apart.
 	for p, name := range tr.phases {
-		judged, other := 0, 0
+		judged, first3 := 0, 0
 		for w, n := range tr.done[p] {
-			if tr.judged[w] {
+			if w == tr.first3 {
+				first3 += n
+			} else if tr.judged[w] {
 				judged += n
-			} else {
-				other += n
 			}
 		}
-		t.Logf("phase %d (%s): %d lock operations by the workers on all six addresses, %d by the worker on the first three", p, name, judged, other)
+		t.Logf("phase %d (%s): %d lock operations by the workers on all six addresses, %d by the worker on nodes 1-3", p, name, judged, first3)
 		if judged == 0 {
 			t.Errorf("phase %d (%s): no lock operation completed", p, name)
 		}
-	}
-	last := len(tr.phases) - 1
-	if other := tr.opsOf(last, false); last > 0 && other == 0 {
-		t.Logf("not judged: the worker whose client config lists nodes 1-3 only completed no operation after the last replacement (%s): "+
-			"a client learns the members from its Hello and ClusterStatus calls, not as they change, so it is stranded once the nodes it knows are gone", tr.phases[last])
+		if tr.first3 != 0 && first3 == 0 {
+			t.Errorf("phase %d (%s): the worker whose client config lists nodes 1-3 only completed no lock operation: a running client must follow the members", p, name)
+		}
 	}
 	if len(tr.errs) > 0 {
 		t.Logf("worker errors (retried): %v", tr.errs)
