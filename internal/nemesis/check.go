@@ -258,10 +258,14 @@ const keepUnknown = false
 // BuildHistory turns the workers' operations and the watch stream into a
 // porcupine history. A watch event returns when the watcher received it. Its
 // call is a time it certainly happened after: the stream is in apply order,
-// so after the previous event's call; a grant after the call of the acquire
-// that returned its token (or, for a grant nobody saw returned, of the
-// session's latest acquire of the name that timed out); a release after
-// the call of the Release of its token.
+// so after the previous event's call; a grant after the earliest call of an
+// acquire of its session and name that may have made it: one that returned
+// its token, or one whose outcome is unknown (a timed-out acquire whose wait
+// the client could not cancel stays queued until its session ends, and may
+// be granted long after; a later acquire of the same session then returns
+// the token it already holds, so the acquire that returned a token need not
+// be the one that made the grant); a release after the call of the Release
+// of its token.
 func BuildHistory(ops []Rec, events []Event) []porcupine.Operation {
 	var h []porcupine.Operation
 	acqCall := map[string]int64{}      // name/token -> call of the acquire that returned it
@@ -281,7 +285,10 @@ func BuildHistory(ops []Rec, events []Event) []porcupine.Operation {
 		case isAcquire(r.Op):
 			switch r.Res {
 			case "ok":
-				acqCall[fmt.Sprintf("%s/%d", r.Name, r.Token)] = r.Call
+				k := fmt.Sprintf("%s/%d", r.Name, r.Token)
+				if c, ok := acqCall[k]; !ok || r.Call < c {
+					acqCall[k] = r.Call // a session re-acquiring returns its token again
+				}
 			case "held":
 			default:
 				k := fmt.Sprintf("%s/%d", r.Name, r.Sid)
@@ -326,14 +333,12 @@ func BuildHistory(ops []Rec, events []Event) []porcupine.Operation {
 		}
 		switch e.Kind {
 		case "granted":
-			if c, ok := acqCall[fmt.Sprintf("%s/%d", e.Name, e.Token)]; ok {
+			c, ok := acqCall[fmt.Sprintf("%s/%d", e.Name, e.Token)]
+			if calls := unknownAcq[fmt.Sprintf("%s/%d", e.Name, e.Sid)]; len(calls) > 0 && calls[0] <= e.At && (!ok || calls[0] < c) {
+				c, ok = calls[0], true
+			}
+			if ok {
 				b = max(b, c)
-			} else {
-				calls := unknownAcq[fmt.Sprintf("%s/%d", e.Name, e.Sid)]
-				i, _ := slices.BinarySearch(calls, e.At+1)
-				if i > 0 {
-					b = max(b, calls[i-1])
-				}
 			}
 		case "released", "expired":
 			if c, ok := acqCall[fmt.Sprintf("%s/%d", e.Name, e.Token)]; ok {
