@@ -141,10 +141,12 @@ func (c *Client) addInGroup(ctx context.Context, g, id uint32, addr string, repo
 			ch = MemberChange{Op: ChangePromote, Node: id}
 		}
 		if ch.Op != 0 {
-			err := c.ChangeMembership(ctx, g, ch)
-			switch {
-			case err == nil:
-				bad, did = 0, true
+			proposed, err := c.tryChange(ctx, g, ch, &bad)
+			if err != nil {
+				return err
+			}
+			if proposed {
+				did = true
 				if ch.Op == ChangeAddLearner {
 					report("added-learner", gm.Master)
 				} else {
@@ -152,13 +154,6 @@ func (c *Client) addInGroup(ctx context.Context, g, id uint32, addr string, repo
 				}
 				b = backoffFrom(memberBackoffMin)
 				continue
-			case errors.Is(err, ErrChangePending), errors.Is(err, ErrNotCaughtUp):
-			case isCode(err, CodeInvalid):
-				if bad++; bad >= memberBadChanges {
-					return err
-				}
-			default:
-				return err
 			}
 		}
 		if err := b.wait(ctx); err != nil {
@@ -182,26 +177,43 @@ func (c *Client) removeInGroup(ctx context.Context, g, id uint32, report func(st
 			report(doneStep(did, "already-removed"), gm.Master)
 			return nil
 		case ok:
-			err := c.ChangeMembership(ctx, g, MemberChange{Op: ChangeRemove, Node: id})
-			switch {
-			case err == nil:
-				bad, did = 0, true
+			proposed, err := c.tryChange(ctx, g, MemberChange{Op: ChangeRemove, Node: id}, &bad)
+			if err != nil {
+				return err
+			}
+			if proposed {
+				did = true
 				report("removed", gm.Master)
 				b = backoffFrom(memberBackoffMin)
 				continue
-			case errors.Is(err, ErrChangePending):
-			case isCode(err, CodeInvalid):
-				if bad++; bad >= memberBadChanges {
-					return err
-				}
-			default:
-				return err
 			}
 		}
 		if err := b.wait(ctx); err != nil {
 			return fmt.Errorf("lockd: group %d: removal of node %d not in force yet: %w", g, id, err)
 		}
 	}
+}
+
+// tryChange proposes ch in g. proposed is true when the master took it;
+// false with a nil error is a refusal worth waiting out: another change in
+// force-to-be (ErrChangePending), a learner not caught up yet
+// (ErrNotCaughtUp), or an invalid answer, which a membership read racing a
+// change can cause, up to memberBadChanges in a row (*bad counts them).
+func (c *Client) tryChange(ctx context.Context, g uint32, ch MemberChange, bad *int) (proposed bool, err error) {
+	err = c.ChangeMembership(ctx, g, ch)
+	switch {
+	case err == nil:
+		*bad = 0
+		return true, nil
+	case errors.Is(err, ErrChangePending), errors.Is(err, ErrNotCaughtUp):
+		return false, nil
+	case isCode(err, CodeInvalid):
+		if *bad++; *bad >= memberBadChanges {
+			return false, err
+		}
+		return false, nil
+	}
+	return false, err
 }
 
 // doneStep names the last step of a group: "in-force" when this call made
