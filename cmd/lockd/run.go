@@ -75,7 +75,7 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "window", Usage: "Paxos slots in flight per group", Value: 64, EnvVars: []string{"LOCKD_WINDOW"}},
 			&cli.IntFlag{Name: "metrics-prefix-depth", Usage: "label the per-lock metrics with the first `N` \"/\"-separated segments of lock names (0: no prefix label; at most 200 prefixes)", Value: 1, EnvVars: []string{"LOCKD_METRICS_PREFIX_DEPTH"}},
 			&cli.BoolFlag{Name: "recover-from-peers", Usage: "re-create this node after it lost its state (exit code 5), on an empty data dir: waits for every other node, and votes only once caught up (README, Operations)", EnvVars: []string{"LOCKD_RECOVER_FROM_PEERS"}},
-			&cli.BoolFlag{Name: "join", Usage: "start a brand-new node (a new --id, an empty data dir) of a running cluster: --peers lists the members and this node; it waits until `lockctl members add ID ADDR` adds it, catches up as a learner and votes once promoted (README, Operations)", EnvVars: []string{"LOCKD_JOIN"}},
+			&cli.BoolFlag{Name: "join", Usage: "start a brand-new node (a new --id, an empty data dir) of a running cluster: --peers lists this node and at least one member to reach; it waits until `lockctl members add ID ADDR` adds it, takes the cluster's founding configuration from a member (not from --peers), catches up as a learner and votes once promoted (README, Operations)", EnvVars: []string{"LOCKD_JOIN"}},
 			&cli.IntFlag{Name: "snapshot-every", Usage: "snapshot each group every `N` applied slots and delete its log below (minus --snapshot-margin); negative: never", Value: 10000, EnvVars: []string{"LOCKD_SNAPSHOT_EVERY"}},
 			&cli.Uint64Flag{Name: "snapshot-margin", Usage: "log slots kept below a group's snapshot for peers slightly behind", Value: 1024, EnvVars: []string{"LOCKD_SNAPSHOT_MARGIN"}},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info", EnvVars: []string{"LOCKD_LOG_LEVEL"}},
@@ -307,7 +307,10 @@ func runNode(c *cli.Context) error {
 		}
 		defer adminLn.Close()
 	}
-	s, err := server.New(server.Config{
+	// A --join or --recover-from-peers node waits in NewContext until a
+	// member tells it the cluster's founding configuration; a signal then
+	// stops it cleanly.
+	s, err := server.NewContext(ctx, server.Config{
 		ID: f.id, Peers: f.peers, Listen: f.listen, Groups: f.groups, DataDir: f.dataDir,
 		ClusterID: f.cluster, TLS: tlsConf, Lease: f.lease, Window: f.window, Logger: logger,
 		RecoverFromPeers:   f.recover,
@@ -319,6 +322,10 @@ func runNode(c *cli.Context) error {
 		TestClockRate:      clockRate,
 	})
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			logger.Info("lockd node stopped before it started", "node", f.id)
+			return nil
+		}
 		return startError(f.id, f.listen, err)
 	}
 	logger.Info("lockd node starting", "node", f.id, "version", versionString(), "listen", s.Addr().String(),

@@ -19,8 +19,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockd/lockd/internal/pki"
@@ -58,7 +60,7 @@ type Node struct {
 	Addr string
 
 	cfg    server.Config
-	srv    *server.Server
+	srv    atomic.Pointer[server.Server] // nil until New returned
 	fault  *quicnet.FaultConn
 	pc     net.PacketConn
 	cancel context.CancelFunc
@@ -175,16 +177,35 @@ func (c *Cluster) startNode(n *Node, pc net.PacketConn) error {
 	} else {
 		cfg.PacketConn = pc
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if waitsForMember(cfg) {
+		// New waits until a member introduces itself (for a --join node:
+		// once a membership change adds it), so it runs with the node.
+		n.srv.Store(nil)
+		n.cancel, n.done, n.exited = cancel, make(chan error, 1), make(chan struct{})
+		go func() {
+			s, err := server.NewContext(ctx, cfg)
+			if err == nil {
+				n.srv.Store(s)
+				err = s.Run(ctx)
+			}
+			n.exitErr = err
+			close(n.exited)
+			n.done <- err
+		}()
+		return nil
+	}
 	s, err := server.New(cfg)
 	if err != nil {
+		cancel()
 		if n.fault != nil {
 			n.fault.Close()
 		}
 		pc.Close()
 		return fmt.Errorf("local cluster: node %d: %w", n.ID, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.srv, n.cancel, n.done, n.exited = s, cancel, make(chan error, 1), make(chan struct{})
+	n.srv.Store(s)
+	n.cancel, n.done, n.exited = cancel, make(chan error, 1), make(chan struct{})
 	go func() {
 		err := s.Run(ctx)
 		n.exitErr = err
@@ -194,12 +215,31 @@ func (c *Cluster) startNode(n *Node, pc net.PacketConn) error {
 	return nil
 }
 
+// waitsForMember reports whether a node started with cfg waits in New for a
+// member of the cluster: a --join node whose data dir is new, or still
+// waits to be told the cluster's founding configuration.
+func waitsForMember(cfg server.Config) bool {
+	if !cfg.Join {
+		return false
+	}
+	pending, err := server.AwaitsFounding(cfg.DataDir)
+	return err != nil || pending
+}
+
 // Join starts a brand-new node of the running cluster, as lockd run --join
 // does: the next node id, an empty data dir, and as peers every node
 // started so far and itself. It is no member of any group until a
-// membership change adds it (client.AddMember). It returns the node's
-// index.
+// membership change adds it (client.AddMember); until then Server returns
+// nil for it. It returns the node's index.
 func (c *Cluster) Join() (int, error) {
+	return c.JoinWith(nil)
+}
+
+// JoinWith is Join with the peers the new node is told limited to the
+// nodes of indexes (all nodes started so far when nil): the new node must
+// take the cluster's founding configuration from the cluster, whatever its
+// peers say.
+func (c *Cluster) JoinWith(indexes []int) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -211,8 +251,10 @@ func (c *Cluster) Join() (int, error) {
 	}
 	id := paxos.NodeID(len(c.nodes) + 1)
 	peers := map[paxos.NodeID]string{id: pc.LocalAddr().String()}
-	for _, n := range c.nodes {
-		peers[n.ID] = n.Addr
+	for i, n := range c.nodes {
+		if indexes == nil || slices.Contains(indexes, i) {
+			peers[n.ID] = n.Addr
+		}
 	}
 	cfg, err := c.nodeConfig(id, peers)
 	if err != nil {
@@ -261,7 +303,7 @@ func (c *Cluster) Server(i int) *server.Server {
 	if c.nodes[i].cancel == nil {
 		return nil
 	}
-	return c.nodes[i].srv
+	return c.nodes[i].srv.Load()
 }
 
 // Running reports whether node i runs.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,14 +31,30 @@ import (
 // and Accept) until it has caught up to the highest commit index reported.
 // Its peers do not follow it as a proposer meanwhile.
 //
+// Hellos and acks also carry the sender's founding configuration: the
+// cluster's initial configuration, from which every node replays its
+// groups' logs (memberfile.go). Every node must replay from the same one:
+// membership changes in the log are single-node steps applied on top of it,
+// so a node that started from another set of voters would count quorums
+// that the others do not share. A node of a new cluster takes it from
+// --peers; a node on an empty data dir that enters a running cluster (lockd
+// run --join, --recover-from-peers) has none until a member tells it (its
+// frames carry an empty one meanwhile), and takes the first one it is told
+// before it builds its groups (Server.awaitFounding). A node refuses, and
+// logs, a peer whose founding configuration differs from its own.
+//
 // Frames start with helloMarker (Paxos frames start with the codec version
 // or batchMarker):
 //
-//	hello:  marker, 1, flags (bit 0: replace), sender's incarnation
+//	hello:  marker, 1, flags (bit 0: replace), sender's incarnation,
+//	        founding
 //	ack:    marker, 2, sender's incarnation, the incarnation acknowledged,
-//	        group count, per group: promised round, promised node, commit
+//	        group count, per group: promised round, promised node, commit;
+//	        founding
 //	refuse: marker, 3, sender's incarnation, the incarnation it knows for
 //	        the receiver, the incarnation refused
+//	founding: node count (0: the sender does not know it yet), node ids in
+//	        ascending order; a frame that ends before it has none
 //
 // All integers are uvarints. An ack also counts as a hello from its sender.
 const helloMarker = 0xfe
@@ -90,6 +107,16 @@ type incarnations struct {
 	// status reads this node's groups for an ack (nil until the replica
 	// exists: acks carry no groups then).
 	status func(ctx context.Context) []peerMark
+	// founding is this node's founding configuration, nil while it waits
+	// to be told one; told is the first one a peer told it meanwhile (by
+	// toldBy), and toldc is closed when told is set.
+	founding []paxos.NodeID
+	told     []paxos.NodeID
+	toldBy   paxos.NodeID
+	toldc    chan struct{}
+	// foundingWarned: peers refused for another founding configuration,
+	// logged once each.
+	foundingWarned map[paxos.NodeID]bool
 }
 
 func newIncarnations(self paxos.NodeID, st *pebblestore.Store, log interface {
@@ -102,21 +129,99 @@ func newIncarnations(self paxos.NodeID, st *pebblestore.Store, log interface {
 	}
 	return &incarnations{self: self, st: st, log: log, spawn: func(f func()) { go f() }, inc: st.Incarnation(), known: known,
 		current: map[paxos.NodeID]bool{}, acked: map[paxos.NodeID][]peerMark{}, recovering: st.Recovering(),
-		peerRecovering: map[paxos.NodeID]bool{}, warned: map[paxos.NodeID]bool{}, refusedc: make(chan struct{}), ackc: make(chan struct{}, 1)}
+		peerRecovering: map[paxos.NodeID]bool{}, warned: map[paxos.NodeID]bool{}, refusedc: make(chan struct{}), ackc: make(chan struct{}, 1),
+		toldc: make(chan struct{}), foundingWarned: map[paxos.NodeID]bool{}}
 }
 
-func appendHello(inc uint64, replace bool) []byte {
+// maxFoundingNodes bounds the founding configuration a frame may carry.
+const maxFoundingNodes = 1 << 10
+
+func appendHello(inc uint64, replace bool, founding []paxos.NodeID) []byte {
 	flags := byte(0)
 	if replace {
 		flags = 1
 	}
-	return binary.AppendUvarint([]byte{helloMarker, helloKind, flags}, inc)
+	return appendFounding(binary.AppendUvarint([]byte{helloMarker, helloKind, flags}, inc), founding)
+}
+
+// appendFounding appends a founding configuration (ascending ids).
+func appendFounding(f []byte, founding []paxos.NodeID) []byte {
+	f = binary.AppendUvarint(f, uint64(len(founding)))
+	for _, id := range founding {
+		f = binary.AppendUvarint(f, uint64(id))
+	}
+	return f
+}
+
+// readFounding reads a founding configuration with next; ok is false for a
+// malformed one. A frame that ends first carries none.
+func readFounding(next func() (uint64, bool), rest func() int) (ids []paxos.NodeID, ok bool) {
+	if rest() == 0 {
+		return nil, true
+	}
+	n, ok := next()
+	if !ok || n > maxFoundingNodes || n > uint64(rest()) {
+		return nil, false
+	}
+	for range n {
+		id, ok := next()
+		if !ok || id == 0 || id > 1<<32-1 || (len(ids) > 0 && paxos.NodeID(id) <= ids[len(ids)-1]) {
+			return nil, false
+		}
+		ids = append(ids, paxos.NodeID(id))
+	}
+	return ids, rest() == 0
+}
+
+// setFounding fixes this node's founding configuration (once known).
+func (c *incarnations) setFounding(ids []paxos.NodeID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.founding = slices.Clone(ids)
+}
+
+// toldFounding returns the founding configuration a peer told this node
+// and which peer, or nil if none has yet.
+func (c *incarnations) toldFounding() ([]paxos.NodeID, paxos.NodeID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.told), c.toldBy
+}
+
+// checkFounding takes in the founding configuration f that peer from sent:
+// a node that does not know its own yet is told it (the first one wins);
+// one that knows it refuses a peer that sent another. It reports whether
+// the frame may be taken.
+func (c *incarnations) checkFounding(from paxos.NodeID, f []paxos.NodeID) bool {
+	if len(f) == 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.founding == nil {
+		if c.told == nil {
+			c.told, c.toldBy = f, from
+			close(c.toldc)
+		}
+		return true
+	}
+	if slices.Equal(f, c.founding) {
+		return true
+	}
+	if !c.foundingWarned[from] {
+		c.foundingWarned[from] = true
+		c.log.Warn("refusing a peer of another cluster: it replays its groups from another founding configuration, so its quorums would not intersect ours; "+
+			"the nodes of a new cluster must all start with the same --peers (README, Operations)",
+			"peer", from, "its_founding", fmt.Sprint(f), "ours", fmt.Sprint(c.founding))
+	}
+	c.current[from] = false
+	return false
 }
 
 // sayHello sends a hello to every peer in peers.
 func (c *incarnations) sayHello(peers []paxos.NodeID) {
 	c.mu.Lock()
-	f := appendHello(c.inc, c.recovering)
+	f := appendHello(c.inc, c.recovering, c.founding)
 	c.mu.Unlock()
 	for _, p := range peers {
 		if p != c.self {
@@ -171,6 +276,7 @@ func (c *incarnations) onFrame(from paxos.NodeID, b []byte) {
 		r = r[k:]
 		return v, true
 	}
+	rest := func() int { return len(r) }
 	switch kind {
 	case helloKind:
 		if len(r) < 1 {
@@ -180,6 +286,10 @@ func (c *incarnations) onFrame(from paxos.NodeID, b []byte) {
 		r = r[1:]
 		inc, ok := next()
 		if !ok || inc == 0 {
+			return
+		}
+		founding, ok := readFounding(next, rest)
+		if !ok || !c.checkFounding(from, founding) {
 			return
 		}
 		if c.admit(from, inc, replace, false) {
@@ -201,6 +311,10 @@ func (c *incarnations) onFrame(from paxos.NodeID, b []byte) {
 				return
 			}
 			marks = append(marks, peerMark{paxos.Ballot{Round: round, Node: paxos.NodeID(node)}, commit})
+		}
+		founding, ok := readFounding(next, rest)
+		if !ok || !c.checkFounding(from, founding) {
+			return
 		}
 		if !c.admit(from, inc, false, true) {
 			return
@@ -290,6 +404,7 @@ func (c *incarnations) ack(to paxos.NodeID, inc uint64) {
 	}
 	c.mu.Lock()
 	f := binary.AppendUvarint([]byte{helloMarker, ackKind}, c.inc)
+	founding := c.founding
 	c.mu.Unlock()
 	f = binary.AppendUvarint(f, inc)
 	f = binary.AppendUvarint(f, uint64(len(marks)))
@@ -298,7 +413,7 @@ func (c *incarnations) ack(to paxos.NodeID, inc uint64) {
 		f = binary.AppendUvarint(f, uint64(m.promised.Node))
 		f = binary.AppendUvarint(f, m.commit)
 	}
-	c.send(to, f)
+	c.send(to, appendFounding(f, founding))
 }
 
 // err returns the refusal, if a peer refused this node.
@@ -406,8 +521,8 @@ const recoverTimeout = 2 * time.Minute
 // startRecovery runs before the replica exists: it gathers every peer's
 // groups and raises this node's stored promises to the highest reported,
 // and returns the commit indexes to catch up to before voting.
-func (s *Server) startRecovery() ([]uint64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), recoverTimeout)
+func (s *Server) startRecovery(ctx context.Context) ([]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, recoverTimeout)
 	defer cancel()
 	s.log.Warn("recovering from peers: this node does not vote until it has caught up; waiting for every other node to answer")
 	marks, err := s.inc.gatherForRecovery(ctx, s.nodeIDs(), s.cfg.Groups)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 
@@ -112,4 +113,57 @@ func TestIncarnationsRefuseAWipedNode(t *testing.T) {
 	}
 	n1.st.Close()
 	n2.st.Close()
+}
+
+// TestFoundingConfiguration: a node that waits to be told the cluster's
+// founding configuration takes the first one a member sends (in its hello
+// or its ack), and two nodes that know theirs refuse each other's messages
+// when they differ: they would replay their logs from other voters and
+// count quorums that do not intersect.
+func TestFoundingConfiguration(t *testing.T) {
+	prep := func(from, to paxos.NodeID) *paxos.Message {
+		return &paxos.Message{Type: paxos.MsgPrepare, From: from, To: to}
+	}
+	var wg sync.WaitGroup
+
+	// A pending node is told by a member, by hello and by ack.
+	n1, n2 := newIncNode(t, 1, t.TempDir()), newIncNode(t, 2, t.TempDir())
+	n1.c.setFounding([]paxos.NodeID{1, 3, 4})
+	link(n1, n2, &wg)
+	select {
+	case <-n2.c.toldc:
+		t.Fatal("told before any frame")
+	default:
+	}
+	n1.c.sayHello([]paxos.NodeID{2})
+	wg.Wait()
+	<-n2.c.toldc
+	if got, by := n2.c.toldFounding(); !slices.Equal(got, []paxos.NodeID{1, 3, 4}) || by != 1 {
+		t.Fatalf("told %v by %d, want [1 3 4] by 1", got, by)
+	}
+	n3 := newIncNode(t, 3, t.TempDir())
+	link(n1, n3, &wg)
+	n3.c.sayHello([]paxos.NodeID{1}) // n1 acks with its founding
+	wg.Wait()
+	if got, _ := n3.c.toldFounding(); !slices.Equal(got, []paxos.NodeID{1, 3, 4}) {
+		t.Fatalf("told %v by an ack, want [1 3 4]", got)
+	}
+
+	// Two nodes that know differing founding configurations.
+	a, b := newIncNode(t, 1, t.TempDir()), newIncNode(t, 2, t.TempDir())
+	a.c.setFounding([]paxos.NodeID{1, 2, 3})
+	b.c.setFounding([]paxos.NodeID{1, 2, 4})
+	link(a, b, &wg)
+	settle(&wg, a.c, b.c)
+	if a.c.allows(prep(2, 1)) || b.c.allows(prep(1, 2)) || a.c.introduced(2) || b.c.introduced(1) {
+		t.Fatal("nodes with different founding configurations take each other's messages")
+	}
+	b.c.setFounding([]paxos.NodeID{1, 2, 3})
+	settle(&wg, a.c, b.c)
+	if !a.c.allows(prep(2, 1)) || !b.c.allows(prep(1, 2)) {
+		t.Fatal("nodes with the same founding configuration do not take each other's messages")
+	}
+	for _, n := range []*incNode{n1, n2, n3, a, b} {
+		n.st.Close()
+	}
 }

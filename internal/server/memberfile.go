@@ -18,11 +18,16 @@ import (
 // say on its own:
 //
 //   - Initial: the configuration the node's groups started from
-//     (paxos.Config.Nodes). Every node must replay its log from the same
-//     initial configuration, so it is fixed when the data dir is created:
-//     --peers for a node of a new cluster, --peers without itself for a
-//     node that joins (lockd run --join). Later --peers lists do not
-//     change it (after a replacement they list other nodes).
+//     (paxos.Config.Nodes), the cluster's founding configuration. Every
+//     node must replay its log from the same one, so it is fixed once:
+//     --peers for a node of a new cluster; for a node that enters a
+//     running cluster on an empty data dir (lockd run --join,
+//     --recover-from-peers), the one a member tells it in its hello
+//     (incarnation.go), never its own --peers, which only says where
+//     members are. Later --peers lists do not change it (after a
+//     replacement they list other nodes).
+//   - Pending: such a node has not been told the founding configuration
+//     yet (Initial is empty). It waits for it again if it restarts.
 //   - Addrs: the addresses the logs gave (peers added by a membership
 //     change), so that a restart reaches them without --peers.
 //   - Member: the node has been in some group's configuration (from the
@@ -47,6 +52,7 @@ const maxMemberFile = 1 << 20
 type memberFile struct {
 	Version int               `json:"version"`
 	Initial []uint32          `json:"initial"`
+	Pending bool              `json:"pending,omitempty"`
 	Joined  bool              `json:"joined,omitempty"`
 	Member  bool              `json:"member,omitempty"`
 	Addrs   map[string]string `json:"addrs,omitempty"`
@@ -69,7 +75,7 @@ func loadMemberFile(dir string) (mf memberFile, ok bool, err error) {
 	if err := json.Unmarshal(b, &mf); err != nil {
 		return memberFile{}, false, fmt.Errorf("member file %s is damaged (%w): restore it from the data dir's backup, or replace this node (README, Operations)", path, err)
 	}
-	if mf.Version != 1 || len(mf.Initial) == 0 {
+	if mf.Version != 1 || (len(mf.Initial) == 0) != mf.Pending {
 		return memberFile{}, false, fmt.Errorf("member file %s: version %d with %d initial nodes, want version 1 and at least one node: was it written by a newer lockd?", path, mf.Version, len(mf.Initial))
 	}
 	return mf, true, nil
@@ -106,6 +112,35 @@ func writeMemberFile(dir string, mf memberFile) error {
 			return fmt.Errorf("sync the data dir after writing the member file: %w", err)
 		}
 	}
+	return nil
+}
+
+// AwaitsFounding reports whether a node on dataDir would wait in New for a
+// member to tell it the cluster's founding configuration: a data dir
+// without a member file (a new node: a --join node waits), or one whose
+// member file says it was not told yet.
+func AwaitsFounding(dataDir string) (bool, error) {
+	mf, ok, err := loadMemberFile(dataDir)
+	if err != nil {
+		return false, err
+	}
+	return !ok || mf.Pending, nil
+}
+
+// setInitial records the founding configuration a pending node was told.
+func (s *Server) setInitial(ids []paxos.NodeID) error {
+	s.mfMu.Lock()
+	defer s.mfMu.Unlock()
+	mf := s.mf
+	mf.Initial = mf.Initial[:0:0]
+	for _, id := range ids {
+		mf.Initial = append(mf.Initial, uint32(id))
+	}
+	mf.Pending = false
+	if err := writeMemberFile(s.cfg.DataDir, mf); err != nil {
+		return err
+	}
+	s.mf = mf
 	return nil
 }
 
@@ -148,20 +183,20 @@ func openMemberFile(cfg *Config, fresh bool) (memberFile, error) {
 	if cfg.Join && !fresh {
 		return mf, fmt.Errorf("%w, but %s holds state: restart an existing node without --join, or give the new node an empty data dir", ErrJoinNotEmpty, cfg.DataDir)
 	}
-	var initial []uint32
-	for id := range cfg.Peers {
-		if cfg.Join && id == cfg.ID {
-			continue // a joining node is no member of the initial configuration
-		}
-		initial = append(initial, uint32(id))
-	}
-	slices.Sort(initial)
-	if len(initial) == 0 {
-		return mf, fmt.Errorf("--join needs --peers to list the cluster's members besides this node (%d)", cfg.ID)
+	if cfg.Join && len(cfg.Peers) < 2 {
+		return mf, fmt.Errorf("--join needs --peers to list at least one member of the cluster besides this node (%d)", cfg.ID)
 	}
 	// A node of a new cluster is in its initial configuration; a joining
-	// one becomes a member once added (members.go records it then).
-	mf = memberFile{Version: 1, Initial: initial, Joined: cfg.Join, Member: !cfg.Join}
+	// one becomes a member once added (members.go records it then). A node
+	// that enters a running cluster learns the founding configuration from
+	// a member (Server.awaitFounding).
+	mf = memberFile{Version: 1, Joined: cfg.Join, Member: !cfg.Join, Pending: cfg.Join || cfg.RecoverFromPeers}
+	if !mf.Pending {
+		for id := range cfg.Peers {
+			mf.Initial = append(mf.Initial, uint32(id))
+		}
+		slices.Sort(mf.Initial)
+	}
 	if err := writeMemberFile(cfg.DataDir, mf); err != nil {
 		return mf, err
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -278,6 +279,44 @@ func (s *Server) watchMembers(ctx context.Context) {
 
 // joinWaitLog is how often a node that waits to be added says so.
 const joinWaitLog = 10 * time.Second
+
+// awaitFounding waits until a member tells this node, on an empty data dir
+// that enters a running cluster, the cluster's founding configuration
+// (incarnation.go), and records it in the member file: the node's groups
+// replay the log from it. --peers only says where members are: a --peers
+// that leaves members out, or names nodes that never were, cannot change
+// the quorums this node counts. Members dial a --join node once lockctl
+// members add names it, so until then it waits and says so.
+func (s *Server) awaitFounding(ctx context.Context) error {
+	say := func() {
+		if s.cfg.Join || s.mf.Joined {
+			s.log.Warn("waiting to be added to the cluster; run: lockctl members add ID ADDR (or members replace OLD ID ADDR)",
+				"id", s.cfg.ID, "addr", s.cfg.Listen)
+		} else {
+			s.log.Warn("waiting for a member of the cluster to introduce itself", "peers", fmt.Sprint(slices.Sorted(maps.Keys(s.cfg.Peers))))
+		}
+	}
+	say()
+	t := time.NewTicker(joinWaitLog)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.inc.toldc:
+			ids, by := s.inc.toldFounding()
+			if err := s.setInitial(ids); err != nil {
+				return err
+			}
+			s.inc.setFounding(ids)
+			s.log.Info("a member told this node the cluster's founding configuration; its groups replay the log from it",
+				"member", by, "founding", fmt.Sprint(ids))
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("stopped while waiting to hear from a member of the cluster: %w", ctx.Err())
+		case <-t.C:
+			say()
+		}
+	}
+}
 
 // waitToJoin logs, until some group lists this node (lockd run --join),
 // that it waits to be added and what the operator must run. Meanwhile the

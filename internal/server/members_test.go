@@ -295,3 +295,71 @@ func TestJoinRefusesAnExistingMembersID(t *testing.T) {
 		t.Fatal("node 3 with --join on an empty data dir was not refused by its peers")
 	}
 }
+
+// TestJoinTakesFoundingFromCluster: a --join node whose --peers names only
+// two of five members (nodes 1 and 2, and itself) catches up from the log,
+// not a snapshot, and still replays it from the cluster's founding
+// configuration, which a member told it: once promoted it counts the
+// quorums of voters 1-6 in every group, as the members do. Built from its
+// --peers ({1, 2}), it would count {1, 2, 6}, a majority of which ({1, 6})
+// shares no node with a majority of the others ({3, 4, 5}).
+func TestJoinTakesFoundingFromCluster(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules.json")
+	if err := os.WriteFile(rules, []byte(membersRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.Start(t, testcluster.Options{Nodes: 5, Groups: 2, Lease: time.Second, Tune: func(cfg *server.Config) {
+		cfg.ACLFile = rules
+		cfg.SnapshotEvery = -1 // catch up from the log from slot 0
+	}})
+	c.WaitForMasters(hangGuard)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*hangGuard)
+	defer cancel()
+	cl := newTestClient(t, ctx, c)
+	sess, err := cl.NewSession(ctx, client.SessionOptions{TTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		l, err := sess.Acquire(ctx, fmt.Sprintf("f/%d", i), client.LockOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	i6, err := c.JoinWith([]int{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.AddMember(ctx, 6, c.Node(i6).Addr, client.MemberOptions{}); err != nil {
+		t.Fatalf("add node 6: %v", err)
+	}
+	s6 := c.Server(i6)
+	if s6 == nil {
+		t.Fatal("node 6 does not run after it was added")
+	}
+	if got := s6.FoundingForTest(); !slices.Equal(got, []paxos.NodeID{1, 2, 3, 4, 5}) {
+		t.Fatalf("node 6's founding configuration is %v, want the cluster's [1 2 3 4 5]", got)
+	}
+	want := []paxos.NodeID{1, 2, 3, 4, 5, 6}
+	for g := range paxos.GroupID(2) {
+		// Node 6 applies the promotion a little after the master does.
+		var got []paxos.NodeID
+		for range 200 {
+			ms, err := s6.MembershipForTest(ctx, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got = paxos.Voters(ms.Latest()); slices.Equal(got, want) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("group %d: node 6 counts voters %v, want %v as the members do", g, got, want)
+		}
+	}
+}

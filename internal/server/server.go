@@ -74,11 +74,12 @@ type Config struct {
 	// caught up (incarnation.go).
 	RecoverFromPeers bool
 	// Join starts a brand-new node of an existing cluster (lockd run
-	// --join), on an empty data dir: Peers lists the members to reach and
-	// this node. It is no member of any group until an operator adds it
-	// (lockctl members add): meanwhile it waits and says so, and once added
-	// it catches up as a learner and does not vote or campaign until it is
-	// promoted (members.go).
+	// --join), on an empty data dir: Peers lists this node and members to
+	// reach, nothing more: the groups' founding configuration comes from a
+	// member (incarnation.go). It is no member of any group until an
+	// operator adds it (lockctl members add): meanwhile NewContext waits
+	// and says so, and once added it catches up as a learner and does not
+	// vote or campaign until it is promoted (members.go).
 	Join bool
 	// ACLFile is the access rules file (lockd run --acl; JSON, see
 	// RulesFile); empty: every client identity may lock and read every
@@ -220,7 +221,18 @@ type Server struct {
 }
 
 // New opens the node's store and endpoint. It does not serve until Run.
+// It is NewContext without a context: a node that must first hear from the
+// cluster (Config.Join, Config.RecoverFromPeers) waits for it unbounded.
 func New(cfg Config) (*Server, error) {
+	return NewContext(context.Background(), cfg)
+}
+
+// NewContext opens the node's store and endpoint. It does not serve until
+// Run. A node on an empty data dir that enters a running cluster
+// (Config.Join, Config.RecoverFromPeers) first waits, until ctx ends, for a
+// member to tell it the cluster's founding configuration: a --join node
+// hears from members once lockctl members add names it.
+func NewContext(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -293,14 +305,8 @@ func New(cfg Config) (*Server, error) {
 		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits()), fair: newFairQueue(groupProposalsInFlight, identityProposalsWaiting)}
 		s.groups[i].table.SetOwnerHook(s.ids.ownerDelta)
 	}
-	// The groups start from the initial configuration of the member file
-	// (the same on every restart); the log's changes take it from there.
-	initial := s.mf.initialNodes()
-
-	s.elector, err = election.New(election.Config{Self: cfg.ID, Nodes: initial, Groups: cfg.Groups, Lease: cfg.Lease})
-	if err != nil {
-		st.Close()
-		return nil, err
+	if !s.mf.Pending {
+		s.inc.setFounding(s.mf.initialNodes())
 	}
 	s.initOps()
 
@@ -325,11 +331,28 @@ func New(cfg Config) (*Server, error) {
 	s.snap.setNode(s.qnode)
 	s.meshUp.Store(true) // after s.qnode is set: see onPeerMessage
 	if s.inc.isRecovering() {
-		if s.recoverTo, err = s.startRecovery(); err != nil {
+		if s.recoverTo, err = s.startRecovery(ctx); err != nil {
 			s.qnode.Close()
 			st.Close()
 			return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
 		}
+	}
+	if s.mf.Pending {
+		if err := s.awaitFounding(ctx); err != nil {
+			s.qnode.Close()
+			st.Close()
+			return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+		}
+	}
+	// The groups start from the founding configuration of the member file
+	// (the same on every restart and every node); the log's changes take it
+	// from there.
+	initial := s.mf.initialNodes()
+	s.elector, err = election.New(election.Config{Self: cfg.ID, Nodes: initial, Groups: cfg.Groups, Lease: cfg.Lease})
+	if err != nil {
+		s.qnode.Close()
+		st.Close()
+		return nil, err
 	}
 	s.replica, err = replica.New(replica.Config{
 		Core: paxos.Config{ID: cfg.ID, Nodes: initial, Groups: cfg.Groups, Window: cfg.Window,
