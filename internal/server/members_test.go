@@ -363,3 +363,40 @@ func TestJoinTakesFoundingFromCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoverTakesFoundingFromCluster: a node re-created on an empty data
+// dir with --recover-from-peers, whose --peers names only three of the
+// five nodes, takes the founding configuration from its peers' answers,
+// not from its --peers, and serves its groups again with the cluster's
+// five voters.
+func TestRecoverTakesFoundingFromCluster(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 5, Groups: 2, Lease: time.Second})
+	c.WaitForMasters(hangGuard)
+	c.StopNode(1)
+	peers := map[paxos.NodeID]string{}
+	for _, i := range []int{0, 1, 2} {
+		peers[paxos.NodeID(i+1)] = c.Node(i).Addr
+	}
+	if err := c.RestartWith(1, func(cfg *server.Config) {
+		cfg.DataDir = filepath.Join(t.TempDir(), "node2-recovered")
+		cfg.RecoverFromPeers = true
+		cfg.Peers = peers
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := c.Server(1)
+	if got := s2.FoundingForTest(); !slices.Equal(got, []paxos.NodeID{1, 2, 3, 4, 5}) {
+		t.Fatalf("the recovered node's founding configuration is %v, want the cluster's [1 2 3 4 5]", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	for g := range paxos.GroupID(2) {
+		ms, err := s2.MembershipForTest(ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := paxos.Voters(ms.Latest()); !slices.Equal(got, []paxos.NodeID{1, 2, 3, 4, 5}) {
+			t.Fatalf("group %d: the recovered node counts voters %v, want [1 2 3 4 5]", g, got)
+		}
+	}
+}
