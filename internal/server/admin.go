@@ -44,6 +44,12 @@ type GroupInfo struct {
 	Sessions int
 	Locks    int
 	Waiters  int
+	// Voters and Learners are the group's newest configuration as this
+	// node knows it; ChangePending is set while it is not in force yet
+	// (a membership change is under way).
+	Voters        []paxos.NodeID
+	Learners      []paxos.NodeID
+	ChangePending bool
 }
 
 // Status is what the status page shows.
@@ -80,13 +86,26 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 		if err != nil {
 			return st, err
 		}
+		ms, err := s.replica.Membership(ctx, gid)
+		if err != nil {
+			return st, err
+		}
 		gs := s.groups[g]
 		gs.mu.Lock()
 		stats := gs.table.Stats()
 		gs.mu.Unlock()
-		st.Groups = append(st.Groups, GroupInfo{Group: gid, Master: paxos.NodeID(masters[gid][0]), Epoch: masters[gid][1],
+		gi := GroupInfo{Group: gid, Master: paxos.NodeID(masters[gid][0]), Epoch: masters[gid][1],
 			Serving: s.elector.Serving(gid, now), Role: ps.Role, Commit: ps.Commit, Applied: ps.Applied, InFlight: ps.InFlight,
-			Sessions: stats.Sessions, Locks: stats.Locks, Waiters: stats.Waiters})
+			Sessions: stats.Sessions, Locks: stats.Locks, Waiters: stats.Waiters,
+			ChangePending: groupMembers{ms: ms, st: ps}.pending()}
+		for _, m := range ms.Latest() {
+			if m.Voter {
+				gi.Voters = append(gi.Voters, m.ID)
+			} else {
+				gi.Learners = append(gi.Learners, m.ID)
+			}
+		}
+		st.Groups = append(st.Groups, gi)
 	}
 	return st, nil
 }

@@ -113,9 +113,36 @@ func TestMembershipReplaceNode(t *testing.T) {
 	}
 
 	var steps []client.MemberStep
-	o := client.MemberOptions{Report: func(s client.MemberStep) { steps = append(steps, s) }}
+	learnerShown := 0
+	o := client.MemberOptions{Report: func(s client.MemberStep) {
+		steps = append(steps, s)
+		if s.Step != "added-learner" || s.Master == 0 || c.Server(int(s.Master)-1) == nil {
+			return
+		}
+		// The master's status page shows the learner once the change is
+		// chosen (AddMember waits for this callback before it promotes).
+		var pg server.PageGroup
+		for ctx.Err() == nil {
+			ps, err := c.Server(int(s.Master) - 1).PageStatus(ctx)
+			if err != nil {
+				t.Errorf("status page of node %d: %v", s.Master, err)
+				return
+			}
+			if pg = ps.Groups[s.Group]; len(pg.Learners) > 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !slices.Equal(pg.Voters, []uint32{1, 2, 3}) || !slices.Equal(pg.Learners, []uint32{4}) {
+			t.Errorf("group %d on its master's status page, node 4 just added as a learner: voters %v learners %v", s.Group, pg.Voters, pg.Learners)
+		}
+		learnerShown++
+	}}
 	if err := cl.AddMember(ctx, 4, addr4, o); err != nil {
 		t.Fatalf("add node 4: %v (steps %+v)", err, steps)
+	}
+	if learnerShown == 0 {
+		t.Errorf("no group's status page was read with node 4 as a learner (steps %+v)", steps)
 	}
 	gms, err = cl.Members(ctx)
 	if err != nil {

@@ -62,6 +62,11 @@ type PageGroup struct {
 	Sessions    int    `json:"sessions"`
 	Locks       int    `json:"locks"`
 	Waiters     int    `json:"waiters"`
+	// Voters and Learners: the group's newest configuration as this node
+	// knows it; ChangePending while it is not in force yet.
+	Voters        []uint32 `json:"voters"`
+	Learners      []uint32 `json:"learners"`
+	ChangePending bool     `json:"change_pending"`
 }
 
 // PageLock is one lock of /api/locks.
@@ -143,9 +148,17 @@ func (s *Server) PageStatus(ctx context.Context) (PageStatus, error) {
 	}
 	for _, g := range st.Groups {
 		_, _, since := s.obs.groupMaster(g.Group)
-		out.Groups = append(out.Groups, PageGroup{Group: uint32(g.Group), Master: uint32(g.Master), Epoch: g.Epoch, MasterSince: fmtTime(since),
+		pg := PageGroup{Group: uint32(g.Group), Master: uint32(g.Master), Epoch: g.Epoch, MasterSince: fmtTime(since),
 			Serving: g.Serving, Role: g.Role, Commit: g.Commit, Applied: g.Applied, InFlight: g.InFlight,
-			Sessions: g.Sessions, Locks: g.Locks, Waiters: g.Waiters})
+			Sessions: g.Sessions, Locks: g.Locks, Waiters: g.Waiters, ChangePending: g.ChangePending,
+			Voters: []uint32{}, Learners: []uint32{}}
+		for _, id := range g.Voters {
+			pg.Voters = append(pg.Voters, uint32(id))
+		}
+		for _, id := range g.Learners {
+			pg.Learners = append(pg.Learners, uint32(id))
+		}
+		out.Groups = append(out.Groups, pg)
 	}
 	return out, nil
 }
@@ -331,7 +344,7 @@ input{padding:3px;width:18em}
 <h2>Members</h2>
 <table><thead><tr><th>node</th><th>address</th><th>state</th><th>rtt</th><th>since</th></tr></thead><tbody id="members"></tbody></table>
 <h2>Groups</h2>
-<table><thead><tr><th>group</th><th>master</th><th>epoch</th><th>master since</th><th>serving here</th><th>paxos role</th><th>commit</th><th>applied</th><th>in flight</th><th>sessions</th><th>locks</th><th>waiters</th></tr></thead><tbody id="groups"></tbody></table>
+<table><thead><tr><th>group</th><th>master</th><th>epoch</th><th>master since</th><th>serving here</th><th>paxos role</th><th>commit</th><th>applied</th><th>in flight</th><th>sessions</th><th>locks</th><th>waiters</th><th>voters</th><th>learners</th></tr></thead><tbody id="groups"></tbody></table>
 <h2>Locks</h2>
 <p><input id="lock-q" type="search" placeholder="search lock names"> <button id="lock-prev">&lt;</button> <span id="lock-page"></span> <button id="lock-next">&gt;</button></p>
 <table><thead><tr><th>name</th><th>group</th><th>mode</th><th>holders (session, owner, token)</th><th>waiters</th><th>held since</th></tr></thead><tbody id="locks"></tbody></table>
@@ -358,7 +371,8 @@ async function refreshStatus() {
   document.getElementById("uptime").textContent = st.uptime;
   document.getElementById("ready").textContent = st.ready ? "yes" : "no";
   fill("members", tb => { for (const m of st.members) row(tb, [m.id, m.addr, el("span", m.state, m.state), m.state === "self" ? "" : m.rtt_ms.toFixed(2) + " ms", since(m.since)], "member-" + m.id); });
-  fill("groups", tb => { for (const g of st.groups) row(tb, [g.group, g.master ? el("span", g.master) : el("span", "none", "none"), g.epoch, since(g.master_since), g.serving ? "yes" : "", g.role, g.commit, g.applied, g.in_flight, g.sessions, g.locks, g.waiters], "group-" + g.group); });
+  fill("groups", tb => { for (const g of st.groups) row(tb, [g.group, g.master ? el("span", g.master) : el("span", "none", "none"), g.epoch, since(g.master_since), g.serving ? "yes" : "", g.role, g.commit, g.applied, g.in_flight, g.sessions, g.locks, g.waiters,
+    g.voters.join(" ") + (g.change_pending ? " (change pending)" : ""), g.learners.join(" ")], "group-" + g.group); });
 }
 async function refreshList(kind) {
   const L = lists[kind];
