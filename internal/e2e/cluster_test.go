@@ -37,8 +37,12 @@ type cluster struct {
 	admins   []string // admin HTTP address of node i+1
 	nodes    []*proc  // current process of node i+1
 	restarts []int
-	config   string // lockctl config file
-	tls      *tls.Config
+	// held[i] holds node i+1's UDP port while the node is down (holdPort),
+	// so that no other process on the machine (a parallel test binary
+	// binding port 0) takes it before the node restarts on it.
+	held   []net.PacketConn
+	config string // lockctl config file
+	tls    *tls.Config
 }
 
 // freePorts returns n UDP ports and n TCP ports on 127.0.0.1 that were free
@@ -147,10 +151,55 @@ func (c *cluster) peers() string {
 	return strings.Join(parts, ",")
 }
 
+// kill SIGKILLs node i+1, waits until it is gone and holds its port until
+// it is started again.
+func (c *cluster) kill(i int) {
+	c.t.Helper()
+	c.nodes[i].signal(syscall.SIGKILL)
+	c.nodes[i].mustExit(30 * time.Second)
+	c.holdPort(i)
+}
+
+// holdPort binds node i+1's UDP port, whose process has exited, until
+// startNode starts it again. Ports come from the ephemeral range
+// (freePorts), so while the node is down another test binary asking for
+// port 0 can get it, and the restarted node would exit with code 4; seen
+// once in the suite under load (TestWalkthroughFailover, session 6). The
+// kernel frees a dead process's socket at once; if the port cannot be had
+// within a second, someone took it already, and the restart will say so.
+func (c *cluster) holdPort(i int) {
+	c.t.Helper()
+	if c.held == nil {
+		c.held = make([]net.PacketConn, len(c.addrs))
+		c.t.Cleanup(func() {
+			for _, pc := range c.held {
+				if pc != nil {
+					pc.Close()
+				}
+			}
+		})
+	}
+	if c.held[i] != nil {
+		return
+	}
+	var err error
+	for try := 0; try < 50; try++ {
+		if c.held[i], err = net.ListenPacket("udp", c.addrs[i]); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Logf("node %d is down but its port %s cannot be held: %v", i+1, c.addrs[i], err)
+}
+
 // startNode starts (or restarts, on the same address and data dir) node i+1.
 // Its flags come from the environment, to check the LOCKD_* fall-backs.
 func (c *cluster) startNode(i int) {
 	c.t.Helper()
+	if c.held != nil && c.held[i] != nil {
+		c.held[i].Close() // just before lockd binds it
+		c.held[i] = nil
+	}
 	name := fmt.Sprintf("lockd-%d", i+1)
 	if c.restarts[i] > 0 {
 		name = fmt.Sprintf("lockd-%d.%d", i+1, c.restarts[i])
@@ -264,6 +313,7 @@ func (c *cluster) stopAll() {
 		if code != 0 {
 			c.t.Errorf("node %d exited %d after SIGTERM, want 0:\n%s", i+1, code, tail(p.err.String(), 10))
 		}
+		c.holdPort(i)
 		last := tail(p.err.String(), 1)
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(last), &rec); err != nil || rec["msg"] != "lockd node stopped" {

@@ -48,6 +48,7 @@ func TestDamagedDataDirIsRefused(t *testing.T) {
 		if code := c.nodes[2].mustExit(10 * time.Second); code != 0 {
 			t.Fatalf("node 3 stopped with exit %d:\n%s", code, tail(c.nodes[2].err.String(), 20))
 		}
+		c.holdPort(2)
 	}
 	writeLocks(10)
 

@@ -33,8 +33,7 @@ func TestNodesServeAgainAfterMasterIsKilled(t *testing.T) {
 		}
 	}
 	killed := time.Now()
-	c.nodes[victim-1].signal(syscall.SIGKILL)
-	c.nodes[victim-1].mustExit(5 * time.Second)
+	c.kill(victim - 1)
 	// Bound: the lease the survivors still count, plus the campaign delay of
 	// the farthest survivor and a few round trips (election/doc.go says 2.1
 	// to 2.4 s for the default lease), plus margin for a loaded machine.

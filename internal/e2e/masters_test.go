@@ -61,8 +61,7 @@ func TestWatchMastersStreamsMatchTheLogAcrossKills(t *testing.T) {
 		masters := c.waitServing(60 * time.Second)
 		victim := masters[round%groups]
 		t.Logf("round %d: SIGKILL node %d, master of groups %v", round+1, victim, groupsOf(masters, victim))
-		c.nodes[victim-1].signal(syscall.SIGKILL)
-		c.nodes[victim-1].mustExit(30 * time.Second)
+		c.kill(victim - 1)
 		c.waitServing(60 * time.Second)
 		c.startNode(victim - 1)
 		c.waitServing(60 * time.Second)

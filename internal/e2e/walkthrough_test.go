@@ -107,7 +107,7 @@ func TestWalkthroughFailover(t *testing.T) {
 	}
 	killed := time.Now()
 	holder.signal(syscall.SIGKILL)
-	c.nodes[victim-1].signal(syscall.SIGKILL)
+	c.kill(victim - 1)
 	late := l.start(waiterArgs...)
 	probeName := nameInGroup("e2e-probe", g, groups)
 	probe := l.start("acquire", probeName, "--", "true")

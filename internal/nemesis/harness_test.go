@@ -179,6 +179,12 @@ type cluster struct {
 	workers []*workerProc // set by the run, for Classify
 	opts    clusterOpts
 
+	// held[i] holds node i+1's private UDP port while a kill fault has it
+	// down (killNode), so that no other process takes it before the
+	// restart (guarded by heldMu).
+	heldMu sync.Mutex
+	held   map[int]net.PacketConn
+
 	portMu    sync.Mutex
 	portCache map[int]string
 	seen      []string // every client endpoint classified (guarded by portMu)
@@ -287,7 +293,44 @@ func startCluster(t *testing.T, dir string, n, groups int, lease time.Duration, 
 	return c
 }
 
+// killNode SIGKILLs node i+1, waits for it, and holds its private port
+// until startNode starts it again: ports come from the ephemeral range, and
+// another test binary asking for port 0 meanwhile could take it, so that
+// the restarted node would exit with code 4 (seen once in the e2e suite).
+func (c *cluster) killNode(i int) {
+	c.nodes[i].kill()
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
+	if c.held == nil {
+		c.held = map[int]net.PacketConn{}
+		c.t.Cleanup(func() {
+			c.heldMu.Lock()
+			defer c.heldMu.Unlock()
+			for _, pc := range c.held {
+				pc.Close()
+			}
+		})
+	}
+	if c.held[i] != nil {
+		return
+	}
+	for try := 0; try < 50; try++ {
+		if pc, err := net.ListenPacket("udp", c.private[i]); err == nil {
+			c.held[i] = pc
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Logf("node %d is down but its port %s cannot be held", i+1, c.private[i])
+}
+
 func (c *cluster) startNode(i int) {
+	c.heldMu.Lock()
+	if pc := c.held[i]; pc != nil {
+		pc.Close() // just before lockd binds it
+		delete(c.held, i)
+	}
+	c.heldMu.Unlock()
 	c.starts[i]++
 	name := fmt.Sprintf("lockd-%d.%d", i+1, c.starts[i])
 	args := append([]string{"run",

@@ -722,7 +722,7 @@ func (r *runner) worker(arg string) *workerProc {
 func (r *runner) apply(f Fault) {
 	switch f.Kind {
 	case "kill", "snapxfer":
-		r.c.nodes[r.nodeIdx(f.Arg)].kill()
+		r.c.killNode(r.nodeIdx(f.Arg))
 	case "stopnode":
 		r.c.nodes[r.nodeIdx(f.Arg)].signal(syscall.SIGSTOP)
 	case "stopclient":
