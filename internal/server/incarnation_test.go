@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -19,7 +20,7 @@ type incNode struct {
 	st *pebblestore.Store
 }
 
-func newIncNode(t *testing.T, id paxos.NodeID, dir string) *incNode {
+func newIncNode(t testing.TB, id paxos.NodeID, dir string) *incNode {
 	t.Helper()
 	st, err := pebblestore.Open(dir, pebblestore.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -166,4 +167,39 @@ func TestFoundingConfiguration(t *testing.T) {
 	for _, n := range []*incNode{n1, n2, n3, a, b} {
 		n.st.Close()
 	}
+}
+
+// FuzzHelloFrame: any hello, ack or refuse frame from a peer is decoded
+// without panicking, and a founding configuration is taken only well
+// formed (ascending node ids, none zero, at most maxFoundingNodes).
+func FuzzHelloFrame(f *testing.F) {
+	ids := []paxos.NodeID{1, 2, 3}
+	f.Add(appendHello(7, false, ids))
+	f.Add(appendHello(7, true, nil))
+	ack := binary.AppendUvarint([]byte{helloMarker, ackKind}, 7)
+	ack = binary.AppendUvarint(ack, 9)
+	ack = binary.AppendUvarint(ack, 1)
+	ack = append(ack, 3, 2, 40)
+	f.Add(appendFounding(ack, ids))
+	f.Add(append(appendHello(7, false, nil)[:4], 3, 2, 1, 3))             // not ascending
+	f.Add(append(appendHello(7, false, nil)[:4], 0xff, 0xff, 0xff, 0x0f)) // a huge count
+	f.Add([]byte{helloMarker, refuseKind, 1, 2, 3})
+	n := newIncNode(f, 1, f.TempDir())
+	defer n.st.Close()
+	n.c.send = func(paxos.NodeID, []byte) {}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n.c.mu.Lock()
+		n.c.told, n.c.toldc = nil, make(chan struct{}) // each input is told afresh
+		n.c.mu.Unlock()
+		n.c.onFrame(2, b)
+		told, _ := n.c.toldFounding()
+		if len(told) > maxFoundingNodes {
+			t.Fatalf("took a founding configuration of %d nodes", len(told))
+		}
+		for i, id := range told {
+			if id == 0 || (i > 0 && id <= told[i-1]) {
+				t.Fatalf("took a malformed founding configuration %v", told)
+			}
+		}
+	})
 }
