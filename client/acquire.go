@@ -27,6 +27,23 @@ type acquisition struct {
 // a loss, each at most once.
 const eventRoom = 4
 
+// waitOutElection is how a waiting Acquire treats a request that failed
+// with err: "the cluster is unavailable" or "no master right now" is
+// waited out (it returns nil after a pause, and the caller tries again) for
+// as long as ctx allows, through a long election too: the session's
+// keep-alives, not the caller, decide when the session is gone. Any other
+// error, or the end of ctx or of the session, is returned.
+func (s *Session) waitOutElection(ctx context.Context, name string, err error) error {
+	if ctx.Err() != nil || s.Err() != nil || !(errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoMaster)) {
+		return err
+	}
+	s.c.log.Debug("lockd: acquire: cluster unavailable, still waiting", "lock", name, "err", err)
+	if serr := sleepFor(ctx, s, backoffMax); serr != nil {
+		return serr
+	}
+	return nil
+}
+
 // run sends the acquire and waits for its grant; it returns the token.
 func (a *acquisition) run(ctx context.Context) (uint64, error) {
 	c := a.s.c
@@ -35,18 +52,11 @@ func (a *acquisition) run(ctx context.Context) (uint64, error) {
 	resent := false
 	for {
 		x, err := c.invoke(ctx, &a.req, callOpts{group: int(a.g), keep: wait, buf: eventRoom, s: a.s})
-		if err != nil && wait && ctx.Err() == nil && a.s.Err() == nil &&
-			(errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoMaster)) {
-			// A waiting Acquire waits for as long as its context allows,
-			// through a long election too: the session's keep-alives,
-			// not this loop, decide when the session is gone.
-			c.log.Debug("lockd: acquire: cluster unavailable, still waiting", "lock", a.req.Name, "err", err)
-			serr := sleepFor(ctx, a.s, backoffMax)
-			if serr == nil {
+		if wait && err != nil {
+			if err = a.s.waitOutElection(ctx, a.req.Name, err); err == nil {
 				resent = true
 				continue
 			}
-			err = serr
 		}
 		if err != nil {
 			if serr := a.s.endErr(); serr != nil && ctx.Err() == nil {

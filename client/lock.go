@@ -227,6 +227,13 @@ func (s *Session) acquireNamed(ctx context.Context, name string, o LockOptions, 
 	c := s.c
 	g := c.groupOf(name)
 	sid, err := s.groupSession(ctx, g)
+	for wait && err != nil {
+		// The session opens in g lazily, here: a waiting Acquire waits
+		// through an election for that as for the grant.
+		if err = s.waitOutElection(ctx, name, err); err == nil {
+			sid, err = s.groupSession(ctx, g)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

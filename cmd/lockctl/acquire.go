@@ -151,19 +151,11 @@ type holdOpts struct {
 // codes.
 func acquire(c *cli.Context, s *client.Session, o holdOpts) (*client.Lock, error) {
 	ctx := c.Context
-	var cancel context.CancelFunc
-	switch d := c.Duration("timeout"); {
-	case d > 0:
+	// --timeout 0 waits for the lock as long as it takes, through an
+	// election too (a waiting client.Acquire does so without a deadline).
+	if d := c.Duration("timeout"); d > 0 {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	case o.wait:
-		// --timeout 0 waits for the lock as long as it takes, and so
-		// through an election too. The client waits through "no master
-		// right now" answers only under a deadline (a caller without one
-		// gets ErrNoMaster after 12 attempts, some 6-16 s), so a wait
-		// without end gets a deadline no one reaches. Transport failures
-		// still count: an unreachable cluster is reported after 12.
-		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(100*365*24*time.Hour))
 		defer cancel()
 	}
 	var l *client.Lock
