@@ -88,13 +88,20 @@ func TestProposeAheadOpensASlotWhileOneIsInFlight(t *testing.T) {
 	if want := []CommandID{cmdID(1), cmdID(4)}; !slices.Equal(order, want) {
 		t.Fatalf("applied %v, want %v (the queued ones not yet: they wait for a slot)", order, want)
 	}
-	next := acceptsTo(r3.Messages, 2)
+	oneSlotHolding(t, r3.Messages, "once the slots were chosen, the queue's slot (the two queued commands)", cmdID(2), cmdID(3))
+}
+
+// oneSlotHolding checks that msgs open exactly one slot at node 2, holding
+// want in that order.
+func oneSlotHolding(t *testing.T, msgs []Message, what string, want ...CommandID) {
+	t.Helper()
+	next := acceptsTo(msgs, 2)
 	if len(next) != 1 {
-		t.Fatalf("once the slots were chosen, the queue opened %d slots, want 1: %v", len(next), next)
+		t.Fatalf("%s: %d slots opened, want 1: %v", what, len(next), next)
 	}
 	for _, ids := range next {
-		if !slices.Equal(ids, []CommandID{cmdID(2), cmdID(3)}) {
-			t.Fatalf("the queue's slot holds %v, want the two queued commands", ids)
+		if !slices.Equal(ids, want) {
+			t.Fatalf("%s: the slot holds %v, want %v", what, ids, want)
 		}
 	}
 }
@@ -119,15 +126,7 @@ func TestProposeAheadGoesBeforeTheQueue(t *testing.T) {
 		t.Fatalf("window 1 full, yet a slot opened: %v", acceptsTo(r.Messages, 2))
 	}
 	r2 := chooseAll(t, n, st, r1)
-	next := acceptsTo(r2.Messages, 2)
-	if len(next) != 1 {
-		t.Fatalf("after the slot in flight was chosen, %d slots opened, want 1: %v", len(next), next)
-	}
-	for _, ids := range next {
-		if !slices.Equal(ids, []CommandID{cmdID(3), cmdID(2)}) {
-			t.Fatalf("the next slot holds %v, want the command proposed ahead, then the queue", ids)
-		}
-	}
+	oneSlotHolding(t, r2.Messages, "after the slot in flight was chosen, the next slot (the command proposed ahead, then the queue)", cmdID(3), cmdID(2))
 }
 
 // TestProposeAheadDroppedOnStepDown: a master that steps down hands back

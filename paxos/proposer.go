@@ -287,11 +287,7 @@ func (g *group) onNack(m *Message) {
 // this node contends for its own commands; slots in flight stay in g.mine
 // until we learn what they chose.
 func (g *group) stepDown(hint NodeID) {
-	if len(g.ahead) > 0 {
-		// Only a master keeps commands ahead of its queue.
-		g.pending = append(g.ahead, g.pending...)
-		g.ahead = nil
-	}
+	g.aheadIntoQueue() // only a master keeps commands ahead of its queue
 	g.role = follower
 	g.leader = hint
 	g.inflight = map[uint64]*proposal{}
@@ -342,9 +338,8 @@ func (g *group) fill() {
 	// share them only among themselves. With no slot in flight nothing
 	// waits for batchReady anyway: they lead the queue into one batch, so
 	// that an idle group batches as before.
-	if len(g.ahead) > 0 && len(g.inflight) == 0 {
-		g.pending = append(g.ahead, g.pending...)
-		g.ahead = nil
+	if len(g.inflight) == 0 {
+		g.aheadIntoQueue()
 	}
 	for g.role == master && len(g.ahead) > 0 && room() {
 		g.proposeBatch(&g.ahead)
@@ -366,6 +361,14 @@ func (g *group) fill() {
 				g.next++
 			}
 		}
+	}
+}
+
+// aheadIntoQueue puts the commands queued ahead at the head of the queue.
+func (g *group) aheadIntoQueue() {
+	if len(g.ahead) > 0 {
+		g.pending = append(g.ahead, g.pending...)
+		g.ahead = nil
 	}
 }
 
