@@ -40,8 +40,9 @@ import (
 // throughput (lockctl bench) is not held back.
 //
 // Invariants (under mu): inflight is the sum of the identities' inflight;
-// an identity is in ring exactly when it has waiters; an identity with no
-// waiters and nothing in flight is not in ids.
+// heavy is the number of identities with more than aheadInFlight in
+// flight; an identity is in ring exactly when it has waiters; an identity
+// with no waiters and nothing in flight is not in ids.
 type fairQueue struct {
 	total      int
 	maxWaiting int
@@ -53,6 +54,7 @@ type fairQueue struct {
 
 	mu       sync.Mutex
 	inflight int
+	heavy    int // identities with more than aheadInFlight in flight
 	ids      map[string]*fqIdentity
 	ring     []*fqIdentity
 	next     int // the ring position served first by the next dispatch
@@ -110,13 +112,13 @@ func (q *fairQueue) admitted(id *fqIdentity, now time.Time) (ahead bool) {
 	id.inflight++
 	q.inflight++
 	if id.inflight > aheadInFlight {
+		if id.inflight == aheadInFlight+1 {
+			q.heavy++
+		}
 		return false
 	}
-	for _, o := range q.ids {
-		if o != id && o.inflight > aheadInFlight {
-			q.contended = now
-			break
-		}
+	if q.heavy > 0 { // another identity: this one is light
+		q.contended = now
 	}
 	return true
 }
@@ -206,6 +208,9 @@ func (q *fairQueue) leave(who string) {
 }
 
 func (q *fairQueue) leaveLocked(id *fqIdentity) {
+	if id.inflight == aheadInFlight+1 {
+		q.heavy--
+	}
 	id.inflight--
 	q.inflight--
 	q.dispatch()

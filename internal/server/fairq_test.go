@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -335,5 +336,75 @@ func TestFairQueueContendedCap(t *testing.T) {
 	}
 	if len(q.ids) != 0 || q.inflight != 0 {
 		t.Errorf("queue not empty: %d identities, %d in flight", len(q.ids), q.inflight)
+	}
+}
+
+// checkFairQueueCounts checks the fairQueue invariants on its counters:
+// inflight is the sum of the identities' inflight, heavy the number of
+// identities with more than aheadInFlight in flight.
+func checkFairQueueCounts(t *testing.T, q *fairQueue) {
+	t.Helper()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	sum, heavy := 0, 0
+	for _, id := range q.ids {
+		sum += id.inflight
+		if id.inflight > aheadInFlight {
+			heavy++
+		}
+	}
+	if sum != q.inflight || heavy != q.heavy {
+		t.Fatalf("fair queue counters: inflight %d (identities sum to %d), heavy %d (identities say %d)", q.inflight, sum, q.heavy, heavy)
+	}
+}
+
+// TestFairQueueHeavyCount: the count of heavy identities, which tells
+// without scanning every identity whether a light one competes with a
+// heavy one (and so starts the contended period), follows admissions and
+// leaves of several identities in any order.
+func TestFairQueueHeavyCount(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeNow{t: time.Unix(1000, 0)}
+	q := newFairQueue(1000, 4096)
+	q.now = clock.now
+	rng := rand.New(rand.NewPCG(1, 2))
+	names := []string{"a", "b", "c", "d"}
+	held := map[string]int{}
+	contended := 0
+	for step := range 2000 {
+		// Each step starts after the contended period of the last, so
+		// that no admission waits.
+		clock.add(contendedFor)
+		who := names[rng.IntN(len(names))]
+		if held[who] > 0 && rng.IntN(2) == 0 {
+			q.leave(who)
+			held[who]--
+		} else if held[who] < 6 {
+			othersHeavy := false
+			for _, o := range names {
+				if o != who && held[o] > aheadInFlight {
+					othersHeavy = true
+				}
+			}
+			ahead, err := q.enterAhead(ctx, who, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held[who]++
+			light := held[who] <= aheadInFlight
+			q.mu.Lock()
+			started := q.contended.Equal(clock.now())
+			q.mu.Unlock()
+			if ahead != light || started != (light && othersHeavy) {
+				t.Fatalf("step %d: %s with %d in flight, another heavy %v: ahead %v, contended period started %v", step, who, held[who], othersHeavy, ahead, started)
+			}
+			if started {
+				contended++
+			}
+		}
+		checkFairQueueCounts(t, q)
+	}
+	if contended == 0 {
+		t.Fatal("no light admission next to a heavy identity in 2000 steps")
 	}
 }
