@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -201,7 +200,7 @@ func lockctlUntil(t *testing.T, enough func(stdout string) bool, args ...string)
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &lockedBuffer{}
+	out := &syncBuf{}
 	var errOut bytes.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, append([]string{"lockctl"}, args...), out, &errOut) }()
@@ -219,24 +218,6 @@ func lockctlUntil(t *testing.T, enough func(stdout string) bool, args ...string)
 	}
 	cancel()
 	return <-done, out.String()
-}
-
-// lockedBuffer is a bytes.Buffer that a test reads while lockctl writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Flags after a command's arguments are fine, lockctl's own (--timeout,

@@ -32,14 +32,20 @@ const membersRules = `{"rules": [
 // startMembersCluster starts three nodes with membersRules and snapshots
 // every few slots (so that a new node catches up by snapshot, then log).
 func startMembersCluster(t *testing.T) *testcluster.Cluster {
+	return startMembersClusterWith(t, 3, func(cfg *server.Config) { cfg.SnapshotEvery, cfg.SnapshotMargin = 40, 8 })
+}
+
+// startMembersClusterWith starts nodes nodes with membersRules, 2 groups
+// and a 1 s lease, their configs changed by tune, and waits for masters.
+func startMembersClusterWith(t *testing.T, nodes int, tune func(*server.Config)) *testcluster.Cluster {
 	t.Helper()
 	rules := filepath.Join(t.TempDir(), "rules.json")
 	if err := os.WriteFile(rules, []byte(membersRules), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := testcluster.Start(t, testcluster.Options{Groups: 2, Lease: time.Second, Tune: func(cfg *server.Config) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: nodes, Groups: 2, Lease: time.Second, Tune: func(cfg *server.Config) {
 		cfg.ACLFile = rules
-		cfg.SnapshotEvery, cfg.SnapshotMargin = 40, 8
+		tune(cfg)
 	}})
 	c.WaitForMasters(hangGuard)
 	return c
@@ -331,15 +337,9 @@ func TestJoinRefusesAnExistingMembersID(t *testing.T) {
 // --peers ({1, 2}), it would count {1, 2, 6}, a majority of which ({1, 6})
 // shares no node with a majority of the others ({3, 4, 5}).
 func TestJoinTakesFoundingFromCluster(t *testing.T) {
-	rules := filepath.Join(t.TempDir(), "rules.json")
-	if err := os.WriteFile(rules, []byte(membersRules), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c := testcluster.Start(t, testcluster.Options{Nodes: 5, Groups: 2, Lease: time.Second, Tune: func(cfg *server.Config) {
-		cfg.ACLFile = rules
+	c := startMembersClusterWith(t, 5, func(cfg *server.Config) {
 		cfg.SnapshotEvery = -1 // catch up from the log from slot 0
-	}})
-	c.WaitForMasters(hangGuard)
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*hangGuard)
 	defer cancel()
 	cl := newTestClient(t, ctx, c)
