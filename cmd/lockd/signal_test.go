@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -100,5 +101,71 @@ func TestEarlySIGTERMStopsCleanly(t *testing.T) {
 			t.Fatal(werr)
 		}
 		t.Logf("round %d: stopped cleanly", round)
+	}
+}
+
+// A --join node waits, before it builds its groups, until a member tells it
+// the cluster's founding configuration; a SIGTERM meanwhile stops it
+// cleanly (exit 0), and its data dir still says it waits, so that a restart
+// waits again.
+func TestJoinWaitingStopsOnSIGTERM(t *testing.T) {
+	certs := makeCerts(t)
+	if code, out, errOut := lockd(t, "certs", "node", "4", "--dir", certs); code != 0 {
+		t.Fatalf("certs node 4: exit %d\n%s%s", code, out, errOut)
+	}
+	var addrs []string
+	for range 2 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, pc.LocalAddr().String())
+		pc.Close()
+	}
+	data := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRunAsProcess$", "--",
+		"run", "--id", "4", "--join", "--peers", "1="+addrs[0]+",4="+addrs[1], "--data-dir", data, "--certs", certs)
+	cmd.Env = append(os.Environ(), "LOCKD_TEST_AS_PROCESS=1")
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(2 * time.Minute) // a hang guard, not a bound
+	for waiting := false; !waiting; {
+		b, _ := os.ReadFile(out.Name())
+		waiting = strings.Contains(string(b), "waiting to be added")
+		select {
+		case err := <-exited:
+			t.Fatalf("lockd --join exited before it said it waits: %v\n%s", err, b)
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("lockd --join never said it waits to be added:\n%s", b)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	select {
+	case werr = <-exited:
+	case <-deadline:
+		cmd.Process.Kill()
+		t.Fatal("lockd --join did not stop after SIGTERM")
+	}
+	b, _ := os.ReadFile(out.Name())
+	if werr != nil {
+		t.Fatalf("lockd --join waiting to be added: %v after SIGTERM, want exit 0\n%s", werr, b)
+	}
+	mustContain(t, "the log", string(b), "stopped before it started")
+	mf, err := os.ReadFile(filepath.Join(data, "lockd-members.json"))
+	if err != nil || !strings.Contains(string(mf), `"pending": true`) {
+		t.Fatalf("the member file after a stop while waiting: %v\n%s", err, mf)
 	}
 }
