@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -47,7 +48,10 @@ const (
 // the victim's p50 and p99 in both conditions and the p99 ratio (issue 10:
 // it should stay within 2), the flood's throughput and refusals, and the
 // process's CPU use in each condition (cores busy: the nodes, the flooder
-// and the victim all share this process). It runs with the default
+// and the victim all share this process), and the disk's part in each
+// condition: the nodes' synced writes per second, their mean and p99 (to
+// the histogram's bucket) time, and the bytes written per second (all
+// three nodes' data dirs share one disk here). It runs with the default
 // request-rate cap and with a cap of 500 requests/s per identity per node.
 //
 //	go test ./client -run '^$' -bench FloodIsolation/rate=default -benchtime 480x
@@ -75,6 +79,22 @@ func BenchmarkFloodIsolation(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) { benchFlood(b, rate) })
 	}
+}
+
+// writeBytes is what this process caused to be written to storage so far
+// (/proc/self/io's write_bytes; 0 where that is not available).
+func writeBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.
@@ -227,23 +247,38 @@ func benchFlood(b *testing.B, rate float64) {
 
 	var quiet, flood []time.Duration
 	var quietCPU, floodCPU, quietWall, floodWall time.Duration
-	var floodOps int64
+	var floodOps, quietWritten, floodWritten int64
+	var quietSums, floodSums localcluster.ServerSums
+	addSums := func(into *localcluster.ServerSums, a, b localcluster.ServerSums) {
+		into.Syncs += b.Syncs - a.Syncs
+		into.SyncSeconds += b.SyncSeconds - a.SyncSeconds
+		if into.SyncBuckets == nil {
+			into.SyncBuckets = map[float64]float64{}
+		}
+		for le, v := range b.SyncBuckets {
+			into.SyncBuckets[le] += v - a.SyncBuckets[le]
+		}
+	}
 	per := max(1, b.N/floodRounds)
 	b.ResetTimer()
 	for r := 0; r < floodRounds; r++ {
-		c0, t0 := cpuTime(), time.Now()
+		c0, t0, s0, w0 := cpuTime(), time.Now(), lc.Sums(), writeBytes()
 		stopProf := phaseProfile(b, r, "quiet")
 		measure(per, &quiet)
 		stopProf()
+		quietWritten += writeBytes() - w0
+		addSums(&quietSums, s0, lc.Sums())
 		quietCPU += cpuTime() - c0
 		quietWall += time.Since(t0)
 
 		setFlood(true)
 		time.Sleep(500 * time.Millisecond) // let the flood reach its caps
-		o0, c0, t0 := ops.Load(), cpuTime(), time.Now()
+		o0, c0, t0, s0, w0 := ops.Load(), cpuTime(), time.Now(), lc.Sums(), writeBytes()
 		stopProf = phaseProfile(b, r, "flood")
 		measure(per, &flood)
 		stopProf()
+		floodWritten += writeBytes() - w0
+		addSums(&floodSums, s0, lc.Sums())
 		floodCPU += cpuTime() - c0
 		floodWall += time.Since(t0)
 		floodOps += ops.Load() - o0
@@ -263,6 +298,23 @@ func benchFlood(b *testing.B, rate float64) {
 	b.ReportMetric(float64(refused.Load()), "flood-refused")
 	b.ReportMetric(quietCPU.Seconds()/quietWall.Seconds(), "quiet-cores")
 	b.ReportMetric(floodCPU.Seconds()/floodWall.Seconds(), "flood-cores")
+	// The nodes' synced writes per second and their mean time: all three
+	// nodes' data dirs share one disk here, and the victim's writes queue
+	// behind the flood's (docs/benchmarks.md 8.4).
+	b.ReportMetric(float64(quietWritten)/quietWall.Seconds()/1e6, "quiet-written-MB/s")
+	b.ReportMetric(float64(floodWritten)/floodWall.Seconds()/1e6, "flood-written-MB/s")
+	b.ReportMetric(quietSums.Syncs/quietWall.Seconds(), "quiet-syncs/s")
+	b.ReportMetric(floodSums.Syncs/floodWall.Seconds(), "flood-syncs/s")
+	if quietSums.Syncs > 0 {
+		b.ReportMetric(quietSums.SyncSeconds/quietSums.Syncs*1e6, "quiet-sync-µs")
+	}
+	if floodSums.Syncs > 0 {
+		b.ReportMetric(floodSums.SyncSeconds/floodSums.Syncs*1e6, "flood-sync-µs")
+	}
+	if q, f := bucketQuantile(quietSums.SyncBuckets, 0.99), bucketQuantile(floodSums.SyncBuckets, 0.99); q > 0 && f > 0 {
+		b.ReportMetric(q*1e6, "quiet-sync-p99-µs")
+		b.ReportMetric(f*1e6, "flood-sync-p99-µs")
+	}
 }
 
 // phaseProfile writes a CPU profile of the first round's phase to
@@ -286,4 +338,21 @@ func phaseProfile(b *testing.B, round int, phase string) (stop func()) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}
+}
+
+// bucketQuantile is the upper bound of the histogram bucket (cumulative
+// counts by upper bound, as Prometheus exposes them) that holds quantile q:
+// an upper estimate, as fine as the buckets.
+func bucketQuantile(buckets map[float64]float64, q float64) float64 {
+	les := slices.Sorted(maps.Keys(buckets))
+	if len(les) == 0 {
+		return 0
+	}
+	total := buckets[les[len(les)-1]]
+	for _, le := range les {
+		if buckets[le] >= q*total {
+			return le
+		}
+	}
+	return les[len(les)-1]
 }

@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"maps"
 	"slices"
 	"testing"
 )
@@ -154,5 +155,108 @@ func TestProposeAheadDroppedOnStepDown(t *testing.T) {
 	}
 	if s, _ := n.Status(0); s.Pending != 0 {
 		t.Fatalf("%d commands still pending after stepping down", s.Pending)
+	}
+}
+
+// urgentTo returns, by slot, whether the Accepts to node to in ms carry
+// Urgent.
+func urgentTo(ms []Message, to NodeID) map[uint64]bool {
+	got := map[uint64]bool{}
+	for _, m := range ms {
+		if m.Type == MsgAccept && m.To == to {
+			got[m.Entries[0].Slot] = m.Urgent
+		}
+	}
+	return got
+}
+
+// readyOnce takes one Ready, persists and advances it.
+func readyOnce(t *testing.T, n *Node, st *MemoryStorage) Ready {
+	t.Helper()
+	r := n.Ready()
+	if err := st.Save(r.Persist); err != nil {
+		t.Fatal(err)
+	}
+	n.Advance(r)
+	return r
+}
+
+// TestProposeAheadMarksItsSlotUrgent: the Accepts of a slot that holds
+// commands proposed ahead carry Urgent (Message.Urgent), whether the slot
+// opens beside one in flight or an idle group's batch is led by them, and
+// so do their retransmissions; slots of queued commands do not. The
+// master's own Ready for such a slot is Urgent, so that its runtime syncs
+// it without the group-commit wait.
+func TestProposeAheadMarksItsSlotUrgent(t *testing.T) {
+	n, st := newTestNode(t, 1, nil)
+	becomeMasterWith(t, n, st, Message{From: 2})
+	check := func(what string, r Ready, wantReady bool, want map[uint64]bool) {
+		t.Helper()
+		if got := urgentTo(r.Messages, 2); !maps.Equal(got, want) {
+			t.Fatalf("%s: Accepts to node 2 by slot, urgent or not: %v, want %v", what, got, want)
+		}
+		if r.Urgent != wantReady {
+			t.Fatalf("%s: Ready.Urgent = %v, want %v", what, r.Urgent, wantReady)
+		}
+	}
+	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := readyOnce(t, n, st)
+	s1 := slices.Collect(maps.Keys(urgentTo(r1.Messages, 2)))
+	if len(s1) != 1 {
+		t.Fatalf("a command proposed in an idle group opened slots %v, want one", s1)
+	}
+	check("a queued command", r1, false, map[uint64]bool{s1[0]: false})
+
+	if err := n.ProposeAhead(0, Command{ID: cmdID(2)}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := readyOnce(t, n, st)
+	check("a command proposed ahead beside a slot in flight", r2, true, map[uint64]bool{s1[0] + 1: true})
+
+	var again []Message
+	for range n.cfg.RetransmitTicks {
+		n.Tick()
+		again = append(again, readyOnce(t, n, st).Messages...)
+	}
+	if got, want := urgentTo(again, 2), map[uint64]bool{s1[0]: false, s1[0] + 1: true}; !maps.Equal(got, want) {
+		t.Fatalf("retransmitted Accepts, urgent or not: %v, want %v", got, want)
+	}
+
+	chooseAll(t, n, st, Ready{Messages: append(r1.Messages, r2.Messages...), AfterSync: append(r1.AfterSync, r2.AfterSync...)})
+	if err := n.ProposeAhead(0, Command{ID: cmdID(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Propose(0, Command{ID: cmdID(4)}); err != nil {
+		t.Fatal(err)
+	}
+	r3 := readyOnce(t, n, st)
+	check("an idle group's batch led by a command proposed ahead", r3, true, map[uint64]bool{s1[0] + 2: true})
+}
+
+// TestAcceptorMarksUrgentReady: an acceptor that takes an urgent Accept
+// says so in the Ready that holds its write; a plain Accept, or an urgent
+// one it refuses, does not make its Ready urgent.
+func TestAcceptorMarksUrgentReady(t *testing.T) {
+	n, st := newTestNode(t, 2, nil)
+	b := Ballot{Round: 5, Node: 1}
+	accept := func(slot uint64, urgent bool, ballot Ballot) Ready {
+		t.Helper()
+		step(t, n, Message{Type: MsgAccept, From: 1, To: 2, Ballot: ballot, Urgent: urgent,
+			Entries: []Entry{{Slot: slot, Ballot: ballot, Value: val(slot, "x")}}})
+		return readyOnce(t, n, st)
+	}
+	if r := accept(0, false, b); r.Urgent || len(r.Persist) == 0 {
+		t.Fatalf("plain Accept: Ready.Urgent = %v with %d writes, want false with a write", r.Urgent, len(r.Persist))
+	}
+	if r := accept(1, true, b); !r.Urgent || len(r.Persist) == 0 {
+		t.Fatalf("urgent Accept: Ready.Urgent = %v with %d writes, want true with a write", r.Urgent, len(r.Persist))
+	}
+	if r := accept(2, true, Ballot{Round: 4, Node: 1}); r.Urgent {
+		t.Fatalf("refused urgent Accept (a lower ballot): Ready.Urgent = true, want false")
+	}
+	if r := accept(3, false, b); r.Urgent {
+		t.Fatalf("plain Accept after an urgent one: Ready.Urgent = true, want false (the flag is per Ready)")
 	}
 }

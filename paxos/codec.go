@@ -9,10 +9,12 @@ import (
 )
 
 // Binary encodings of Message (the peer wire format), Entry (the on-disk log
-// record) and HardState. Version 1 of each is:
+// record) and HardState. Messages are at version 2, the stored forms at
+// version 1:
 //
-//	message:      version=1, type byte, group, from, to, ballot, slot, commit,
-//	              flags byte (bit 0: Behind), entry count, entries
+//	message:      version=2, type byte, group, from, to, ballot, slot, commit,
+//	              flags byte (bit 0: Behind, bit 1: Urgent), entry count,
+//	              entries
 //	entry in msg: slot, ballot, flags byte (bit 0: Chosen), value
 //	entry record: version=1, ballot, value (the slot is in the storage key;
 //	              Chosen is not stored: below the commit index every slot is
@@ -28,13 +30,19 @@ import (
 // decodes has exactly one encoding: re-encoding it gives back the same bytes
 // (the fuzz targets check this). A new field or meaning takes a new version
 // byte; decoders refuse versions they do not know with ErrUnknownVersion.
+// (Message version 1 had no Urgent bit: a node of that version refuses every
+// message of this one with a clear error rather than some of them.)
 
-// codecVersion is the version byte this build writes and the only one it
-// reads.
-const codecVersion = 1
+// codecVersion is the version byte this build writes of stored entries and
+// hard states, and the only one it reads; msgVersion the same for messages.
+const (
+	codecVersion = 1
+	msgVersion   = 2
+)
 
 const (
 	msgFlagBehind   = 1 << 0
+	msgFlagUrgent   = 1 << 1
 	entryFlagChosen = 1 << 0
 )
 
@@ -52,7 +60,7 @@ var ErrCorrupt = errors.New("paxos: corrupt or oversized encoding")
 
 // ErrUnknownVersion is wrapped (together with ErrCorrupt) by decoding errors
 // for an input whose version byte this build does not know, which usually
-// means it was written by a newer lockd.
+// means it was written by another version of lockd.
 var ErrUnknownVersion = errors.New("paxos: unknown encoding version")
 
 // Limits bounds what a decoder accepts, so that a hostile or corrupt input
@@ -99,7 +107,7 @@ func AppendMessage(dst []byte, m *Message) []byte {
 		n += 64 + valueSizeBound(&m.Entries[i].Value)
 	}
 	dst = slices.Grow(dst, n)
-	dst = append(dst, codecVersion, byte(m.Type))
+	dst = append(dst, msgVersion, byte(m.Type))
 	dst = binary.AppendUvarint(dst, uint64(m.Group))
 	dst = binary.AppendUvarint(dst, uint64(m.From))
 	dst = binary.AppendUvarint(dst, uint64(m.To))
@@ -109,6 +117,9 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	var flags byte
 	if m.Behind {
 		flags |= msgFlagBehind
+	}
+	if m.Urgent {
+		flags |= msgFlagUrgent
 	}
 	dst = append(dst, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(m.Entries)))
@@ -176,7 +187,7 @@ func appendValue(dst []byte, v *Value) []byte {
 // copied, into one allocation for the whole message.
 func DecodeMessage(b []byte, lim Limits) (Message, error) {
 	lim = lim.WithDefaults()
-	d := decoder{b: b, what: "message", entry: -1, cmd: -1}
+	d := decoder{b: b, what: "message", version: msgVersion, entry: -1, cmd: -1}
 	var m Message
 	if !d.start(lim) {
 		return m, d.err
@@ -193,10 +204,11 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 	m.Slot = d.uvarint("slot")
 	m.Commit = d.uvarint("commit index")
 	flags := d.byte("message flags")
-	if flags&^msgFlagBehind != 0 {
+	if flags&^(msgFlagBehind|msgFlagUrgent) != 0 {
 		d.failf("unknown message flags %#x", flags)
 	}
 	m.Behind = flags&msgFlagBehind != 0
+	m.Urgent = flags&msgFlagUrgent != 0
 	n := d.count("number of entries", "entries", lim.MaxEntries, "Limits.MaxEntries", minEntryBytes)
 	if d.err != nil {
 		return Message{}, d.err
@@ -239,7 +251,7 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 // shares no memory with b.
 func DecodeEntryRecord(slot uint64, b []byte, lim Limits) (Entry, error) {
 	lim = lim.WithDefaults()
-	d := decoder{b: b, what: "entry record", entry: -1, cmd: -1, recordSlot: slot, inRecord: true}
+	d := decoder{b: b, what: "entry record", version: codecVersion, entry: -1, cmd: -1, recordSlot: slot, inRecord: true}
 	e := Entry{Slot: slot}
 	if !d.start(lim) {
 		return Entry{}, d.err
@@ -258,7 +270,7 @@ func DecodeEntryRecord(slot uint64, b []byte, lim Limits) (Entry, error) {
 // DecodeHardState decodes a hard state that AppendHardState encoded; b must
 // hold exactly that.
 func DecodeHardState(b []byte) (HardState, error) {
-	d := decoder{b: b, what: "hard state", entry: -1, cmd: -1}
+	d := decoder{b: b, what: "hard state", version: codecVersion, entry: -1, cmd: -1}
 	var hs HardState
 	if !d.start(Limits{MaxMessageBytes: 64}) {
 		return hs, d.err
@@ -296,6 +308,7 @@ type decoder struct {
 	err error
 
 	what       string // "message", "entry record" or "hard state"
+	version    byte   // the only version byte it reads
 	entry, cmd int    // position for error text, -1 outside any
 	recordSlot uint64 // the slot of an entry record
 	inRecord   bool
@@ -343,8 +356,8 @@ func (d *decoder) start(lim Limits) bool {
 		d.failf("empty input")
 	case len(d.b) > lim.MaxMessageBytes:
 		d.failf("%s of %d bytes, the limit is %d (Limits.MaxMessageBytes)", d.what, len(d.b), lim.MaxMessageBytes)
-	case d.b[0] != codecVersion:
-		d.failf("unknown format version %d (this build reads version %d; was it written by a newer lockd?)", d.b[0], codecVersion)
+	case d.b[0] != d.version:
+		d.failf("unknown format version %d (this build reads version %d; was it written by another lockd version?)", d.b[0], d.version)
 		d.err.(*decodeError).version = true
 	default:
 		d.off = 1

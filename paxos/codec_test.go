@@ -204,10 +204,10 @@ func TestTruncatedInputIsCorrupt(t *testing.T) {
 func TestUnknownVersionIsRefused(t *testing.T) {
 	m := Message{Type: MsgCommit, From: 1, To: 2}
 	enc := AppendMessage(nil, &m)
-	enc[0] = 2
+	enc[0] = 1 // before the Urgent flag
 	_, err := DecodeMessage(enc, Limits{})
-	if !errors.Is(err, ErrUnknownVersion) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "version 2") {
-		t.Fatalf("message: err = %v, want ErrUnknownVersion naming version 2", err)
+	if !errors.Is(err, ErrUnknownVersion) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("message: err = %v, want ErrUnknownVersion naming version 1", err)
 	}
 	rec := AppendEntryRecord(nil, &Entry{})
 	rec[0] = 0
@@ -283,7 +283,7 @@ func TestMalformedInputIsCorrupt(t *testing.T) {
 		{"group beyond 32 bits", patch(2, 0x80, 0x80, 0x80, 0x80, 0x10), "group is 4294967296, which does not fit in 32 bits"},
 		{"long varint", patch(2, 0x81, 0x00), "group is not in its shortest encoding"},
 		{"varint overflow", patch(2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), "group overflows 64 bits"},
-		{"flags", patch(len(valid)-2, 0x02), "unknown message flags 0x2"},
+		{"flags", patch(len(valid)-2, 0x04), "unknown message flags 0x4"},
 		{"entries beyond input", patch(len(valid)-1, 100), "100 entries, but only 0 bytes are left"},
 	}
 	for _, tc := range tests {

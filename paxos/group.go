@@ -26,6 +26,7 @@ type proposal struct {
 	value   Value
 	acks    []NodeID // nodes whose durable accept came back (voters or not)
 	elapsed int      // ticks since the accepts were last sent
+	urgent  bool     // the slot holds commands proposed ahead (Message.Urgent)
 }
 
 func hasNode(s []NodeID, id NodeID) bool {

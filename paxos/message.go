@@ -47,14 +47,21 @@ func (t MsgType) String() string {
 // sender's commit index, which is how followers learn (all slots below Commit
 // are chosen).
 type Message struct {
-	Type    MsgType
-	Group   GroupID
-	From    NodeID
-	To      NodeID
-	Ballot  Ballot
-	Slot    uint64
-	Commit  uint64
-	Behind  bool
+	Type   MsgType
+	Group  GroupID
+	From   NodeID
+	To     NodeID
+	Ballot Ballot
+	Slot   uint64
+	Commit uint64
+	Behind bool
+	// Urgent, on an Accept, says that the slot holds a command its master
+	// proposed ahead of its queue (Node.ProposeAhead): one of an identity
+	// with nothing else in flight in the group. The acceptor's next Ready
+	// carries Ready.Urgent, so that its runtime writes it at once instead
+	// of waiting to share the sync with other groups' writes. It changes
+	// when a write is synced, never what is written or answered.
+	Urgent  bool
 	Entries []Entry
 }
 

@@ -62,7 +62,11 @@ type Ready struct {
 	// When it is false, Persist only moves commit indexes forward, which a
 	// crash may lose without harm: it may be written without a sync, and
 	// it becomes durable with the next synced write.
-	MustSync  bool
+	MustSync bool
+	// Urgent says that Persist holds the accept of an urgent slot
+	// (Message.Urgent): the runtime should sync it without waiting for
+	// other groups' writes to share the sync.
+	Urgent    bool
 	AfterSync []Message
 	Committed []Apply
 	Dropped   []Dropped
@@ -93,6 +97,7 @@ type Node struct {
 	msgs    []Message
 	after   []Message
 	dropped []Dropped
+	urgent  bool // an urgent slot was accepted since the last Ready
 	errs    []error
 	snaps   []SnapshotNeed
 
@@ -384,6 +389,7 @@ func (n *Node) Ready() Ready {
 	for _, g := range again {
 		g.touch()
 	}
+	r.Urgent, n.urgent = n.urgent && len(r.Persist) > 0, false
 	r.Messages, n.msgs = n.msgs, nil
 	r.AfterSync, n.after = n.after, nil
 	r.Dropped, n.dropped = n.dropped, nil

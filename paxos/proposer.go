@@ -146,9 +146,9 @@ func (g *group) reclaim() {
 		}
 		delete(g.p1, s)
 		if ok {
-			g.propose(s, e.Value)
+			g.propose(s, e.Value, false)
 		} else {
-			g.propose(s, g.newValue(nil))
+			g.propose(s, g.newValue(nil), false)
 		}
 		g.next = max(g.next, s+1)
 	}
@@ -207,21 +207,22 @@ func (g *group) newValue(cmds []Command) Value {
 }
 
 // propose runs phase 2 for slot under our ballot. Our own accept is taken at
-// once but counts only when its Accepted comes back after the sync.
-func (g *group) propose(slot uint64, v Value) {
+// once but counts only when its Accepted comes back after the sync. Urgent
+// marks a slot that holds commands proposed ahead (Message.Urgent).
+func (g *group) propose(slot uint64, v Value, urgent bool) {
 	if g.n.quorumHook != nil {
 		g.n.quorumHook(g.id, slot, 1, g.ballot, g.coverers(slot))
 	}
-	g.inflight[slot] = &proposal{value: v}
-	g.sendAccept(slot, v, nil)
+	g.inflight[slot] = &proposal{value: v, urgent: urgent}
+	g.sendAccept(slot, v, nil, urgent)
 }
 
 // sendAccept sends the Accept for slot to every node we know in the group
 // (learners too: they follow the log closely that way) but those in skip.
-func (g *group) sendAccept(slot uint64, v Value, skip []NodeID) {
+func (g *group) sendAccept(slot uint64, v Value, skip []NodeID, urgent bool) {
 	send := func(to NodeID) {
 		m := Message{Type: MsgAccept, Group: g.id, From: g.n.cfg.ID, To: to, Ballot: g.ballot, Commit: g.commit,
-			Entries: []Entry{{Slot: slot, Ballot: g.ballot, Value: v}}}
+			Urgent: urgent, Entries: []Entry{{Slot: slot, Ballot: g.ballot, Value: v}}}
 		if to == g.n.cfg.ID {
 			g.onAccept(&m)
 			return
@@ -331,24 +332,27 @@ func (g *group) fill() {
 	if g.changeQ != nil && room() {
 		v := *g.changeQ
 		g.changeQ = nil
-		g.propose(g.next, v)
+		g.propose(g.next, v, false)
 		g.next++
 	}
 	// Commands queued ahead open slots at once, before the queue's, and
 	// share them only among themselves. With no slot in flight nothing
 	// waits for batchReady anyway: they lead the queue into one batch, so
-	// that an idle group batches as before.
+	// that an idle group batches as before. Either way their slots are
+	// urgent.
+	urgentHead := 0 // commands at the head of the queue that were queued ahead
 	if len(g.inflight) == 0 {
+		urgentHead = len(g.ahead)
 		g.aheadIntoQueue()
 	}
 	for g.role == master && len(g.ahead) > 0 && room() {
-		g.proposeBatch(&g.ahead)
+		g.proposeBatch(&g.ahead, true)
 	}
 	if len(g.ahead) == 0 {
 		g.ahead = nil
 	}
 	for g.role == master && len(g.ahead) == 0 && len(g.pending) > 0 && g.batchReady() && room() {
-		g.proposeBatch(&g.pending)
+		urgentHead -= g.proposeBatch(&g.pending, urgentHead > 0)
 	}
 	if len(g.pending) == 0 && len(g.ahead) == 0 {
 		g.pending = nil
@@ -357,7 +361,7 @@ func (g *group) fill() {
 		// an idle master fills them with no-ops so that it completes.
 		if last := g.ms.Epochs[len(g.ms.Epochs)-1].From; last > g.commit {
 			for g.next < last && len(g.inflight) < c.Window && room() {
-				g.propose(g.next, g.newValue(nil))
+				g.propose(g.next, g.newValue(nil), false)
 				g.next++
 			}
 		}
@@ -373,8 +377,8 @@ func (g *group) aheadIntoQueue() {
 }
 
 // proposeBatch proposes the head of queue q, as much as one slot holds, in
-// the next slot.
-func (g *group) proposeBatch(q *[]Command) {
+// the next slot, and returns how many commands it took.
+func (g *group) proposeBatch(q *[]Command, urgent bool) int {
 	c := &g.n.cfg
 	n, bytes := 0, 0
 	for n < len(*q) && n < c.MaxBatchCommands {
@@ -391,8 +395,9 @@ func (g *group) proposeBatch(q *[]Command) {
 	g.pendingBytes -= bytes
 	v := g.newValue(cmds)
 	g.mine[g.next] = v
-	g.propose(g.next, v)
+	g.propose(g.next, v, urgent)
 	g.next++
+	return n
 }
 
 // batchReady reports whether queued commands should go into a new slot now.
@@ -436,7 +441,7 @@ func (g *group) tick() {
 			p.elapsed++
 			if p.elapsed >= c.RetransmitTicks {
 				p.elapsed = 0
-				g.sendAccept(slot, p.value, append(slices.Clone(p.acks), g.n.cfg.ID))
+				g.sendAccept(slot, p.value, append(slices.Clone(p.acks), g.n.cfg.ID), p.urgent)
 			}
 		}
 	case preparing:

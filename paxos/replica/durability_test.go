@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -266,5 +268,69 @@ func waitStatus(t *testing.T, gr *gatedReplica, g paxos.GroupID, what string, ok
 			t.Fatalf("group %d is not %s within %v: %+v", g, what, hangGuard, st)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestUrgentWriteSkipsGroupCommitWait: a synced write waits for the groups
+// that wrote recently (the group-commit wait), unless it holds an urgent
+// accept (paxos.Ready.Urgent: a light identity's command), which is written
+// at once, and which also ends a wait already under way. The wait and the
+// window are an hour here, so that a write that waits is never written
+// within the test, however slow the machine.
+func TestUrgentWriteSkipsGroupCommitWait(t *testing.T) {
+	waiting := make(chan struct{}, 16)
+	gr := startGated(t, 2, gatedVariant{wait: time.Hour, recent: time.Hour, waiting: func() { waiting <- struct{}{} }})
+	waits := func(what string) {
+		t.Helper()
+		select {
+		case <-waiting:
+		case <-time.After(hangGuard):
+			t.Fatalf("%s: the persister began no group-commit wait within %v", what, hangGuard)
+		}
+	}
+	b := paxos.Ballot{Round: 1, Node: 2}
+	accept := func(g paxos.GroupID, slot uint64, urgent bool) {
+		t.Helper()
+		gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: g, From: 2, Ballot: b, Urgent: urgent,
+			Entries: []paxos.Entry{{Slot: slot, Value: paxos.Value{ID: paxos.ValueID{Ballot: b, N: uint64(g)<<8 | slot}}}}})
+	}
+	writes := func(c *saveCall) (got []slotKey) {
+		for _, w := range c.writes {
+			for _, e := range w.Entries {
+				got = append(got, slotKey{w.Group, e.Slot})
+			}
+		}
+		slices.SortFunc(got, func(a, b slotKey) int { return cmp.Or(cmp.Compare(a.g, b.g), cmp.Compare(a.slot, b.slot)) })
+		return got
+	}
+	expect := func(what string, want ...slotKey) {
+		t.Helper()
+		c := gr.nextSave(t)
+		if got := writes(c); !slices.Equal(got, want) {
+			t.Fatalf("%s: the Save writes %v, want %v", what, got, want)
+		}
+		c.release()
+	}
+
+	// Group 1 writes first: nothing was recent, so nothing waits.
+	accept(1, 0, false)
+	expect("group 1's first accept", slotKey{1, 0})
+	// Group 0's urgent accept does not wait for group 1, recent now.
+	accept(0, 0, true)
+	expect("group 0's urgent accept", slotKey{0, 0})
+	gr.tr.waitFor(t, "group 0's Accepted", msg(paxos.MsgAccepted, 0, 1, 2, b))
+	// A plain accept of group 0 waits for group 1, and shares its Save.
+	accept(0, 1, false)
+	waits("group 0's plain accept")
+	accept(1, 1, false)
+	expect("group 0's plain accept, then group 1's", slotKey{0, 1}, slotKey{1, 1})
+	// A plain accept waiting for group 1 goes as soon as an urgent one
+	// joins it.
+	accept(0, 2, false)
+	waits("group 0's second plain accept")
+	accept(0, 3, true)
+	expect("group 0's plain accept, then its urgent one", slotKey{0, 2}, slotKey{0, 3})
+	if len(waiting) != 0 {
+		t.Fatalf("%d more group-commit waits began than the two plain accepts", len(waiting))
 	}
 }

@@ -367,6 +367,8 @@ type gatedVariant struct {
 	name     string
 	unsynced bool          // the store implements UnsyncedSaver
 	wait     time.Duration // Config.GroupCommitWait
+	recent   time.Duration // Replica.recent, when set
+	waiting  func()        // Replica.waiting
 }
 
 var gatedVariants = []gatedVariant{
@@ -395,6 +397,10 @@ func startGated(t *testing.T, groups int, v gatedVariant) *gatedReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if v.recent > 0 {
+		r.recent = v.recent
+	}
+	r.waiting = v.waiting
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

@@ -37,6 +37,7 @@ func New(cfg Config) (*Replica, error) {
 		durable:   make(chan []paxos.Ready, 64),
 		installs:  make(chan installJob, 16),
 		fetching:  map[paxos.GroupID]bool{},
+		recent:    recentWrite,
 	}
 	r.appliers = make([]*paxos.Applier, core.Groups())
 	for i := range r.appliers {
@@ -372,7 +373,7 @@ func (r *Replica) persisted(jobs []paxos.Ready) {
 // needs it), then sends their replies, which vouch for what was written, and
 // hands them back to the loop.
 func (r *Replica) persistLoop(ctx context.Context) error {
-	act := newActivity(len(r.appliers), recentWrite)
+	act := newActivity(len(r.appliers), r.recent)
 	var writes []paxos.GroupWrite
 	var remote []paxos.Message
 	for {
@@ -392,18 +393,25 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 				break more
 			}
 		}
-		if w := r.cfg.GroupCommitWait; w > 0 && needsSync(jobs) && act.missing(jobs, time.Now()) > 0 {
+		if w := r.cfg.GroupCommitWait; w > 0 && needsSync(jobs) && !anyUrgent(jobs) && act.missing(jobs, time.Now()) > 0 {
 			// Groups that wrote a moment ago have not written yet: their
 			// next write is likely on its way (another master's accept,
 			// this node's own next slot). Wait for them, up to w, so that
-			// one fsync covers them all.
+			// one fsync covers them all. An urgent accept (a light
+			// identity's command, paxos.Message.Urgent) never waits, and
+			// ends a wait it joins: the wait is there to spare the disk
+			// under load, which is what a flood brings, and a light
+			// identity should not pay for it.
 			timer := time.NewTimer(w)
+			if r.waiting != nil {
+				r.waiting()
+			}
 		wait:
 			for len(jobs) < cap(r.persist) {
 				select {
 				case rd := <-r.persist:
 					jobs = append(jobs, rd)
-					if act.add(&jobs[len(jobs)-1]) == 0 {
+					if act.add(&jobs[len(jobs)-1]) == 0 || rd.Urgent {
 						break wait
 					}
 				case <-timer.C:
@@ -505,6 +513,17 @@ func (r *Replica) failWaiters() {
 // the adaptive group-commit wait: a little more than one commit round under
 // load.
 const recentWrite = 2 * time.Millisecond
+
+// anyUrgent reports whether a job holds an urgent accept (paxos.Ready.Urgent):
+// a light identity's command, which the group-commit wait must not delay.
+func anyUrgent(jobs []paxos.Ready) bool {
+	for i := range jobs {
+		if jobs[i].Urgent {
+			return true
+		}
+	}
+	return false
+}
 
 func needsSync(jobs []paxos.Ready) bool {
 	for i := range jobs {

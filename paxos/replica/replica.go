@@ -202,6 +202,14 @@ type Replica struct {
 	saved chan savedSnapshot
 	saves sync.WaitGroup
 
+	// recent is how long ago a group's synced write counts as recent for
+	// the group-commit wait (recentWrite; tests lengthen it so that what
+	// they check does not depend on the machine's speed).
+	recent time.Duration
+	// waiting, when set (tests), is called as the persister begins a
+	// group-commit wait.
+	waiting func()
+
 	// Owned by the Run goroutine.
 	appliers []*paxos.Applier
 	waiters  map[paxos.CommandID][]waiter
