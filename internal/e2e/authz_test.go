@@ -90,7 +90,7 @@ func startAuthzCluster(t *testing.T) *authzCluster {
 
 // eprobe is a raw client stream that also collects events.
 type eprobe struct {
-	t      *testing.T
+	t      testing.TB
 	who    string
 	conn   *quicnet.Conn
 	st     *quicnet.Stream

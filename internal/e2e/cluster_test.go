@@ -27,7 +27,7 @@ const (
 
 // cluster is three `lockd run` processes on 127.0.0.1.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	lockd    string
 	dir      string
 	certs    string
@@ -48,7 +48,7 @@ type cluster struct {
 // freePorts returns n UDP ports and n TCP ports on 127.0.0.1 that were free
 // a moment ago. Another process may take one before lockd binds it; the
 // caller sees exit code 4 then and retries with new ports.
-func freePorts(t *testing.T, n int) (udp, tcp []int) {
+func freePorts(t testing.TB, n int) (udp, tcp []int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -68,7 +68,7 @@ func freePorts(t *testing.T, n int) (udp, tcp []int) {
 }
 
 // startCluster makes certificates with `lockd certs` and starts 3 nodes.
-func startCluster(t *testing.T, groups int, lease time.Duration) *cluster {
+func startCluster(t testing.TB, groups int, lease time.Duration) *cluster {
 	t.Helper()
 	c := &cluster{t: t, lockd: build(t, "lockd"), dir: testRoot(t), groups: groups, lease: lease}
 	c.certs = filepath.Join(c.dir, "certs")

@@ -16,20 +16,28 @@ import (
 // client can live in its own process and be SIGKILLed like a real one.
 // TestMain runs helperMain instead of the tests when helperRoleEnv is set.
 const (
-	helperRoleEnv = "LOCKD_E2E_HELPER" // "acquire"
+	helperRoleEnv = "LOCKD_E2E_HELPER" // "acquire" or "flood" (floodMain)
 	helperConfig  = "LOCKD_E2E_CONFIG" // client config file
 	helperName    = "LOCKD_E2E_NAME"   // lock name
 	helperTTL     = "LOCKD_E2E_TTL"    // session TTL
 	helperHold    = "LOCKD_E2E_HOLD"   // "1": hold until killed; else release and exit
 )
 
-// helperMain acquires a lock (waiting while it is held), prints
-// "granted token=N", then holds it until killed or releases it and exits.
+// helperMain runs the helper role and returns the exit code.
 func helperMain(role string) int {
-	if role != "acquire" {
-		fmt.Fprintf(os.Stderr, "unknown helper role %q\n", role)
-		return 2
+	switch role {
+	case "acquire":
+		return acquireMain()
+	case "flood":
+		return floodMain()
 	}
+	fmt.Fprintf(os.Stderr, "unknown helper role %q\n", role)
+	return 2
+}
+
+// acquireMain acquires a lock (waiting while it is held), prints
+// "granted token=N", then holds it until killed or releases it and exits.
+func acquireMain() int {
 	ttl, err := time.ParseDuration(os.Getenv(helperTTL))
 	if err != nil {
 		ttl = 3 * time.Second

@@ -224,7 +224,7 @@ func (c *cluster) logMasterChanges() [][]uint32 {
 
 // leaseCommands returns the lease commands of g's committed log, in order,
 // each once.
-func leaseCommands(t *testing.T, st *pebblestore.Store, g paxos.GroupID) []election.LeaseCmd {
+func leaseCommands(t testing.TB, st *pebblestore.Store, g paxos.GroupID) []election.LeaseCmd {
 	t.Helper()
 	hs, err := st.HardState(g)
 	if err != nil {

@@ -190,10 +190,10 @@ func TestRollingReplacementRealProcesses(t *testing.T) {
 	rc.stopLive()
 }
 
-var testStarts sync.Map // *testing.T -> time.Time
+var testStarts sync.Map // testing.TB -> time.Time
 
 // since is how long test t has run, for the log.
-func since(t *testing.T) time.Duration {
+func since(t testing.TB) time.Duration {
 	v, _ := testStarts.LoadOrStore(t, time.Now())
 	return time.Since(v.(time.Time)).Round(time.Millisecond)
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -64,7 +65,7 @@ func fileExists(p string) bool {
 }
 
 // build builds ./cmd/NAME once and returns the binary's path.
-func build(t *testing.T, name string) string {
+func build(t testing.TB, name string) string {
 	t.Helper()
 	path, err := tryBuild(name)
 	if err != nil {
@@ -127,20 +128,32 @@ func (b *lineBuf) String() string {
 // wait waits up to timeout for re to match the output and returns the
 // match (with submatches).
 func (b *lineBuf) wait(re *regexp.Regexp, timeout time.Duration) ([]string, bool) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	m := b.waitCtx(ctx, re, nil)
+	return m, m != nil
+}
+
+// waitCtx waits for re to match the output and returns the match (with
+// submatches), or nil when ctx ends first or when gone (the writer's
+// process exited, so no more output comes; nil: never) closes and the
+// output does not match.
+func (b *lineBuf) waitCtx(ctx context.Context, re *regexp.Regexp, gone <-chan struct{}) []string {
+	last := false
 	for {
 		b.mu.Lock()
 		m := re.FindStringSubmatch(b.buf.String())
 		ch := b.changed
 		b.mu.Unlock()
-		if m != nil {
-			return m, true
+		if m != nil || last {
+			return m
 		}
 		select {
 		case <-ch:
-		case <-deadline.C:
-			return nil, false
+		case <-gone:
+			last = true // one more look: the output is complete now
+		case <-ctx.Done():
+			return nil
 		}
 	}
 }
@@ -148,7 +161,7 @@ func (b *lineBuf) wait(re *regexp.Regexp, timeout time.Duration) ([]string, bool
 // proc is a child process in its own process group, so that a signal to
 // the group reaches what it started too (lockctl's command).
 type proc struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	cmd   *exec.Cmd
 	out   *lineBuf // stdout
@@ -161,7 +174,7 @@ type proc struct {
 
 // startProc starts bin with args and env added to the test's environment.
 // Every process is killed (with its group) when the test ends.
-func startProc(t *testing.T, name, bin string, env []string, args ...string) *proc {
+func startProc(t testing.TB, name, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	logDir := filepath.Join(logRoot(t), name)
 	os.MkdirAll(logDir, 0o755)
@@ -272,16 +285,16 @@ func (p *proc) mustSee(re string, timeout time.Duration) []string {
 
 // logRoot is where the processes of test t write their output. It is kept
 // after the test when it fails or LOCKD_E2E_KEEP is set.
-func logRoot(t *testing.T) string {
+func logRoot(t testing.TB) string {
 	t.Helper()
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 	return filepath.Join(testRoot(t), "logs-"+name)
 }
 
-var testRoots sync.Map // *testing.T -> string
+var testRoots sync.Map // testing.TB -> string
 
 // testRoot is a per-test directory that is removed after a passing test.
-func testRoot(t *testing.T) string {
+func testRoot(t testing.TB) string {
 	t.Helper()
 	if v, ok := testRoots.Load(t); ok {
 		return v.(string)
@@ -312,7 +325,7 @@ func tail(s string, n int) string {
 
 // run runs bin to completion within timeout and returns its output and exit
 // code.
-func run(t *testing.T, name, bin string, env []string, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
+func run(t testing.TB, name, bin string, env []string, timeout time.Duration, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	p := startProc(t, name, bin, env, args...)
 	code = p.mustExit(timeout)
