@@ -56,6 +56,7 @@ const (
 //
 //	go test ./client -run '^$' -bench FloodIsolation/rate=default -benchtime 480x
 //
+// LOCKD_FLOOD_LOOPS=N runs a flood of N loops instead of 512.
 // LOCKD_FLOOD_PROFILE=DIR writes CPU profiles of the first quiet and
 // flooded phases to DIR. docs/benchmarks.md has the figures.
 func BenchmarkFloodIsolation(b *testing.B) {
@@ -204,7 +205,18 @@ func benchFlood(b *testing.B, rate float64) {
 		}
 		sessions[k] = fs
 	}
-	for i := 0; i < floodSessions*floodDepth; i++ {
+	loops := floodSessions * floodDepth
+	if env := os.Getenv("LOCKD_FLOOD_LOOPS"); env != "" {
+		// A smaller flood (loops share the sessions in order, floodDepth
+		// to a session): how much of the victim's cost is the flood's
+		// size, and how much is any other identity's traffic at all.
+		n, err := strconv.Atoi(env)
+		if err != nil || n < 1 || n > loops {
+			b.Fatalf("LOCKD_FLOOD_LOOPS: %q is not a number of loops from 1 to %d", env, loops)
+		}
+		loops = n
+	}
+	for i := 0; i < loops; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
