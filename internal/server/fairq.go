@@ -28,7 +28,9 @@ import (
 // so a light identity's command waits for the rounds already in flight,
 // not for the next batch of a flood. Only an identity's first
 // aheadInFlight commands in flight get this, so an identity cannot flood
-// ahead: a flood's commands are almost all queued behind its first.
+// ahead: a flood's commands are almost all queued behind its first. (The
+// handler also asks that the command be its identity's only one in flight
+// on the node, sole.go, before it proposes it ahead.)
 //
 // While a light identity competes with a heavy one (a proposal of an
 // identity with nothing else in flight was admitted while another identity
