@@ -37,6 +37,9 @@ func codecMessages() []struct {
 					{ID: CommandID{Client: 1, Seq: 2}, Ack: 2},
 					{ID: CommandID{Client: math.MaxUint64, Seq: math.MaxUint64}, Ack: math.MaxUint64, Data: bytes.Repeat([]byte{0xff}, 300)},
 				}}}}}},
+		{"urgent accept", Message{Type: MsgAccept, Group: 1, From: 1, To: 2, Ballot: Ballot{Round: 8, Node: 1}, Commit: 41, Urgent: true,
+			Entries: []Entry{{Slot: 42, Ballot: Ballot{Round: 8, Node: 1}, Value: Value{ID: ValueID{Ballot: Ballot{Round: 8, Node: 1}, N: 3},
+				Cmds: []Command{{ID: CommandID{Client: 2, Seq: 1}, Ack: 1, Data: []byte("light")}}}}}}},
 		{"accepted", Message{Type: MsgAccepted, Group: 2, From: 3, To: 1, Ballot: Ballot{Round: 8, Node: 1}, Slot: 41, Commit: 40}},
 		{"nack behind", Message{Type: MsgNack, From: 2, To: 1, Ballot: Ballot{Round: 9, Node: 2}, Commit: 1000, Behind: true}},
 		{"commit with max fields", Message{Type: MsgCommit, Group: GroupID(math.MaxUint32), From: max32, To: max32, Ballot: bigBallot,
@@ -75,6 +78,7 @@ func randomMessage(rng *rand.Rand) Message {
 		Slot:   num(),
 		Commit: num(),
 		Behind: rng.Intn(2) == 0,
+		Urgent: rng.Intn(2) == 0,
 	}
 	for range rng.Intn(5) {
 		e := Entry{Slot: num(), Ballot: ballot(), Chosen: rng.Intn(2) == 0, Value: Value{ID: ValueID{Ballot: ballot(), N: num()}}}
