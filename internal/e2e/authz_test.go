@@ -214,6 +214,14 @@ func (p *eprobe) tryCall(req wire.Msg) (wire.Msg, error) {
 func (p *eprobe) open() uint64 {
 	p.t.Helper()
 	m := p.call(wire.Msg{Type: wire.TypeOpenSession, TTL: time.Minute})
+	// A master may stop serving for a moment right after the first
+	// election (startAuthzCluster waited until it served a read): "no
+	// master right now" is an answer a client retries, as the client
+	// library does, and these tests are about who may do what.
+	for deadline := time.Now().Add(patient(20 * time.Second)); m.Code == wire.CodeNotMaster && m.Hint == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		m = p.call(wire.Msg{Type: wire.TypeOpenSession, TTL: time.Minute})
+	}
 	if m.Code != wire.CodeOK || m.Session == 0 {
 		p.t.Fatalf("%s: open session: %v %s", p.who, m.Code, m.Err)
 	}
