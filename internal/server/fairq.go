@@ -30,7 +30,7 @@ import (
 // aheadInFlight commands in flight get this, so an identity cannot flood
 // ahead: a flood's commands are almost all queued behind its first. (The
 // handler also asks that the command be its identity's only one in flight
-// on the node, sole.go, before it proposes it ahead.)
+// on the node, identityState.enterProposal, before it proposes it ahead.)
 //
 // While a light identity competes with a heavy one (a proposal of an
 // identity with nothing else in flight was admitted while another identity

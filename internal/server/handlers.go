@@ -187,10 +187,10 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 		return appliedResult{}, replica.Result{}, fail(wire.CodeOverloaded, "node %d, group %d: identity %s's commands waited %v for their turn and this one was not proposed; retry after a short pause", s.cfg.ID, g, cs.who.Name, time.Since(start).Round(time.Millisecond))
 	}
 	defer fair.leave(cs.who.Name)
-	sole := s.sole.enter(cs.who.Name)
-	defer s.sole.leave(cs.who.Name)
+	sole := cs.idst.enterProposal()
+	defer cs.idst.leaveProposal()
 	propose := s.replica.Propose
-	if ahead && sole { // light in its group, and alone on the node: sole.go
+	if ahead && sole { // light in its group, and alone on the node (enterProposal)
 		propose = s.replica.ProposeAhead
 	}
 	res, err := propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})

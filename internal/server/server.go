@@ -178,7 +178,6 @@ type Server struct {
 	ready   atomic.Pointer[replica.Replica]
 	elector *election.Elector
 	groups  []*groupState
-	sole    *identityInFlight // sole.go: which proposal is its identity's only one
 	hub     *hub
 	metrics *metrics
 	ops     *opsMetrics // metrics_ops.go
@@ -301,7 +300,6 @@ func NewContext(ctx context.Context, cfg Config) (*Server, error) {
 	s.inc = newIncarnations(cfg.ID, st, s.log)
 	s.inc.send = s.sendHello
 
-	s.sole = newIdentityInFlight()
 	s.groups = make([]*groupState, cfg.Groups)
 	for i := range s.groups {
 		s.groups[i] = &groupState{table: lease.New(lease.DefaultLimits()), fair: newFairQueue(groupProposalsInFlight, identityProposalsWaiting)}
