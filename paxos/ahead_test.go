@@ -170,17 +170,6 @@ func urgentTo(ms []Message, to NodeID) map[uint64]bool {
 	return got
 }
 
-// readyOnce takes one Ready, persists and advances it.
-func readyOnce(t *testing.T, n *Node, st *MemoryStorage) Ready {
-	t.Helper()
-	r := n.Ready()
-	if err := st.Save(r.Persist); err != nil {
-		t.Fatal(err)
-	}
-	n.Advance(r)
-	return r
-}
-
 // TestProposeAheadMarksItsSlotUrgent: the Accepts of a slot that holds
 // commands proposed ahead carry Urgent (Message.Urgent), whether the slot
 // opens beside one in flight or an idle group's batch is led by them, and
@@ -202,7 +191,7 @@ func TestProposeAheadMarksItsSlotUrgent(t *testing.T) {
 	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
 		t.Fatal(err)
 	}
-	r1 := readyOnce(t, n, st)
+	r1 := drain(t, n, st)
 	s1 := slices.Collect(maps.Keys(urgentTo(r1.Messages, 2)))
 	if len(s1) != 1 {
 		t.Fatalf("a command proposed in an idle group opened slots %v, want one", s1)
@@ -212,13 +201,13 @@ func TestProposeAheadMarksItsSlotUrgent(t *testing.T) {
 	if err := n.ProposeAhead(0, Command{ID: cmdID(2)}); err != nil {
 		t.Fatal(err)
 	}
-	r2 := readyOnce(t, n, st)
+	r2 := drain(t, n, st)
 	check("a command proposed ahead beside a slot in flight", r2, true, map[uint64]bool{s1[0] + 1: true})
 
 	var again []Message
 	for range n.cfg.RetransmitTicks {
 		n.Tick()
-		again = append(again, readyOnce(t, n, st).Messages...)
+		again = append(again, drain(t, n, st).Messages...)
 	}
 	if got, want := urgentTo(again, 2), map[uint64]bool{s1[0]: false, s1[0] + 1: true}; !maps.Equal(got, want) {
 		t.Fatalf("retransmitted Accepts, urgent or not: %v, want %v", got, want)
@@ -231,7 +220,7 @@ func TestProposeAheadMarksItsSlotUrgent(t *testing.T) {
 	if err := n.Propose(0, Command{ID: cmdID(4)}); err != nil {
 		t.Fatal(err)
 	}
-	r3 := readyOnce(t, n, st)
+	r3 := drain(t, n, st)
 	check("an idle group's batch led by a command proposed ahead", r3, true, map[uint64]bool{s1[0] + 2: true})
 }
 
@@ -245,7 +234,7 @@ func TestAcceptorMarksUrgentReady(t *testing.T) {
 		t.Helper()
 		step(t, n, Message{Type: MsgAccept, From: 1, To: 2, Ballot: ballot, Urgent: urgent,
 			Entries: []Entry{{Slot: slot, Ballot: ballot, Value: val(slot, "x")}}})
-		return readyOnce(t, n, st)
+		return drain(t, n, st)
 	}
 	if r := accept(0, false, b); r.Urgent || len(r.Persist) == 0 {
 		t.Fatalf("plain Accept: Ready.Urgent = %v with %d writes, want false with a write", r.Urgent, len(r.Persist))

@@ -24,7 +24,8 @@ func newTestNode(t *testing.T, id NodeID, mod func(*Config)) (*Node, *MemoryStor
 	return n, st
 }
 
-// drain runs Ready/persist/Advance and returns the Ready.
+// drain runs Ready/persist/Advance and returns the Readys as one (Urgent if
+// any of them was).
 func drain(t *testing.T, n *Node, st *MemoryStorage) Ready {
 	t.Helper()
 	var all Ready
@@ -40,6 +41,7 @@ func drain(t *testing.T, n *Node, st *MemoryStorage) Ready {
 		all.Committed = append(all.Committed, r.Committed...)
 		all.Dropped = append(all.Dropped, r.Dropped...)
 		all.Snapshots = append(all.Snapshots, r.Snapshots...)
+		all.Urgent = all.Urgent || r.Urgent
 	}
 	return all
 }
