@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockd/lockd/internal/pki"
 	"github.com/lockd/lockd/internal/wire"
 	"github.com/lockd/lockd/quicnet"
 )
@@ -70,19 +69,10 @@ func startAuthzCluster(t *testing.T) *authzCluster {
 	c := startCluster(t, 1, time.Second)
 	t.Cleanup(c.stopAll)
 	ac := &authzCluster{cluster: c, acl: acl, ids: map[string]*tls.Config{}}
-	for _, name := range []string{"svc-a", "svc-b", "svc-c", "ops", "slow", "svc-p"} {
-		args := []string{"certs", "client", name, "--dir", c.certs}
-		if name == "svc-p" {
-			args = append(args, "--ou", "payments")
-		}
-		c.lockdOK("certs-client-"+name, args...)
-		conf, err := pki.LoadClientTLSConfig(filepath.Join(c.certs, "ca.crt"),
-			filepath.Join(c.certs, "client-"+name+".crt"), filepath.Join(c.certs, "client-"+name+".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ac.ids[name] = conf
+	for _, name := range []string{"svc-a", "svc-b", "svc-c", "ops", "slow"} {
+		ac.ids[name] = issueIdentity(t, c, name)
 	}
+	ac.ids["svc-p"] = issueIdentity(t, c, "svc-p", "--ou", "payments")
 	masters := c.waitServing(20 * time.Second)
 	ac.master = c.addrs[masters[0]-1]
 	return ac

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -118,7 +117,7 @@ func BenchmarkFloodIsolationProcesses(b *testing.B) {
 		}
 	}
 	syncs := func() float64 {
-		n, err := nodeSyncs(ctx, c.admins)
+		n, err := nodeSyncs(c.admins)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -193,11 +192,11 @@ func BenchmarkFloodIsolationProcesses(b *testing.B) {
 }
 
 // issueIdentity issues a client certificate for identity name with
-// `lockd certs client` (as the authz tests do) and returns a TLS
+// `lockd certs client` (extra: more of its flags) and returns a TLS
 // configuration that presents it.
-func issueIdentity(b testing.TB, c *cluster, name string) *tls.Config {
+func issueIdentity(b testing.TB, c *cluster, name string, extra ...string) *tls.Config {
 	b.Helper()
-	c.lockdOK("certs-client-"+name, "certs", "client", name, "--dir", c.certs)
+	c.lockdOK("certs-client-"+name, append([]string{"certs", "client", name, "--dir", c.certs}, extra...)...)
 	conf, err := pki.LoadClientTLSConfig(filepath.Join(c.certs, "ca.crt"),
 		filepath.Join(c.certs, "client-"+name+".crt"), filepath.Join(c.certs, "client-"+name+".key"))
 	if err != nil {
@@ -271,12 +270,10 @@ func floodChild(ctx context.Context, p *proc, during func(), ops, refused *int64
 // nodeSyncs is lockd_store_sync_seconds_count, the synced writes of the
 // nodes' Paxos state, summed over the nodes whose admin addresses are
 // admins.
-func nodeSyncs(ctx context.Context, admins []string) (float64, error) {
+func nodeSyncs(admins []string) (float64, error) {
 	var sum float64
 	for _, a := range admins {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		page, err := getPage(rctx, "http://"+a+"/metrics")
-		cancel()
+		page, err := httpGet("http://" + a + "/metrics")
 		if err != nil {
 			return 0, fmt.Errorf("metrics of %s: %w", a, err)
 		}
@@ -287,27 +284,6 @@ func nodeSyncs(ctx context.Context, admins []string) (float64, error) {
 		sum += v
 	}
 	return sum, nil
-}
-
-// getPage is the body of a GET of url that answers 200.
-func getPage(ctx context.Context, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return string(body), nil
 }
 
 // floodMain is the "flood" helper role, BenchmarkFloodIsolationProcesses's
