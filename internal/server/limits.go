@@ -204,8 +204,9 @@ func (st *identityState) give(field *int) {
 // lock client) gets that on every command; an identity with many clients
 // in flight gets none, so its writes keep sharing fsyncs across groups: with
 // the per-group test alone, 16 clients of one identity over 4 groups often
-// found a group with nothing of theirs in flight and lost 6-10% of their
-// throughput to unshared fsyncs (docs/benchmarks.md 8.5).
+// found a group with nothing of theirs in flight, and their throughput
+// fell in each of four paired runs (by 10%, 10%, 1% and 31%) to unshared
+// fsyncs (docs/benchmarks.md 8.5).
 func (st *identityState) enterProposal() (sole bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
