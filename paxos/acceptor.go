@@ -63,6 +63,7 @@ func (g *group) onAccept(m *Message) {
 	if !known {
 		g.store(&Entry{Slot: e.Slot, Ballot: m.Ballot, Value: e.Value})
 		g.n.urgent = g.n.urgent || m.Urgent
+		g.n.contended = g.n.contended || m.Contended
 	}
 	if known && (cur == nil || cur.Value.ID != e.Value.ID) {
 		// The slot chose another value (or one compacted away, which we

@@ -249,3 +249,118 @@ func TestAcceptorMarksUrgentReady(t *testing.T) {
 		t.Fatalf("plain Accept after an urgent one: Ready.Urgent = true, want false (the flag is per Ready)")
 	}
 }
+
+// marksTo returns, by slot, how the Accepts to node to are marked: "" for
+// plain, "u" for Urgent, "uc" for Urgent and Contended ("c" alone would be
+// a bug: Contended is a kind of Urgent).
+func marksTo(ms []Message, to NodeID) map[uint64]string {
+	got := map[uint64]string{}
+	for _, m := range ms {
+		if m.Type == MsgAccept && m.To == to {
+			s := ""
+			if m.Urgent {
+				s += "u"
+			}
+			if m.Contended {
+				s += "c"
+			}
+			got[m.Entries[0].Slot] = s
+		}
+	}
+	return got
+}
+
+// TestProposeContendedMarksItsSlot: a command proposed with
+// ProposeContended goes ahead like ProposeAhead, and its slot's Accepts
+// carry Contended as well as Urgent, retransmissions too, whether it opens
+// a slot beside one in flight or leads an idle group's batch; the master's
+// Ready for it is Contended. A command proposed ahead without it, even
+// right after a contended one, is only Urgent: the mark does not outlive
+// the commands that brought it.
+func TestProposeContendedMarksItsSlot(t *testing.T) {
+	n, st := newTestNode(t, 1, nil)
+	becomeMasterWith(t, n, st, Message{From: 2})
+	check := func(what string, r Ready, wantContended bool, want map[uint64]string) {
+		t.Helper()
+		if got := marksTo(r.Messages, 2); !maps.Equal(got, want) {
+			t.Fatalf("%s: Accepts to node 2 by slot and mark: %v, want %v", what, got, want)
+		}
+		if r.Contended != wantContended {
+			t.Fatalf("%s: Ready.Contended = %v, want %v", what, r.Contended, wantContended)
+		}
+	}
+	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := drain(t, n, st)
+	s1 := slices.Collect(maps.Keys(marksTo(r1.Messages, 2)))
+	if len(s1) != 1 {
+		t.Fatalf("a command proposed in an idle group opened slots %v, want one", s1)
+	}
+	s := s1[0]
+	check("a queued command", r1, false, map[uint64]string{s: ""})
+
+	if err := n.ProposeContended(0, Command{ID: cmdID(2)}); err != nil {
+		t.Fatal(err)
+	}
+	r2 := drain(t, n, st)
+	check("a contended command beside a slot in flight", r2, true, map[uint64]string{s + 1: "uc"})
+
+	if err := n.ProposeAhead(0, Command{ID: cmdID(3)}); err != nil {
+		t.Fatal(err)
+	}
+	r3 := drain(t, n, st)
+	check("a command proposed ahead after a contended one", r3, false, map[uint64]string{s + 2: "u"})
+
+	var again []Message
+	for range n.cfg.RetransmitTicks {
+		n.Tick()
+		again = append(again, drain(t, n, st).Messages...)
+	}
+	if got, want := marksTo(again, 2), map[uint64]string{s: "", s + 1: "uc", s + 2: "u"}; !maps.Equal(got, want) {
+		t.Fatalf("retransmitted Accepts by slot and mark: %v, want %v", got, want)
+	}
+
+	chooseAll(t, n, st, Ready{Messages: slices.Concat(r1.Messages, r2.Messages, r3.Messages), AfterSync: slices.Concat(r1.AfterSync, r2.AfterSync, r3.AfterSync)})
+	if err := n.ProposeContended(0, Command{ID: cmdID(4)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Propose(0, Command{ID: cmdID(5)}); err != nil {
+		t.Fatal(err)
+	}
+	r4 := drain(t, n, st)
+	check("an idle group's batch led by a contended command", r4, true, map[uint64]string{s + 3: "uc"})
+
+	chooseAll(t, n, st, r4)
+	if err := n.ProposeAhead(0, Command{ID: cmdID(6)}); err != nil {
+		t.Fatal(err)
+	}
+	r5 := drain(t, n, st)
+	check("an idle group's batch led by a command proposed ahead, after a contended batch", r5, false, map[uint64]string{s + 4: "u"})
+}
+
+// TestAcceptorMarksContendedReady: an acceptor that takes a contended
+// Accept says so in the Ready that holds its write; an urgent one, or a
+// contended one it refuses, does not make its Ready contended.
+func TestAcceptorMarksContendedReady(t *testing.T) {
+	n, st := newTestNode(t, 2, nil)
+	b := Ballot{Round: 5, Node: 1}
+	accept := func(slot uint64, contended bool, ballot Ballot) Ready {
+		t.Helper()
+		step(t, n, Message{Type: MsgAccept, From: 1, To: 2, Ballot: ballot, Urgent: true, Contended: contended,
+			Entries: []Entry{{Slot: slot, Ballot: ballot, Value: val(slot, "x")}}})
+		return drain(t, n, st)
+	}
+	if r := accept(0, false, b); r.Contended || !r.Urgent {
+		t.Fatalf("urgent Accept: Ready.Contended = %v, Urgent = %v, want false and true", r.Contended, r.Urgent)
+	}
+	if r := accept(1, true, b); !r.Contended || len(r.Persist) == 0 {
+		t.Fatalf("contended Accept: Ready.Contended = %v with %d writes, want true with a write", r.Contended, len(r.Persist))
+	}
+	if r := accept(2, true, Ballot{Round: 4, Node: 1}); r.Contended {
+		t.Fatalf("refused contended Accept (a lower ballot): Ready.Contended = true, want false")
+	}
+	if r := accept(3, false, b); r.Contended {
+		t.Fatalf("urgent Accept after a contended one: Ready.Contended = true, want false (the flag is per Ready)")
+	}
+}

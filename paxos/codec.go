@@ -9,12 +9,12 @@ import (
 )
 
 // Binary encodings of Message (the peer wire format), Entry (the on-disk log
-// record) and HardState. Messages are at version 2, the stored forms at
+// record) and HardState. Messages are at version 3, the stored forms at
 // version 1:
 //
-//	message:      version=2, type byte, group, from, to, ballot, slot, commit,
-//	              flags byte (bit 0: Behind, bit 1: Urgent), entry count,
-//	              entries
+//	message:      version=3, type byte, group, from, to, ballot, slot, commit,
+//	              flags byte (bit 0: Behind, bit 1: Urgent, bit 2:
+//	              Contended), entry count, entries
 //	entry in msg: slot, ballot, flags byte (bit 0: Chosen), value
 //	entry record: version=1, ballot, value (the slot is in the storage key;
 //	              Chosen is not stored: below the commit index every slot is
@@ -30,19 +30,21 @@ import (
 // decodes has exactly one encoding: re-encoding it gives back the same bytes
 // (the fuzz targets check this). A new field or meaning takes a new version
 // byte; decoders refuse versions they do not know with ErrUnknownVersion.
-// (Message version 1 had no Urgent bit: a node of that version refuses every
-// message of this one with a clear error rather than some of them.)
+// (Message version 1 had no Urgent bit, version 2 no Contended bit: a node
+// of an older version refuses every message of this one with a clear error
+// rather than some of them.)
 
 // codecVersion is the version byte this build writes of stored entries and
 // hard states, and the only one it reads; msgVersion the same for messages.
 const (
 	codecVersion = 1
-	msgVersion   = 2
+	msgVersion   = 3
 )
 
 const (
 	msgFlagBehind   = 1 << 0
 	msgFlagUrgent   = 1 << 1
+	msgFlagContend  = 1 << 2
 	entryFlagChosen = 1 << 0
 )
 
@@ -120,6 +122,9 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	}
 	if m.Urgent {
 		flags |= msgFlagUrgent
+	}
+	if m.Contended {
+		flags |= msgFlagContend
 	}
 	dst = append(dst, flags)
 	dst = binary.AppendUvarint(dst, uint64(len(m.Entries)))
@@ -204,11 +209,12 @@ func DecodeMessage(b []byte, lim Limits) (Message, error) {
 	m.Slot = d.uvarint("slot")
 	m.Commit = d.uvarint("commit index")
 	flags := d.byte("message flags")
-	if flags&^(msgFlagBehind|msgFlagUrgent) != 0 {
+	if flags&^(msgFlagBehind|msgFlagUrgent|msgFlagContend) != 0 {
 		d.failf("unknown message flags %#x", flags)
 	}
 	m.Behind = flags&msgFlagBehind != 0
 	m.Urgent = flags&msgFlagUrgent != 0
+	m.Contended = flags&msgFlagContend != 0
 	n := d.count("number of entries", "entries", lim.MaxEntries, "Limits.MaxEntries", minEntryBytes)
 	if d.err != nil {
 		return Message{}, d.err

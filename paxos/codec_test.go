@@ -3,6 +3,7 @@ package paxos
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand"
 	"reflect"
@@ -40,6 +41,9 @@ func codecMessages() []struct {
 		{"urgent accept", Message{Type: MsgAccept, Group: 1, From: 1, To: 2, Ballot: Ballot{Round: 8, Node: 1}, Commit: 41, Urgent: true,
 			Entries: []Entry{{Slot: 42, Ballot: Ballot{Round: 8, Node: 1}, Value: Value{ID: ValueID{Ballot: Ballot{Round: 8, Node: 1}, N: 3},
 				Cmds: []Command{{ID: CommandID{Client: 2, Seq: 1}, Ack: 1, Data: []byte("light")}}}}}}},
+		{"contended accept", Message{Type: MsgAccept, Group: 3, From: 1, To: 3, Ballot: Ballot{Round: 8, Node: 1}, Commit: 41, Urgent: true, Contended: true,
+			Entries: []Entry{{Slot: 43, Ballot: Ballot{Round: 8, Node: 1}, Value: Value{ID: ValueID{Ballot: Ballot{Round: 8, Node: 1}, N: 4},
+				Cmds: []Command{{ID: CommandID{Client: 2, Seq: 2}, Ack: 2, Data: []byte("busy")}}}}}}},
 		{"accepted", Message{Type: MsgAccepted, Group: 2, From: 3, To: 1, Ballot: Ballot{Round: 8, Node: 1}, Slot: 41, Commit: 40}},
 		{"nack behind", Message{Type: MsgNack, From: 2, To: 1, Ballot: Ballot{Round: 9, Node: 2}, Commit: 1000, Behind: true}},
 		{"commit with max fields", Message{Type: MsgCommit, Group: GroupID(math.MaxUint32), From: max32, To: max32, Ballot: bigBallot,
@@ -80,6 +84,7 @@ func randomMessage(rng *rand.Rand) Message {
 		Behind: rng.Intn(2) == 0,
 		Urgent: rng.Intn(2) == 0,
 	}
+	m.Contended = m.Urgent && rng.Intn(2) == 0
 	for range rng.Intn(5) {
 		e := Entry{Slot: num(), Ballot: ballot(), Chosen: rng.Intn(2) == 0, Value: Value{ID: ValueID{Ballot: ballot(), N: num()}}}
 		for range rng.Intn(6) {
@@ -208,10 +213,12 @@ func TestTruncatedInputIsCorrupt(t *testing.T) {
 func TestUnknownVersionIsRefused(t *testing.T) {
 	m := Message{Type: MsgCommit, From: 1, To: 2}
 	enc := AppendMessage(nil, &m)
-	enc[0] = 1 // before the Urgent flag
-	_, err := DecodeMessage(enc, Limits{})
-	if !errors.Is(err, ErrUnknownVersion) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "version 1") {
-		t.Fatalf("message: err = %v, want ErrUnknownVersion naming version 1", err)
+	for _, old := range []byte{1, 2} { // before the Urgent flag; before Contended
+		enc[0] = old
+		_, err := DecodeMessage(enc, Limits{})
+		if want := fmt.Sprintf("version %d", old); !errors.Is(err, ErrUnknownVersion) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("message: err = %v, want ErrUnknownVersion naming %s", err, want)
+		}
 	}
 	rec := AppendEntryRecord(nil, &Entry{})
 	rec[0] = 0
@@ -287,7 +294,7 @@ func TestMalformedInputIsCorrupt(t *testing.T) {
 		{"group beyond 32 bits", patch(2, 0x80, 0x80, 0x80, 0x80, 0x10), "group is 4294967296, which does not fit in 32 bits"},
 		{"long varint", patch(2, 0x81, 0x00), "group is not in its shortest encoding"},
 		{"varint overflow", patch(2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), "group overflows 64 bits"},
-		{"flags", patch(len(valid)-2, 0x04), "unknown message flags 0x4"},
+		{"flags", patch(len(valid)-2, 0x08), "unknown message flags 0x8"},
 		{"entries beyond input", patch(len(valid)-1, 100), "100 entries, but only 0 bytes are left"},
 	}
 	for _, tc := range tests {

@@ -26,8 +26,20 @@ type proposal struct {
 	value   Value
 	acks    []NodeID // nodes whose durable accept came back (voters or not)
 	elapsed int      // ticks since the accepts were last sent
-	urgent  bool     // the slot holds commands proposed ahead (Message.Urgent)
+	mark    slotMark // how the slot's Accepts are marked (Message.Urgent, Message.Contended)
 }
+
+// slotMark says how a slot's Accepts are marked: hints to the runtimes that
+// write it, never part of what is written or chosen.
+type slotMark uint8
+
+const (
+	// markUrgent: the slot holds commands proposed ahead (Message.Urgent).
+	markUrgent slotMark = 1 << iota
+	// markContended: and at least one of them was proposed while its node
+	// was busy with other clients' commands (Message.Contended).
+	markContended
+)
 
 func hasNode(s []NodeID, id NodeID) bool {
 	for _, x := range s {
@@ -84,6 +96,7 @@ type group struct {
 	// new slots before pending, without waiting for batchReady.
 	// pendingBytes counts both queues.
 	ahead        []Command
+	aheadMark    slotMark // the marks of the commands in ahead, together
 	pendingBytes int
 	changeQ      *Value // master: a membership change waiting for a slot
 	queueTicks   int    // ticks the queue has waited for a slot

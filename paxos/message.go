@@ -61,8 +61,15 @@ type Message struct {
 	// carries Ready.Urgent, so that its runtime writes it at once instead
 	// of waiting to share the sync with other groups' writes. It changes
 	// when a write is synced, never what is written or answered.
-	Urgent  bool
-	Entries []Entry
+	Urgent bool
+	// Contended, on an urgent Accept, says more: the command was proposed
+	// while its master was busy with other clients' commands. The
+	// acceptor's Ready carries Ready.Contended, and its runtime holds its
+	// other synced writes back for a while, so that its disk is free when
+	// the light client's next write comes. Like Urgent, it changes when
+	// writes are synced, never what is written or answered.
+	Contended bool
+	Entries   []Entry
 }
 
 func (m *Message) String() string {

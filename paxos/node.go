@@ -66,7 +66,12 @@ type Ready struct {
 	// Urgent says that Persist holds the accept of an urgent slot
 	// (Message.Urgent): the runtime should sync it without waiting for
 	// other groups' writes to share the sync.
-	Urgent    bool
+	Urgent bool
+	// Contended says that Persist holds the accept of a contended slot
+	// (Message.Contended): a light client's command on a node busy with
+	// other clients' commands. The runtime should keep its disk free for
+	// such writes for a while, by holding its other synced writes back.
+	Contended bool
 	AfterSync []Message
 	Committed []Apply
 	Dropped   []Dropped
@@ -98,8 +103,10 @@ type Node struct {
 	after   []Message
 	dropped []Dropped
 	urgent  bool // an urgent slot was accepted since the last Ready
-	errs    []error
-	snaps   []SnapshotNeed
+	// contended: a contended slot was accepted since the last Ready
+	contended bool
+	errs      []error
+	snaps     []SnapshotNeed
 
 	// maxApplyPerReady bounds Ready.Committed per group, so that replaying a
 	// long log after a restart does not build one giant batch.
@@ -196,7 +203,7 @@ func (n *Node) group(id GroupID) (*group, error) {
 // queued (its outcome comes through Ready.Committed or Ready.Dropped), a
 // *NotMasterError when another node should be asked, or ErrOverloaded.
 func (n *Node) Propose(g GroupID, cmd Command) error {
-	return n.propose(g, cmd, false)
+	return n.propose(g, cmd, 0)
 }
 
 // ProposeAhead is Propose for a command that should not wait behind the
@@ -209,10 +216,21 @@ func (n *Node) Propose(g GroupID, cmd Command) error {
 // which commands go into which new slot and when; every slot is proposed
 // and chosen by the same rules as any other.
 func (n *Node) ProposeAhead(g GroupID, cmd Command) error {
-	return n.propose(g, cmd, true)
+	return n.propose(g, cmd, markUrgent)
 }
 
-func (n *Node) propose(g GroupID, cmd Command, ahead bool) error {
+// ProposeContended is ProposeAhead for a light client's command on a node
+// that is busy with other clients' commands: its slot's Accepts carry
+// Message.Contended as well as Message.Urgent, so that every node writing
+// it holds its other synced writes back for a while (Ready.Contended).
+// Like ProposeAhead, it changes nothing in what is proposed or chosen.
+func (n *Node) ProposeContended(g GroupID, cmd Command) error {
+	return n.propose(g, cmd, markUrgent|markContended)
+}
+
+// propose queues cmd; a command with a mark goes ahead (ProposeAhead).
+func (n *Node) propose(g GroupID, cmd Command, mark slotMark) error {
+	ahead := mark != 0
 	gr, err := n.group(g)
 	if err != nil {
 		return err
@@ -240,6 +258,7 @@ func (n *Node) propose(g GroupID, cmd Command, ahead bool) error {
 	}
 	if ahead && gr.role == master {
 		gr.ahead = append(gr.ahead, cmd)
+		gr.aheadMark |= mark
 	} else {
 		gr.pending = append(gr.pending, cmd)
 	}
@@ -390,6 +409,7 @@ func (n *Node) Ready() Ready {
 		g.touch()
 	}
 	r.Urgent, n.urgent = n.urgent && len(r.Persist) > 0, false
+	r.Contended, n.contended = n.contended && len(r.Persist) > 0, false
 	r.Messages, n.msgs = n.msgs, nil
 	r.AfterSync, n.after = n.after, nil
 	r.Dropped, n.dropped = n.dropped, nil

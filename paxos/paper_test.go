@@ -42,6 +42,7 @@ func drain(t *testing.T, n *Node, st *MemoryStorage) Ready {
 		all.Dropped = append(all.Dropped, r.Dropped...)
 		all.Snapshots = append(all.Snapshots, r.Snapshots...)
 		all.Urgent = all.Urgent || r.Urgent
+		all.Contended = all.Contended || r.Contended
 	}
 	return all
 }

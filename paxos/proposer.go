@@ -146,9 +146,9 @@ func (g *group) reclaim() {
 		}
 		delete(g.p1, s)
 		if ok {
-			g.propose(s, e.Value, false)
+			g.propose(s, e.Value, 0)
 		} else {
-			g.propose(s, g.newValue(nil), false)
+			g.propose(s, g.newValue(nil), 0)
 		}
 		g.next = max(g.next, s+1)
 	}
@@ -207,22 +207,23 @@ func (g *group) newValue(cmds []Command) Value {
 }
 
 // propose runs phase 2 for slot under our ballot. Our own accept is taken at
-// once but counts only when its Accepted comes back after the sync. Urgent
-// marks a slot that holds commands proposed ahead (Message.Urgent).
-func (g *group) propose(slot uint64, v Value, urgent bool) {
+// once but counts only when its Accepted comes back after the sync. The
+// mark says whether the slot holds commands proposed ahead (Message.Urgent,
+// Message.Contended).
+func (g *group) propose(slot uint64, v Value, mark slotMark) {
 	if g.n.quorumHook != nil {
 		g.n.quorumHook(g.id, slot, 1, g.ballot, g.coverers(slot))
 	}
-	g.inflight[slot] = &proposal{value: v, urgent: urgent}
-	g.sendAccept(slot, v, nil, urgent)
+	g.inflight[slot] = &proposal{value: v, mark: mark}
+	g.sendAccept(slot, v, nil, mark)
 }
 
 // sendAccept sends the Accept for slot to every node we know in the group
 // (learners too: they follow the log closely that way) but those in skip.
-func (g *group) sendAccept(slot uint64, v Value, skip []NodeID, urgent bool) {
+func (g *group) sendAccept(slot uint64, v Value, skip []NodeID, mark slotMark) {
 	send := func(to NodeID) {
 		m := Message{Type: MsgAccept, Group: g.id, From: g.n.cfg.ID, To: to, Ballot: g.ballot, Commit: g.commit,
-			Urgent: urgent, Entries: []Entry{{Slot: slot, Ballot: g.ballot, Value: v}}}
+			Urgent: mark&markUrgent != 0, Contended: mark&markContended != 0, Entries: []Entry{{Slot: slot, Ballot: g.ballot, Value: v}}}
 		if to == g.n.cfg.ID {
 			g.onAccept(&m)
 			return
@@ -332,7 +333,7 @@ func (g *group) fill() {
 	if g.changeQ != nil && room() {
 		v := *g.changeQ
 		g.changeQ = nil
-		g.propose(g.next, v, false)
+		g.propose(g.next, v, 0)
 		g.next++
 	}
 	// Commands queued ahead open slots at once, before the queue's, and
@@ -341,18 +342,23 @@ func (g *group) fill() {
 	// that an idle group batches as before. Either way their slots are
 	// urgent.
 	urgentHead := 0 // commands at the head of the queue that were queued ahead
+	headMark := g.aheadMark
 	if len(g.inflight) == 0 {
 		urgentHead = len(g.ahead)
 		g.aheadIntoQueue()
 	}
 	for g.role == master && len(g.ahead) > 0 && room() {
-		g.proposeBatch(&g.ahead, true)
+		g.proposeBatch(&g.ahead, g.aheadMark)
 	}
 	if len(g.ahead) == 0 {
-		g.ahead = nil
+		g.ahead, g.aheadMark = nil, 0
 	}
 	for g.role == master && len(g.ahead) == 0 && len(g.pending) > 0 && g.batchReady() && room() {
-		urgentHead -= g.proposeBatch(&g.pending, urgentHead > 0)
+		mark := slotMark(0)
+		if urgentHead > 0 {
+			mark = headMark
+		}
+		urgentHead -= g.proposeBatch(&g.pending, mark)
 	}
 	if len(g.pending) == 0 && len(g.ahead) == 0 {
 		g.pending = nil
@@ -361,7 +367,7 @@ func (g *group) fill() {
 		// an idle master fills them with no-ops so that it completes.
 		if last := g.ms.Epochs[len(g.ms.Epochs)-1].From; last > g.commit {
 			for g.next < last && len(g.inflight) < c.Window && room() {
-				g.propose(g.next, g.newValue(nil), false)
+				g.propose(g.next, g.newValue(nil), 0)
 				g.next++
 			}
 		}
@@ -378,7 +384,7 @@ func (g *group) aheadIntoQueue() {
 
 // proposeBatch proposes the head of queue q, as much as one slot holds, in
 // the next slot, and returns how many commands it took.
-func (g *group) proposeBatch(q *[]Command, urgent bool) int {
+func (g *group) proposeBatch(q *[]Command, mark slotMark) int {
 	c := &g.n.cfg
 	n, bytes := 0, 0
 	for n < len(*q) && n < c.MaxBatchCommands {
@@ -395,7 +401,7 @@ func (g *group) proposeBatch(q *[]Command, urgent bool) int {
 	g.pendingBytes -= bytes
 	v := g.newValue(cmds)
 	g.mine[g.next] = v
-	g.propose(g.next, v, urgent)
+	g.propose(g.next, v, mark)
 	g.next++
 	return n
 }
@@ -441,7 +447,7 @@ func (g *group) tick() {
 			p.elapsed++
 			if p.elapsed >= c.RetransmitTicks {
 				p.elapsed = 0
-				g.sendAccept(slot, p.value, append(slices.Clone(p.acks), g.n.cfg.ID), p.urgent)
+				g.sendAccept(slot, p.value, append(slices.Clone(p.acks), g.n.cfg.ID), p.mark)
 			}
 		}
 	case preparing:
