@@ -189,9 +189,16 @@ func (s *Server) propose(ctx context.Context, cs *clientStream, req *wire.Msg, l
 	defer fair.leave(cs.who.Name)
 	sole := cs.idst.enterProposal()
 	defer cs.idst.leaveProposal()
-	propose := s.replica.Propose
-	if ahead && sole { // light in its group, and alone on the node (enterProposal)
+	others := int(s.proposing.Add(1) - 1)
+	defer s.proposing.Add(-1)
+	var propose func(context.Context, paxos.GroupID, paxos.Command) (replica.Result, error)
+	switch proposeKind(ahead, sole, others) {
+	case proposeContended:
+		propose = s.replica.ProposeContended
+	case proposeAhead:
 		propose = s.replica.ProposeAhead
+	default:
+		propose = s.replica.Propose
 	}
 	res, err := propose(cctx, g, paxos.Command{ID: paxos.CommandID{Client: client, Seq: req.Seq}, Ack: req.Ack, Data: lockCommand(lc)})
 	if err != nil {
@@ -384,4 +391,32 @@ func (s *Server) read(req *wire.Msg) *wire.Msg {
 		resp.Holders = append(resp.Holders, wire.HolderItem{Session: h.Session, Token: h.Token, Shared: info.Shared, Metadata: h.Metadata})
 	}
 	return resp
+}
+
+// How a client command enters Paxos (proposeKind).
+const (
+	proposeQueued    = iota // replica.Propose: behind the group's queue
+	proposeAhead            // replica.ProposeAhead: a light identity's command
+	proposeContended        // replica.ProposeContended: the same, on a busy node
+)
+
+// proposeKind decides how a command enters Paxos. ahead: the fair queue
+// found its identity light in the group (fairQueue.enterAhead); sole: it is
+// the identity's only command in flight on the node (enterProposal);
+// others: how many commands of any identity are in flight on the node
+// besides it. A light, sole command goes ahead of the queue. When more than
+// aheadInFlight other commands are in flight besides it, which a light
+// identity alone never causes but a heavy one does, it is contended too:
+// the nodes that write its slot then space their other synced writes for a
+// while (replica.Config.YieldGap), so that the light identity's next write
+// finds the disk free. An identity that is alone on the node, light or
+// heavy, never makes others yield to it.
+func proposeKind(ahead, sole bool, others int) int {
+	switch {
+	case !ahead || !sole:
+		return proposeQueued
+	case others > aheadInFlight:
+		return proposeContended
+	}
+	return proposeAhead
 }

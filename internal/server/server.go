@@ -67,6 +67,12 @@ type Config struct {
 	// (replica.Config.GroupCommitWait; default DefaultGroupCommitWait,
 	// negative turns it off).
 	GroupCommitWait time.Duration
+	// YieldGap is how far apart a node spaces its synced writes that are
+	// not urgent for a second after a light identity's command met other
+	// identities' commands in flight on its master, so that the disk is
+	// free for the light one's writes (replica.Config.YieldGap; default
+	// replica.DefaultYieldGap, negative turns it off).
+	YieldGap time.Duration
 	// Logger receives the node's logs (default slog.Default()).
 	Logger *slog.Logger
 	// RecoverFromPeers re-creates a node that lost its state, on an empty
@@ -149,6 +155,9 @@ func (c *Config) Validate() error {
 	if c.GroupCommitWait == 0 {
 		c.GroupCommitWait = DefaultGroupCommitWait
 	}
+	if c.YieldGap == 0 {
+		c.YieldGap = replica.DefaultYieldGap
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -172,6 +181,9 @@ type Server struct {
 	// frames until then, as a lossy network may; a race detector run saw
 	// a probe read qnode while New assigned it.
 	meshUp  atomic.Bool
+	// proposing counts the client commands in flight on this node, of
+	// every identity (Server.propose, proposeKind).
+	proposing atomic.Int64
 	replica *replica.Replica
 	snap    *snapXfer // snapshot transfers with peers (snapxfer.go)
 	// ready is the replica once New has made it: peers may send before.
@@ -359,6 +371,7 @@ func NewContext(ctx context.Context, cfg Config) (*Server, error) {
 			ElectionTicks: 20, HeartbeatTicks: 5, RetransmitTicks: 10},
 		Tick:            cfg.Tick,
 		GroupCommitWait: max(cfg.GroupCommitWait, 0),
+		YieldGap:        max(cfg.YieldGap, 0),
 		Store:           &meteredStore{Store: st, m: s.metrics},
 		Transport:       &peerTransport{sendFrame: s.sendPeerFrame, lanes: quicnet.DefaultLanes, drops: s.metrics.peerDrops.Inc},
 		StateMachine:    s,

@@ -334,3 +334,57 @@ func TestUrgentWriteSkipsGroupCommitWait(t *testing.T) {
 		t.Fatalf("%d more group-commit waits began than the two plain accepts", len(waiting))
 	}
 }
+
+// TestContendedWriteMakesOthersYield: after a contended accept
+// (paxos.Ready.Contended), a synced write that is not urgent waits for the
+// yield gap (Config.YieldGap) and gathers the writes that come meanwhile;
+// an urgent accept ends the wait and shares its Save. An urgent accept
+// that is not contended starts no yielding. The gap and the window are an
+// hour, so nothing here depends on timing.
+func TestContendedWriteMakesOthersYield(t *testing.T) {
+	yielding := make(chan struct{}, 16)
+	gr := startGated(t, 2, gatedVariant{yieldGap: time.Hour, yieldFor: time.Hour, yielding: func() { yielding <- struct{}{} }})
+	b := paxos.Ballot{Round: 1, Node: 2}
+	accept := func(g paxos.GroupID, slot uint64, urgent, contended bool) {
+		t.Helper()
+		gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: g, From: 2, Ballot: b, Urgent: urgent, Contended: contended,
+			Entries: []paxos.Entry{{Slot: slot, Value: paxos.Value{ID: paxos.ValueID{Ballot: b, N: uint64(g)<<8 | slot}}}}})
+	}
+	expect := func(what string, want ...slotKey) {
+		t.Helper()
+		c := gr.nextSave(t)
+		var got []slotKey
+		for _, w := range c.writes {
+			for _, e := range w.Entries {
+				got = append(got, slotKey{w.Group, e.Slot})
+			}
+		}
+		slices.SortFunc(got, func(a, b slotKey) int { return cmp.Or(cmp.Compare(a.g, b.g), cmp.Compare(a.slot, b.slot)) })
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: the Save writes %v, want %v", what, got, want)
+		}
+		c.release()
+	}
+
+	accept(0, 0, true, false)
+	expect("group 0's urgent accept", slotKey{0, 0})
+	accept(1, 0, false, false)
+	expect("group 1's plain accept after an urgent one that is not contended", slotKey{1, 0})
+	if len(yielding) != 0 {
+		t.Fatal("the persister yielded though no contended accept came in")
+	}
+	accept(0, 1, true, true)
+	expect("group 0's contended accept", slotKey{0, 1})
+	accept(1, 1, false, false)
+	select {
+	case <-yielding:
+	case <-time.After(hangGuard):
+		t.Fatalf("the persister did not yield a plain accept after a contended one within %v", hangGuard)
+	}
+	accept(1, 2, false, false)
+	accept(0, 2, true, false)
+	expect("the held plain accepts, with the urgent one that ended the wait", slotKey{0, 2}, slotKey{1, 1}, slotKey{1, 2})
+	if len(yielding) != 0 {
+		t.Fatalf("%d more yields began than the one plain accept", len(yielding))
+	}
+}

@@ -369,6 +369,9 @@ type gatedVariant struct {
 	wait     time.Duration // Config.GroupCommitWait
 	recent   time.Duration // Replica.recent, when set
 	waiting  func()        // Replica.waiting
+	yieldGap time.Duration // Config.YieldGap
+	yieldFor time.Duration // Replica.yieldFor, when set
+	yielding func()        // Replica.yielding
 }
 
 var gatedVariants = []gatedVariant{
@@ -393,6 +396,7 @@ func startGated(t *testing.T, groups int, v gatedVariant) *gatedReplica {
 		Transport:       tr,
 		StateMachine:    &counter{},
 		GroupCommitWait: v.wait,
+		YieldGap:        v.yieldGap,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -401,6 +405,10 @@ func startGated(t *testing.T, groups int, v gatedVariant) *gatedReplica {
 		r.recent = v.recent
 	}
 	r.waiting = v.waiting
+	if v.yieldFor > 0 {
+		r.yieldFor = v.yieldFor
+	}
+	r.yielding = v.yielding
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

@@ -38,6 +38,7 @@ func New(cfg Config) (*Replica, error) {
 		installs:  make(chan installJob, 16),
 		fetching:  map[paxos.GroupID]bool{},
 		recent:    recentWrite,
+		yieldFor:  yieldWindow,
 	}
 	r.appliers = make([]*paxos.Applier, core.Groups())
 	for i := range r.appliers {
@@ -85,6 +86,14 @@ func (r *Replica) Propose(ctx context.Context, g paxos.GroupID, cmd paxos.Comman
 // flight while another floods the group.
 func (r *Replica) ProposeAhead(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
 	return r.propose(ctx, proposal{group: g, cmd: cmd, ahead: true})
+}
+
+// ProposeContended is ProposeAhead for a light client's command on a node
+// busy with other clients' commands (paxos.Node.ProposeContended): besides
+// going ahead, it makes every node that writes its slot yield the disk to
+// light clients for a while (Config.YieldGap).
+func (r *Replica) ProposeContended(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
+	return r.propose(ctx, proposal{group: g, cmd: cmd, ahead: true, contended: true})
 }
 
 func (r *Replica) propose(ctx context.Context, p proposal) (Result, error) {
@@ -305,7 +314,10 @@ func (r *Replica) step(m paxos.Message) {
 
 func (r *Replica) takeProposal(p proposal) {
 	propose := r.core.Propose
-	if p.ahead {
+	switch {
+	case p.contended:
+		propose = r.core.ProposeContended
+	case p.ahead:
 		propose = r.core.ProposeAhead
 	}
 	if err := propose(p.group, p.cmd); err != nil {
@@ -374,6 +386,9 @@ func (r *Replica) persisted(jobs []paxos.Ready) {
 // hands them back to the loop.
 func (r *Replica) persistLoop(ctx context.Context) error {
 	act := newActivity(len(r.appliers), r.recent)
+	// lastContended is when the newest contended write came in, synced
+	// when the newest synced write ended (YieldGap).
+	var lastContended, synced time.Time
 	var writes []paxos.GroupWrite
 	var remote []paxos.Message
 	for {
@@ -393,32 +408,40 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 				break more
 			}
 		}
-		if w := r.cfg.GroupCommitWait; w > 0 && needsSync(jobs) && !anyUrgent(jobs) && act.missing(jobs, time.Now()) > 0 {
+		now := time.Now()
+		if anyContended(jobs) {
+			lastContended = now
+		}
+		switch {
+		case !needsSync(jobs) || anyUrgent(jobs):
+			// Nothing to sync, or a light identity's accept: written at
+			// once.
+		case r.cfg.YieldGap > 0 && now.Sub(lastContended) < r.yieldFor && now.Before(synced.Add(r.cfg.YieldGap)):
+			// A light identity competes with heavy ones: leave the disk
+			// idle until the gap has passed, so that the light one's next
+			// write finds no fsync in progress (here, and on a disk shared
+			// with other nodes). Its write ends the wait and takes this
+			// batch along.
+			if r.yielding != nil {
+				r.yielding()
+			}
+			jobs = r.gather(jobs, synced.Add(r.cfg.YieldGap).Sub(now), func(*paxos.Ready) bool { return false })
+		case r.cfg.GroupCommitWait > 0 && act.missing(jobs, now) > 0:
 			// Groups that wrote a moment ago have not written yet: their
 			// next write is likely on its way (another master's accept,
-			// this node's own next slot). Wait for them, up to w, so that
-			// one fsync covers them all. An urgent accept (a light
-			// identity's command, paxos.Message.Urgent) never waits, and
-			// ends a wait it joins: the wait is there to spare the disk
-			// under load, which is what a flood brings, and a light
-			// identity should not pay for it.
-			timer := time.NewTimer(w)
+			// this node's own next slot). Wait for them, up to the wait,
+			// so that one fsync covers them all. An urgent accept (a
+			// light identity's command, paxos.Message.Urgent) never
+			// waits, and ends a wait it joins: the wait is there to spare
+			// the disk under load, which is what a flood brings, and a
+			// light identity should not pay for it.
 			if r.waiting != nil {
 				r.waiting()
 			}
-		wait:
-			for len(jobs) < cap(r.persist) {
-				select {
-				case rd := <-r.persist:
-					jobs = append(jobs, rd)
-					if act.add(&jobs[len(jobs)-1]) == 0 || rd.Urgent {
-						break wait
-					}
-				case <-timer.C:
-					break wait
-				}
-			}
-			timer.Stop()
+			jobs = r.gather(jobs, r.cfg.GroupCommitWait, func(rd *paxos.Ready) bool { return act.add(rd) == 0 })
+		}
+		if anyContended(jobs) {
+			lastContended = time.Now()
 		}
 		act.record(jobs, time.Now())
 		writes, remote = writes[:0], remote[:0]
@@ -444,6 +467,9 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("replica: persist paxos state: %w", err)
 			}
+			if mustSync {
+				synced = time.Now()
+			}
 		}
 		if len(remote) > 0 {
 			r.cfg.Transport.Send(remote)
@@ -455,6 +481,26 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// gather adds the Readys that arrive within d to jobs, and returns early
+// when enough is enough: an urgent Ready arrives (a light identity's write
+// waits for no one), done says so of a new Ready, or the batch is full.
+func (r *Replica) gather(jobs []paxos.Ready, d time.Duration, done func(*paxos.Ready) bool) []paxos.Ready {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for len(jobs) < cap(r.persist) {
+		select {
+		case rd := <-r.persist:
+			jobs = append(jobs, rd)
+			if done(&jobs[len(jobs)-1]) || rd.Urgent {
+				return jobs
+			}
+		case <-timer.C:
+			return jobs
+		}
+	}
+	return jobs
 }
 
 // applierResults bounds the outcomes remembered per client (paxos.Applier).
@@ -514,11 +560,32 @@ func (r *Replica) failWaiters() {
 // load.
 const recentWrite = 2 * time.Millisecond
 
+// yieldWindow is how long after a contended write the persister yields the
+// disk (Config.YieldGap): as long as the server's fair queue keeps a heavy
+// identity's pipeline short after a light one's command (contendedFor).
+const yieldWindow = time.Second
+
+// DefaultYieldGap is the YieldGap a lockd node uses. Measured with
+// BenchmarkFloodIsolation (3 nodes on one disk, docs/benchmarks.md 8.6).
+const DefaultYieldGap = 3 * time.Millisecond
+
 // anyUrgent reports whether a job holds an urgent accept (paxos.Ready.Urgent):
 // a light identity's command, which the group-commit wait must not delay.
 func anyUrgent(jobs []paxos.Ready) bool {
 	for i := range jobs {
 		if jobs[i].Urgent {
+			return true
+		}
+	}
+	return false
+}
+
+// anyContended reports whether a job holds a contended accept
+// (paxos.Ready.Contended), which starts or extends the time the persister
+// yields the disk (Config.YieldGap).
+func anyContended(jobs []paxos.Ready) bool {
+	for i := range jobs {
+		if jobs[i].Contended {
 			return true
 		}
 	}

@@ -92,6 +92,17 @@ type Config struct {
 	// LOCKD_GROUP_COMMIT_WAIT) 200µs takes 3.1k commits/s to 7.8k, and one
 	// group is unchanged. Zero turns it off.
 	GroupCommitWait time.Duration
+	// YieldGap, when set, keeps the disk free for light clients while they
+	// compete with heavy ones (issue 10): for a second after it wrote a
+	// contended accept (paxos.Ready.Contended: a light client's command
+	// proposed while its master was busy with others'), the persister
+	// lets a synced write that is not urgent wait until YieldGap has passed
+	// since its previous synced write ended, gathering whatever comes
+	// meanwhile into the same batch. An urgent write ends the wait at once
+	// and takes the batch along, so the light client's write never waits
+	// for it. Only when writes are synced changes, never what is written
+	// or in which order. Zero turns it off.
+	YieldGap time.Duration
 	// MaxClients bounds the command ids remembered for exactly-once
 	// application, per group (default 100000).
 	MaxClients int
@@ -160,11 +171,13 @@ type Result struct {
 }
 
 type proposal struct {
-	group    paxos.GroupID
-	cmd      paxos.Command
-	ahead    bool // paxos.Node.ProposeAhead
-	done     chan outcome
-	deadline time.Time
+	group paxos.GroupID
+	cmd   paxos.Command
+	ahead bool // paxos.Node.ProposeAhead
+	// contended: paxos.Node.ProposeContended (implies ahead)
+	contended bool
+	done      chan outcome
+	deadline  time.Time
 }
 
 type outcome struct {
@@ -209,6 +222,11 @@ type Replica struct {
 	// waiting, when set (tests), is called as the persister begins a
 	// group-commit wait.
 	waiting func()
+	// yieldFor is how long after a contended write the persister yields
+	// (YieldGap; yieldWindow, tests lengthen it); yielding, when set
+	// (tests), is called as it begins such a wait.
+	yieldFor time.Duration
+	yielding func()
 
 	// Owned by the Run goroutine.
 	appliers []*paxos.Applier
