@@ -278,7 +278,7 @@ func benchFlood(b *testing.B, rate float64) {
 
 	var warm, warmAcq []time.Duration
 	measure(16, &warm, &warmAcq) // connect to every master
-	setFlood(true)     // warm the flooder's connections
+	setFlood(true)               // warm the flooder's connections
 	time.Sleep(time.Second)
 	setFlood(false)
 	settle()

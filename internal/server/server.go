@@ -180,12 +180,12 @@ type Server struct {
 	// through qnode (a probe's pong, a hello's reply). onPeerMessage drops
 	// frames until then, as a lossy network may; a race detector run saw
 	// a probe read qnode while New assigned it.
-	meshUp  atomic.Bool
+	meshUp atomic.Bool
 	// proposing counts the client commands in flight on this node, of
 	// every identity (Server.propose, proposeKind).
 	proposing atomic.Int64
-	replica *replica.Replica
-	snap    *snapXfer // snapshot transfers with peers (snapxfer.go)
+	replica   *replica.Replica
+	snap      *snapXfer // snapshot transfers with peers (snapxfer.go)
 	// ready is the replica once New has made it: peers may send before.
 	ready   atomic.Pointer[replica.Replica]
 	elector *election.Elector
