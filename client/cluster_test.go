@@ -73,7 +73,14 @@ func (tc *testCluster) stop(i int) {
 // config returns a client Config with a fresh client certificate.
 func (tc *testCluster) config() Config {
 	tc.t.Helper()
-	certPEM, keyPEM, err := tc.ca.IssueClient("client-test")
+	return tc.configAs("client-test")
+}
+
+// configAs returns a client Config with a fresh certificate for identity
+// name.
+func (tc *testCluster) configAs(name string) Config {
+	tc.t.Helper()
+	certPEM, keyPEM, err := tc.ca.IssueClient(name)
 	if err != nil {
 		tc.t.Fatal(err)
 	}
@@ -87,9 +94,16 @@ func (tc *testCluster) config() Config {
 // client connects a Client and closes it when the test ends.
 func (tc *testCluster) client() *Client {
 	tc.t.Helper()
+	return tc.clientAs("client-test")
+}
+
+// clientAs connects a Client as identity name and closes it when the test
+// ends.
+func (tc *testCluster) clientAs(name string) *Client {
+	tc.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := New(ctx, tc.config())
+	c, err := New(ctx, tc.configAs(name))
 	if err != nil {
 		tc.t.Fatal(err)
 	}

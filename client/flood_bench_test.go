@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/lockd/lockd/internal/localcluster"
-	"github.com/lockd/lockd/internal/pki"
 	"github.com/lockd/lockd/internal/procs"
 	"github.com/lockd/lockd/internal/server"
 )
@@ -155,26 +154,8 @@ func benchFlood(b *testing.B, rate float64) {
 	}
 	b.Cleanup(func() { lc.Close() })
 	tc := &testCluster{t: b, lc: lc, ca: lc.CA(), addrs: lc.Endpoints()}
-	identity := func(name string) *Client {
-		certPEM, keyPEM, err := tc.ca.IssueClient(name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		tlsConf, err := pki.ClientTLSConfig(tc.ca.CertPEM(), certPEM, keyPEM)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		c, err := New(ctx, Config{Endpoints: tc.addrs, TLS: tlsConf, Logger: testLogger()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-		return c
-	}
 	ctx := context.Background()
-	victim := identity("victim")
+	victim := tc.clientAs("victim")
 	vs, err := victim.NewSession(ctx, SessionOptions{TTL: 30 * time.Second})
 	if err != nil {
 		b.Fatal(err)
@@ -198,7 +179,7 @@ func benchFlood(b *testing.B, rate float64) {
 
 	// The flooder's workers run while flooding is set and park on the
 	// gate otherwise, keeping their sessions.
-	flooder := identity("flooder")
+	flooder := tc.clientAs("flooder")
 	fctx, stop := context.WithCancel(ctx)
 	var (
 		gateMu   sync.Mutex
@@ -290,6 +271,7 @@ func benchFlood(b *testing.B, rate float64) {
 	addSums := func(into *localcluster.ServerSums, a, b localcluster.ServerSums) {
 		into.Syncs += b.Syncs - a.Syncs
 		into.SyncSeconds += b.SyncSeconds - a.SyncSeconds
+		into.Yields += b.Yields - a.Yields
 		if into.SyncBuckets == nil {
 			into.SyncBuckets = map[float64]float64{}
 		}
@@ -347,6 +329,7 @@ func benchFlood(b *testing.B, rate float64) {
 	b.ReportMetric(float64(floodWritten)/floodWall.Seconds()/1e6, "flood-written-MB/s")
 	b.ReportMetric(quietSums.Syncs/quietWall.Seconds(), "quiet-syncs/s")
 	b.ReportMetric(floodSums.Syncs/floodWall.Seconds(), "flood-syncs/s")
+	b.ReportMetric(floodSums.Yields/floodWall.Seconds(), "flood-yields/s")
 	if quietSums.Syncs > 0 {
 		b.ReportMetric(quietSums.SyncSeconds/quietSums.Syncs*1e6, "quiet-sync-µs")
 	}

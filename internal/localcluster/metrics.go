@@ -21,6 +21,9 @@ type ServerSums struct {
 	// synced writes that took at most each bound (seconds), summed over
 	// the nodes.
 	SyncBuckets map[float64]float64
+	// Yields is lockd_store_yields_total: synced writes the nodes held
+	// back to leave the disk to a light identity (server.Config.YieldGap).
+	Yields float64
 }
 
 // Sums reads the metrics of every running node, through its admin handler
@@ -64,6 +67,8 @@ func (c *Cluster) Sums() (t ServerSums) {
 				t.Syncs += v
 			case "lockd_store_sync_seconds_sum":
 				t.SyncSeconds += v
+			case "lockd_store_yields_total":
+				t.Yields += v
 			}
 		}
 	}

@@ -232,6 +232,15 @@ func (s *Server) initOps() {
 	s.ops = newOpsMetrics().init()
 	s.metrics.reg.MustRegister(s.ops.collectors()...)
 	s.metrics.reg.MustRegister(newTableCollector(s))
+	s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lockd_store_yields_total",
+		Help: "Synced writes this node held back (up to the yield gap) to leave the disk to a light identity competing with heavy ones.",
+	}, func() float64 {
+		if r := s.ready.Load(); r != nil {
+			return float64(r.Yields())
+		}
+		return 0
+	}))
 	depth := s.cfg.MetricsPrefixDepth
 	if depth == 0 {
 		depth = DefaultMetricsPrefixDepth

@@ -422,6 +422,7 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			// write finds no fsync in progress (here, and on a disk shared
 			// with other nodes). Its write ends the wait and takes this
 			// batch along.
+			r.yields.Add(1)
 			if r.yielding != nil {
 				r.yielding()
 			}

@@ -227,6 +227,7 @@ type Replica struct {
 	// (tests), is called as it begins such a wait.
 	yieldFor time.Duration
 	yielding func()
+	yields   atomic.Int64 // yield waits begun (Yields)
 
 	// Owned by the Run goroutine.
 	appliers []*paxos.Applier
@@ -239,6 +240,10 @@ type Replica struct {
 	saving   []bool   // per group: a snapshot is being encoded and saved
 	fetching map[paxos.GroupID]bool
 }
+
+// Yields counts the times the persister held a synced write back to leave
+// the disk to a light identity (Config.YieldGap).
+func (r *Replica) Yields() int64 { return r.yields.Load() }
 
 // SnapshotsInstalled counts the snapshots this replica installed from peers.
 func (r *Replica) SnapshotsInstalled() int64 { return r.installed.Load() }
