@@ -3,6 +3,7 @@ package paxos
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -158,98 +159,6 @@ func TestProposeAheadDroppedOnStepDown(t *testing.T) {
 	}
 }
 
-// urgentTo returns, by slot, whether the Accepts to node to in ms carry
-// Urgent.
-func urgentTo(ms []Message, to NodeID) map[uint64]bool {
-	got := map[uint64]bool{}
-	for _, m := range ms {
-		if m.Type == MsgAccept && m.To == to {
-			got[m.Entries[0].Slot] = m.Urgent
-		}
-	}
-	return got
-}
-
-// TestProposeAheadMarksItsSlotUrgent: the Accepts of a slot that holds
-// commands proposed ahead carry Urgent (Message.Urgent), whether the slot
-// opens beside one in flight or an idle group's batch is led by them, and
-// so do their retransmissions; slots of queued commands do not. The
-// master's own Ready for such a slot is Urgent, so that its runtime syncs
-// it without the group-commit wait.
-func TestProposeAheadMarksItsSlotUrgent(t *testing.T) {
-	n, st := newTestNode(t, 1, nil)
-	becomeMasterWith(t, n, st, Message{From: 2})
-	check := func(what string, r Ready, wantReady bool, want map[uint64]bool) {
-		t.Helper()
-		if got := urgentTo(r.Messages, 2); !maps.Equal(got, want) {
-			t.Fatalf("%s: Accepts to node 2 by slot, urgent or not: %v, want %v", what, got, want)
-		}
-		if r.Urgent != wantReady {
-			t.Fatalf("%s: Ready.Urgent = %v, want %v", what, r.Urgent, wantReady)
-		}
-	}
-	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
-		t.Fatal(err)
-	}
-	r1 := drain(t, n, st)
-	s1 := slices.Collect(maps.Keys(urgentTo(r1.Messages, 2)))
-	if len(s1) != 1 {
-		t.Fatalf("a command proposed in an idle group opened slots %v, want one", s1)
-	}
-	check("a queued command", r1, false, map[uint64]bool{s1[0]: false})
-
-	if err := n.ProposeAhead(0, Command{ID: cmdID(2)}); err != nil {
-		t.Fatal(err)
-	}
-	r2 := drain(t, n, st)
-	check("a command proposed ahead beside a slot in flight", r2, true, map[uint64]bool{s1[0] + 1: true})
-
-	var again []Message
-	for range n.cfg.RetransmitTicks {
-		n.Tick()
-		again = append(again, drain(t, n, st).Messages...)
-	}
-	if got, want := urgentTo(again, 2), map[uint64]bool{s1[0]: false, s1[0] + 1: true}; !maps.Equal(got, want) {
-		t.Fatalf("retransmitted Accepts, urgent or not: %v, want %v", got, want)
-	}
-
-	chooseAll(t, n, st, Ready{Messages: append(r1.Messages, r2.Messages...), AfterSync: append(r1.AfterSync, r2.AfterSync...)})
-	if err := n.ProposeAhead(0, Command{ID: cmdID(3)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Propose(0, Command{ID: cmdID(4)}); err != nil {
-		t.Fatal(err)
-	}
-	r3 := drain(t, n, st)
-	check("an idle group's batch led by a command proposed ahead", r3, true, map[uint64]bool{s1[0] + 2: true})
-}
-
-// TestAcceptorMarksUrgentReady: an acceptor that takes an urgent Accept
-// says so in the Ready that holds its write; a plain Accept, or an urgent
-// one it refuses, does not make its Ready urgent.
-func TestAcceptorMarksUrgentReady(t *testing.T) {
-	n, st := newTestNode(t, 2, nil)
-	b := Ballot{Round: 5, Node: 1}
-	accept := func(slot uint64, urgent bool, ballot Ballot) Ready {
-		t.Helper()
-		step(t, n, Message{Type: MsgAccept, From: 1, To: 2, Ballot: ballot, Urgent: urgent,
-			Entries: []Entry{{Slot: slot, Ballot: ballot, Value: val(slot, "x")}}})
-		return drain(t, n, st)
-	}
-	if r := accept(0, false, b); r.Urgent || len(r.Persist) == 0 {
-		t.Fatalf("plain Accept: Ready.Urgent = %v with %d writes, want false with a write", r.Urgent, len(r.Persist))
-	}
-	if r := accept(1, true, b); !r.Urgent || len(r.Persist) == 0 {
-		t.Fatalf("urgent Accept: Ready.Urgent = %v with %d writes, want true with a write", r.Urgent, len(r.Persist))
-	}
-	if r := accept(2, true, Ballot{Round: 4, Node: 1}); r.Urgent {
-		t.Fatalf("refused urgent Accept (a lower ballot): Ready.Urgent = true, want false")
-	}
-	if r := accept(3, false, b); r.Urgent {
-		t.Fatalf("plain Accept after an urgent one: Ready.Urgent = true, want false (the flag is per Ready)")
-	}
-}
-
 // marksTo returns, by slot, how the Accepts to node to are marked: "" for
 // plain, "u" for Urgent, "uc" for Urgent and Contended ("c" alone would be
 // a bug: Contended is a kind of Urgent).
@@ -270,23 +179,26 @@ func marksTo(ms []Message, to NodeID) map[uint64]string {
 	return got
 }
 
-// TestProposeContendedMarksItsSlot: a command proposed with
-// ProposeContended goes ahead like ProposeAhead, and its slot's Accepts
-// carry Contended as well as Urgent, retransmissions too, whether it opens
-// a slot beside one in flight or leads an idle group's batch; the master's
-// Ready for it is Contended. A command proposed ahead without it, even
-// right after a contended one, is only Urgent: the mark does not outlive
-// the commands that brought it.
-func TestProposeContendedMarksItsSlot(t *testing.T) {
+// TestProposeAheadMarksItsSlot: the Accepts of a slot that holds commands
+// proposed ahead carry Urgent (Message.Urgent), and also Contended when one
+// of them was proposed with ProposeContended, whether the slot opens beside
+// one in flight or an idle group's batch is led by them, and so do their
+// retransmissions; slots of queued commands carry neither. The master's own
+// Ready for such a slot is Urgent (its runtime syncs it without the
+// group-commit wait), and Contended with the mark. A command proposed
+// ahead right after a contended one is only Urgent: the mark does not
+// outlive the commands that brought it.
+func TestProposeAheadMarksItsSlot(t *testing.T) {
 	n, st := newTestNode(t, 1, nil)
 	becomeMasterWith(t, n, st, Message{From: 2})
-	check := func(what string, r Ready, wantContended bool, want map[uint64]string) {
+	check := func(what string, r Ready, want map[uint64]string) {
 		t.Helper()
 		if got := marksTo(r.Messages, 2); !maps.Equal(got, want) {
 			t.Fatalf("%s: Accepts to node 2 by slot and mark: %v, want %v", what, got, want)
 		}
-		if r.Contended != wantContended {
-			t.Fatalf("%s: Ready.Contended = %v, want %v", what, r.Contended, wantContended)
+		all := strings.Join(slices.Collect(maps.Values(want)), "")
+		if u, c := strings.Contains(all, "u"), strings.Contains(all, "c"); r.Urgent != u || r.Contended != c {
+			t.Fatalf("%s: Ready.Urgent = %v, Ready.Contended = %v, want %v and %v", what, r.Urgent, r.Contended, u, c)
 		}
 	}
 	if err := n.Propose(0, Command{ID: cmdID(1)}); err != nil {
@@ -298,19 +210,19 @@ func TestProposeContendedMarksItsSlot(t *testing.T) {
 		t.Fatalf("a command proposed in an idle group opened slots %v, want one", s1)
 	}
 	s := s1[0]
-	check("a queued command", r1, false, map[uint64]string{s: ""})
+	check("a queued command", r1, map[uint64]string{s: ""})
 
 	if err := n.ProposeContended(0, Command{ID: cmdID(2)}); err != nil {
 		t.Fatal(err)
 	}
 	r2 := drain(t, n, st)
-	check("a contended command beside a slot in flight", r2, true, map[uint64]string{s + 1: "uc"})
+	check("a contended command beside a slot in flight", r2, map[uint64]string{s + 1: "uc"})
 
 	if err := n.ProposeAhead(0, Command{ID: cmdID(3)}); err != nil {
 		t.Fatal(err)
 	}
 	r3 := drain(t, n, st)
-	check("a command proposed ahead after a contended one", r3, false, map[uint64]string{s + 2: "u"})
+	check("a command proposed ahead after a contended one", r3, map[uint64]string{s + 2: "u"})
 
 	var again []Message
 	for range n.cfg.RetransmitTicks {
@@ -329,38 +241,43 @@ func TestProposeContendedMarksItsSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	r4 := drain(t, n, st)
-	check("an idle group's batch led by a contended command", r4, true, map[uint64]string{s + 3: "uc"})
+	check("an idle group's batch led by a contended command", r4, map[uint64]string{s + 3: "uc"})
 
 	chooseAll(t, n, st, r4)
 	if err := n.ProposeAhead(0, Command{ID: cmdID(6)}); err != nil {
 		t.Fatal(err)
 	}
 	r5 := drain(t, n, st)
-	check("an idle group's batch led by a command proposed ahead, after a contended batch", r5, false, map[uint64]string{s + 4: "u"})
+	check("an idle group's batch led by a command proposed ahead, after a contended batch", r5, map[uint64]string{s + 4: "u"})
 }
 
-// TestAcceptorMarksContendedReady: an acceptor that takes a contended
-// Accept says so in the Ready that holds its write; an urgent one, or a
-// contended one it refuses, does not make its Ready contended.
-func TestAcceptorMarksContendedReady(t *testing.T) {
+// TestAcceptorMarksReady: an acceptor that takes an urgent Accept says so
+// in the Ready that holds its write, and a contended one too; a plain
+// Accept, or a marked one it refuses, marks nothing, and the marks do not
+// outlive their Ready.
+func TestAcceptorMarksReady(t *testing.T) {
 	n, st := newTestNode(t, 2, nil)
 	b := Ballot{Round: 5, Node: 1}
-	accept := func(slot uint64, contended bool, ballot Ballot) Ready {
-		t.Helper()
-		step(t, n, Message{Type: MsgAccept, From: 1, To: 2, Ballot: ballot, Urgent: true, Contended: contended,
-			Entries: []Entry{{Slot: slot, Ballot: ballot, Value: val(slot, "x")}}})
-		return drain(t, n, st)
-	}
-	if r := accept(0, false, b); r.Contended || !r.Urgent {
-		t.Fatalf("urgent Accept: Ready.Contended = %v, Urgent = %v, want false and true", r.Contended, r.Urgent)
-	}
-	if r := accept(1, true, b); !r.Contended || len(r.Persist) == 0 {
-		t.Fatalf("contended Accept: Ready.Contended = %v with %d writes, want true with a write", r.Contended, len(r.Persist))
-	}
-	if r := accept(2, true, Ballot{Round: 4, Node: 1}); r.Contended {
-		t.Fatalf("refused contended Accept (a lower ballot): Ready.Contended = true, want false")
-	}
-	if r := accept(3, false, b); r.Contended {
-		t.Fatalf("urgent Accept after a contended one: Ready.Contended = true, want false (the flag is per Ready)")
+	for i, c := range []struct {
+		what                 string
+		urgent, contended    bool
+		ballot               Ballot
+		wantUrgent, wantCont bool
+	}{
+		{"plain Accept", false, false, b, false, false},
+		{"urgent Accept", true, false, b, true, false},
+		{"contended Accept", true, true, b, true, true},
+		{"refused contended Accept (a lower ballot)", true, true, Ballot{Round: 4, Node: 1}, false, false},
+		{"plain Accept after marked ones", false, false, b, false, false},
+	} {
+		step(t, n, Message{Type: MsgAccept, From: 1, To: 2, Ballot: c.ballot, Urgent: c.urgent, Contended: c.contended,
+			Entries: []Entry{{Slot: uint64(i), Ballot: c.ballot, Value: val(uint64(i), "x")}}})
+		r := drain(t, n, st)
+		if r.Urgent != c.wantUrgent || r.Contended != c.wantCont {
+			t.Fatalf("%s: Ready.Urgent = %v, Ready.Contended = %v, want %v and %v", c.what, r.Urgent, r.Contended, c.wantUrgent, c.wantCont)
+		}
+		if c.wantUrgent && len(r.Persist) == 0 {
+			t.Fatalf("%s: a marked Ready with no write", c.what)
+		}
 	}
 }
