@@ -426,7 +426,7 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			if r.yielding != nil {
 				r.yielding()
 			}
-			jobs = r.gather(jobs, synced.Add(r.cfg.YieldGap).Sub(now), func(*paxos.Ready) bool { return false })
+			jobs = r.gather(ctx, jobs, synced.Add(r.cfg.YieldGap).Sub(now), func(*paxos.Ready) bool { return false })
 		case r.cfg.GroupCommitWait > 0 && act.missing(jobs, now) > 0:
 			// Groups that wrote a moment ago have not written yet: their
 			// next write is likely on its way (another master's accept,
@@ -439,7 +439,7 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			if r.waiting != nil {
 				r.waiting()
 			}
-			jobs = r.gather(jobs, r.cfg.GroupCommitWait, func(rd *paxos.Ready) bool { return act.add(rd) == 0 })
+			jobs = r.gather(ctx, jobs, r.cfg.GroupCommitWait, func(rd *paxos.Ready) bool { return act.add(rd) == 0 })
 		}
 		if anyContended(jobs) {
 			lastContended = time.Now()
@@ -486,8 +486,9 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 
 // gather adds the Readys that arrive within d to jobs, and returns early
 // when enough is enough: an urgent Ready arrives (a light identity's write
-// waits for no one), done says so of a new Ready, or the batch is full.
-func (r *Replica) gather(jobs []paxos.Ready, d time.Duration, done func(*paxos.Ready) bool) []paxos.Ready {
+// waits for no one), done says so of a new Ready, the batch is full, or ctx
+// ends (the caller finds out on its next receive).
+func (r *Replica) gather(ctx context.Context, jobs []paxos.Ready, d time.Duration, done func(*paxos.Ready) bool) []paxos.Ready {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for len(jobs) < cap(r.persist) {
@@ -498,6 +499,8 @@ func (r *Replica) gather(jobs []paxos.Ready, d time.Duration, done func(*paxos.R
 				return jobs
 			}
 		case <-timer.C:
+			return jobs
+		case <-ctx.Done():
 			return jobs
 		}
 	}
