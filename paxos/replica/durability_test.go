@@ -388,3 +388,24 @@ func TestContendedWriteMakesOthersYield(t *testing.T) {
 		t.Fatalf("%d more yields began than the one plain accept", len(yielding))
 	}
 }
+
+// TestYieldWaitEndsOnStop: a replica stopped while its persister yields
+// (an hour-long gap here) stops at once; the harness's cleanup fails the
+// test if Run has not returned within hangGuard.
+func TestYieldWaitEndsOnStop(t *testing.T) {
+	yielding := make(chan struct{}, 1)
+	gr := startGated(t, 2, gatedVariant{yieldGap: time.Hour, yieldFor: time.Hour, yielding: func() { yielding <- struct{}{} }})
+	b := paxos.Ballot{Round: 1, Node: 2}
+	for slot, contended := range []bool{true, false} {
+		gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: 0, From: 2, Ballot: b, Urgent: contended, Contended: contended,
+			Entries: []paxos.Entry{{Slot: uint64(slot), Value: paxos.Value{ID: paxos.ValueID{Ballot: b, N: uint64(slot)}}}}})
+		if contended {
+			gr.nextSave(t).release()
+		}
+	}
+	select {
+	case <-yielding:
+	case <-time.After(hangGuard):
+		t.Fatalf("the persister did not yield a plain accept after a contended one within %v", hangGuard)
+	}
+}
