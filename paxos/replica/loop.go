@@ -76,7 +76,7 @@ func (r *Replica) Deliver(m paxos.Message) bool {
 // ends (ErrOutcomeUnknown). It never reports success for a command that did
 // not take effect (field report F6).
 func (r *Replica) Propose(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
-	return r.propose(ctx, proposal{group: g, cmd: cmd})
+	return r.propose(ctx, proposal{group: g, cmd: cmd, enter: (*paxos.Node).Propose})
 }
 
 // ProposeAhead is Propose for a command that should not wait behind the
@@ -85,7 +85,7 @@ func (r *Replica) Propose(ctx context.Context, g paxos.GroupID, cmd paxos.Comman
 // decides which commands deserve it, e.g. those of a client with little in
 // flight while another floods the group.
 func (r *Replica) ProposeAhead(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
-	return r.propose(ctx, proposal{group: g, cmd: cmd, ahead: true})
+	return r.propose(ctx, proposal{group: g, cmd: cmd, enter: (*paxos.Node).ProposeAhead})
 }
 
 // ProposeContended is ProposeAhead for a light client's command on a node
@@ -93,7 +93,7 @@ func (r *Replica) ProposeAhead(ctx context.Context, g paxos.GroupID, cmd paxos.C
 // going ahead, it makes every node that writes its slot yield the disk to
 // light clients for a while (Config.YieldGap).
 func (r *Replica) ProposeContended(ctx context.Context, g paxos.GroupID, cmd paxos.Command) (Result, error) {
-	return r.propose(ctx, proposal{group: g, cmd: cmd, ahead: true, contended: true})
+	return r.propose(ctx, proposal{group: g, cmd: cmd, enter: (*paxos.Node).ProposeContended})
 }
 
 func (r *Replica) propose(ctx context.Context, p proposal) (Result, error) {
@@ -313,14 +313,7 @@ func (r *Replica) step(m paxos.Message) {
 }
 
 func (r *Replica) takeProposal(p proposal) {
-	propose := r.core.Propose
-	switch {
-	case p.contended:
-		propose = r.core.ProposeContended
-	case p.ahead:
-		propose = r.core.ProposeAhead
-	}
-	if err := propose(p.group, p.cmd); err != nil {
+	if err := p.enter(r.core, p.group, p.cmd); err != nil {
 		p.done <- outcome{err: err}
 		return
 	}
@@ -409,13 +402,10 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			}
 		}
 		now := time.Now()
-		if anyContended(jobs) {
-			lastContended = now
-		}
 		switch {
 		case !needsSync(jobs) || anyUrgent(jobs):
-			// Nothing to sync, or a light identity's accept: written at
-			// once.
+			// Nothing to sync, or a light identity's accept (a contended
+			// one is urgent too): written at once.
 		case r.cfg.YieldGap > 0 && now.Sub(lastContended) < r.yieldFor && now.Before(synced.Add(r.cfg.YieldGap)):
 			// A light identity competes with heavy ones: leave the disk
 			// idle until the gap has passed, so that the light one's next
@@ -441,10 +431,11 @@ func (r *Replica) persistLoop(ctx context.Context) error {
 			}
 			jobs = r.gather(ctx, jobs, r.cfg.GroupCommitWait, func(rd *paxos.Ready) bool { return act.add(rd) == 0 })
 		}
+		now = time.Now()
 		if anyContended(jobs) {
-			lastContended = time.Now()
+			lastContended = now
 		}
-		act.record(jobs, time.Now())
+		act.record(jobs, now)
 		writes, remote = writes[:0], remote[:0]
 		mustSync := false
 		for _, rd := range jobs {

@@ -173,11 +173,11 @@ type Result struct {
 type proposal struct {
 	group paxos.GroupID
 	cmd   paxos.Command
-	ahead bool // paxos.Node.ProposeAhead
-	// contended: paxos.Node.ProposeContended (implies ahead)
-	contended bool
-	done      chan outcome
-	deadline  time.Time
+	// enter is how the command enters the core: (*paxos.Node).Propose,
+	// ProposeAhead or ProposeContended.
+	enter    func(*paxos.Node, paxos.GroupID, paxos.Command) error
+	done     chan outcome
+	deadline time.Time
 }
 
 type outcome struct {
