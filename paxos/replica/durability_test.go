@@ -1,9 +1,7 @@
 package replica
 
 import (
-	"cmp"
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -280,56 +278,24 @@ func waitStatus(t *testing.T, gr *gatedReplica, g paxos.GroupID, what string, ok
 func TestUrgentWriteSkipsGroupCommitWait(t *testing.T) {
 	waiting := make(chan struct{}, 16)
 	gr := startGated(t, 2, gatedVariant{wait: time.Hour, recent: time.Hour, waiting: func() { waiting <- struct{}{} }})
-	waits := func(what string) {
-		t.Helper()
-		select {
-		case <-waiting:
-		case <-time.After(hangGuard):
-			t.Fatalf("%s: the persister began no group-commit wait within %v", what, hangGuard)
-		}
-	}
-	b := paxos.Ballot{Round: 1, Node: 2}
-	accept := func(g paxos.GroupID, slot uint64, urgent bool) {
-		t.Helper()
-		gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: g, From: 2, Ballot: b, Urgent: urgent,
-			Entries: []paxos.Entry{{Slot: slot, Value: paxos.Value{ID: paxos.ValueID{Ballot: b, N: uint64(g)<<8 | slot}}}}})
-	}
-	writes := func(c *saveCall) (got []slotKey) {
-		for _, w := range c.writes {
-			for _, e := range w.Entries {
-				got = append(got, slotKey{w.Group, e.Slot})
-			}
-		}
-		slices.SortFunc(got, func(a, b slotKey) int { return cmp.Or(cmp.Compare(a.g, b.g), cmp.Compare(a.slot, b.slot)) })
-		return got
-	}
-	expect := func(what string, want ...slotKey) {
-		t.Helper()
-		c := gr.nextSave(t)
-		if got := writes(c); !slices.Equal(got, want) {
-			t.Fatalf("%s: the Save writes %v, want %v", what, got, want)
-		}
-		c.release()
-	}
-
 	// Group 1 writes first: nothing was recent, so nothing waits.
-	accept(1, 0, false)
-	expect("group 1's first accept", slotKey{1, 0})
+	gr.accept(t, 1, 0, plain)
+	gr.expectSave(t, "group 1's first accept", slotKey{1, 0})
 	// Group 0's urgent accept does not wait for group 1, recent now.
-	accept(0, 0, true)
-	expect("group 0's urgent accept", slotKey{0, 0})
-	gr.tr.waitFor(t, "group 0's Accepted", msg(paxos.MsgAccepted, 0, 1, 2, b))
+	gr.accept(t, 0, 0, urgent)
+	gr.expectSave(t, "group 0's urgent accept", slotKey{0, 0})
+	gr.tr.waitFor(t, "group 0's Accepted", msg(paxos.MsgAccepted, 0, 1, 2, markBallot))
 	// A plain accept of group 0 waits for group 1, and shares its Save.
-	accept(0, 1, false)
-	waits("group 0's plain accept")
-	accept(1, 1, false)
-	expect("group 0's plain accept, then group 1's", slotKey{0, 1}, slotKey{1, 1})
+	gr.accept(t, 0, 1, plain)
+	signalled(t, waiting, "a group-commit wait for group 0's plain accept")
+	gr.accept(t, 1, 1, plain)
+	gr.expectSave(t, "group 0's plain accept, then group 1's", slotKey{0, 1}, slotKey{1, 1})
 	// A plain accept waiting for group 1 goes as soon as an urgent one
 	// joins it.
-	accept(0, 2, false)
-	waits("group 0's second plain accept")
-	accept(0, 3, true)
-	expect("group 0's plain accept, then its urgent one", slotKey{0, 2}, slotKey{0, 3})
+	gr.accept(t, 0, 2, plain)
+	signalled(t, waiting, "a group-commit wait for group 0's second plain accept")
+	gr.accept(t, 0, 3, urgent)
+	gr.expectSave(t, "group 0's plain accept, then its urgent one", slotKey{0, 2}, slotKey{0, 3})
 	if len(waiting) != 0 {
 		t.Fatalf("%d more group-commit waits began than the two plain accepts", len(waiting))
 	}
@@ -344,48 +310,48 @@ func TestUrgentWriteSkipsGroupCommitWait(t *testing.T) {
 func TestContendedWriteMakesOthersYield(t *testing.T) {
 	yielding := make(chan struct{}, 16)
 	gr := startGated(t, 2, gatedVariant{yieldGap: time.Hour, yieldFor: time.Hour, yielding: func() { yielding <- struct{}{} }})
-	b := paxos.Ballot{Round: 1, Node: 2}
-	accept := func(g paxos.GroupID, slot uint64, urgent, contended bool) {
-		t.Helper()
-		gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: g, From: 2, Ballot: b, Urgent: urgent, Contended: contended,
-			Entries: []paxos.Entry{{Slot: slot, Value: paxos.Value{ID: paxos.ValueID{Ballot: b, N: uint64(g)<<8 | slot}}}}})
-	}
-	expect := func(what string, want ...slotKey) {
-		t.Helper()
-		c := gr.nextSave(t)
-		var got []slotKey
-		for _, w := range c.writes {
-			for _, e := range w.Entries {
-				got = append(got, slotKey{w.Group, e.Slot})
-			}
-		}
-		slices.SortFunc(got, func(a, b slotKey) int { return cmp.Or(cmp.Compare(a.g, b.g), cmp.Compare(a.slot, b.slot)) })
-		if !slices.Equal(got, want) {
-			t.Fatalf("%s: the Save writes %v, want %v", what, got, want)
-		}
-		c.release()
-	}
-
-	accept(0, 0, true, false)
-	expect("group 0's urgent accept", slotKey{0, 0})
-	accept(1, 0, false, false)
-	expect("group 1's plain accept after an urgent one that is not contended", slotKey{1, 0})
+	gr.accept(t, 0, 0, urgent)
+	gr.expectSave(t, "group 0's urgent accept", slotKey{0, 0})
+	gr.accept(t, 1, 0, plain)
+	gr.expectSave(t, "group 1's plain accept after an urgent one that is not contended", slotKey{1, 0})
 	if len(yielding) != 0 {
 		t.Fatal("the persister yielded though no contended accept came in")
 	}
-	accept(0, 1, true, true)
-	expect("group 0's contended accept", slotKey{0, 1})
-	accept(1, 1, false, false)
-	select {
-	case <-yielding:
-	case <-time.After(hangGuard):
-		t.Fatalf("the persister did not yield a plain accept after a contended one within %v", hangGuard)
-	}
-	accept(1, 2, false, false)
-	accept(0, 2, true, false)
-	expect("the held plain accepts, with the urgent one that ended the wait", slotKey{0, 2}, slotKey{1, 1}, slotKey{1, 2})
+	gr.accept(t, 0, 1, contended)
+	gr.expectSave(t, "group 0's contended accept", slotKey{0, 1})
+	gr.accept(t, 1, 1, plain)
+	signalled(t, yielding, "a yield for a plain accept after a contended one")
+	gr.accept(t, 1, 2, plain)
+	gr.accept(t, 0, 2, urgent)
+	gr.expectSave(t, "the held plain accepts, with the urgent one that ended the wait", slotKey{0, 2}, slotKey{1, 1}, slotKey{1, 2})
 	if len(yielding) != 0 {
 		t.Fatalf("%d more yields began than the one plain accept", len(yielding))
+	}
+}
+
+// TestYieldOnlyWithinWindowAndGap: a plain write after a contended one is
+// held only while both hold: the contended write is recent (Replica.yieldFor)
+// and the gap since the last synced write has not passed (Config.YieldGap).
+// Each case sets one of them to a microsecond, which the steps between two
+// writes always take longer than, however busy the machine; with either
+// check left out, the persister yields (and, for the window, waits an hour).
+func TestYieldOnlyWithinWindowAndGap(t *testing.T) {
+	for _, v := range []gatedVariant{
+		{name: "window passed", yieldGap: time.Hour, yieldFor: time.Microsecond},
+		{name: "gap passed", yieldGap: time.Microsecond, yieldFor: time.Hour},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			yielding := make(chan struct{}, 16)
+			v.yielding = func() { yielding <- struct{}{} }
+			gr := startGated(t, 1, v)
+			gr.accept(t, 0, 0, contended)
+			gr.expectSave(t, "the contended accept", slotKey{0, 0})
+			gr.accept(t, 0, 1, plain)
+			gr.expectSave(t, "the plain accept after it", slotKey{0, 1})
+			if len(yielding) != 0 {
+				t.Fatalf("the persister yielded with the %s", v.name)
+			}
+		})
 	}
 }
 
@@ -394,18 +360,9 @@ func TestContendedWriteMakesOthersYield(t *testing.T) {
 // test if Run has not returned within hangGuard.
 func TestYieldWaitEndsOnStop(t *testing.T) {
 	yielding := make(chan struct{}, 1)
-	gr := startGated(t, 2, gatedVariant{yieldGap: time.Hour, yieldFor: time.Hour, yielding: func() { yielding <- struct{}{} }})
-	b := paxos.Ballot{Round: 1, Node: 2}
-	for slot, contended := range []bool{true, false} {
-		gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: 0, From: 2, Ballot: b, Urgent: contended, Contended: contended,
-			Entries: []paxos.Entry{{Slot: uint64(slot), Value: paxos.Value{ID: paxos.ValueID{Ballot: b, N: uint64(slot)}}}}})
-		if contended {
-			gr.nextSave(t).release()
-		}
-	}
-	select {
-	case <-yielding:
-	case <-time.After(hangGuard):
-		t.Fatalf("the persister did not yield a plain accept after a contended one within %v", hangGuard)
-	}
+	gr := startGated(t, 1, gatedVariant{yieldGap: time.Hour, yieldFor: time.Hour, yielding: func() { yielding <- struct{}{} }})
+	gr.accept(t, 0, 0, contended)
+	gr.expectSave(t, "the contended accept", slotKey{0, 0})
+	gr.accept(t, 0, 1, plain)
+	signalled(t, yielding, "a yield for a plain accept after a contended one")
 }

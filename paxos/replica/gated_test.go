@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -182,6 +183,51 @@ func (s unsyncedGatedStore) SaveUnsynced(writes []paxos.GroupWrite) error {
 	defer s.mu.Unlock()
 	s.unsynced = append(s.unsynced, copyWrites(writes)...)
 	return nil
+}
+
+// How an Accept delivered by gatedReplica.accept is marked.
+const (
+	plain = iota
+	urgent
+	contended // urgent too, as the core sends it
+)
+
+// markBallot is the ballot of the Accepts gatedReplica.accept delivers.
+var markBallot = paxos.Ballot{Round: 1, Node: 2}
+
+// accept delivers node 2's Accept for slot of group g, marked as mark says.
+func (gr *gatedReplica) accept(t *testing.T, g paxos.GroupID, slot uint64, mark int) {
+	t.Helper()
+	gr.deliver(t, paxos.Message{Type: paxos.MsgAccept, Group: g, From: 2, Ballot: markBallot, Urgent: mark != plain, Contended: mark == contended,
+		Entries: []paxos.Entry{{Slot: slot, Value: paxos.Value{ID: paxos.ValueID{Ballot: markBallot, N: uint64(g)<<8 | slot}}}}})
+}
+
+// expectSave waits for the next Save, checks that it writes exactly the
+// entries want (in any order), and lets it finish.
+func (gr *gatedReplica) expectSave(t *testing.T, what string, want ...slotKey) {
+	t.Helper()
+	c := gr.nextSave(t)
+	var got []slotKey
+	for _, w := range c.writes {
+		for _, e := range w.Entries {
+			got = append(got, slotKey{w.Group, e.Slot})
+		}
+	}
+	slices.SortFunc(got, func(a, b slotKey) int { return cmp.Or(cmp.Compare(a.g, b.g), cmp.Compare(a.slot, b.slot)) })
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s: the Save writes %v, want %v", what, got, want)
+	}
+	c.release()
+}
+
+// signalled waits (bounded) for a test hook to say that what happened.
+func signalled(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(hangGuard):
+		t.Fatalf("no %s within %v", what, hangGuard)
+	}
 }
 
 // nextSave waits for the next Save to begin and returns it, still blocked.
