@@ -53,8 +53,20 @@ func startCluster(t clusterTB, n, groups int) *testCluster {
 // node when faults is set (see cutter).
 func startClusterWith(t clusterTB, n, groups int, faults bool) *testCluster {
 	t.Helper()
+	return startClusterTuned(t, n, groups, faults, nil)
+}
+
+// startClusterTuned is startClusterWith, with tune (when set) applied to
+// every node's configuration last.
+func startClusterTuned(t clusterTB, n, groups int, faults bool, tune func(*server.Config)) *testCluster {
+	t.Helper()
 	lc, err := localcluster.Start(localcluster.Options{Nodes: n, Groups: groups, Lease: time.Second, Dir: t.TempDir(),
-		Logger: testLogger(), Faults: faults, Tune: func(c *server.Config) { c.ExpiryInterval = 20 * time.Millisecond }})
+		Logger: testLogger(), Faults: faults, Tune: func(c *server.Config) {
+			c.ExpiryInterval = 20 * time.Millisecond
+			if tune != nil {
+				tune(c)
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lockd/lockd/internal/server"
 )
 
 // TestLightIdentityMakesNodesYield: an identity alone on the cluster, with
@@ -13,9 +15,11 @@ import (
 // light identity's sequential commands among another identity's do
 // (server.proposeKind, replica.Config.YieldGap), and the nodes count it
 // (lockd_store_yields_total). One group, so both identities share a
-// master.
+// master. The gap is 50 ms rather than 3: a node yields only if its next
+// plain write comes within the gap after its last sync, which a starved
+// CPU could make rare at 3 ms.
 func TestLightIdentityMakesNodesYield(t *testing.T) {
-	tc := startCluster(t, 3, 1)
+	tc := startClusterTuned(t, 3, 1, false, func(c *server.Config) { c.YieldGap = 50 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	heavy := tc.clientAs("heavy")
